@@ -1,0 +1,49 @@
+"""Command-line interface: ``napari-casper <command> ...``.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which
+registers the command and its options and sets ``func``), so commands stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from napari_casper import __version__
+from napari_casper.errors import CasperInputError
+
+#: module names (inside ``napari_casper.cli``) that register a sub-command each
+COMMAND_MODULES = ("train", "impute", "benchmark", "run_sample")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-casper",
+        description="Spatial-transcriptomics imputation (CASPER) and viewing in napari.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-casper {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"napari_casper.cli.{name}")
+        except ModuleNotFoundError as err:  # a command whose module is not written yet
+            if err.name == f"napari_casper.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CasperInputError as err:
+        print(f"napari-casper {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
