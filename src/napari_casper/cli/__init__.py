@@ -14,7 +14,15 @@ from napari_casper import __version__
 from napari_casper.errors import CasperInputError
 
 #: module names (inside ``napari_casper.cli``) that register a sub-command each
-COMMAND_MODULES = ("train", "impute", "benchmark", "run_sample")
+COMMAND_MODULES = (
+    "train",
+    "impute",
+    "benchmark",
+    "histology_train",
+    "histology_predict",
+    "histology_benchmark",
+    "run_sample",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
