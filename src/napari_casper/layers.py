@@ -1,0 +1,209 @@
+"""SpatialData elements as napari layer-data tuples (pure numpy/pandas, no napari import).
+
+Every layer carries the affine of its element's transformation to the chosen coordinate
+system, so images and spots line up on screen. Spot elements (circles with ``radius``, or
+points) become Points layers whose ``size`` is the spot diameter in world units (napari does
+not scale point sizes by the layer affine, napari #6649). The table annotating a spot
+element becomes the layer's ``features`` (obs columns and genes), so any of them can colour
+the spots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from napari_casper.errors import CasperInputError
+
+#: genes go into layer features only while spots x genes stays below this many values
+MAX_FEATURE_VALUES = 20_000_000
+METADATA_KEY = "napari_casper"
+
+
+@dataclass(frozen=True)
+class SpotTable:
+    """The table annotating a spot element, and how its rows map to the element's instances."""
+
+    name: str
+    region_key: str
+    instance_key: str
+
+
+def default_coordinate_system(sdata) -> str:
+    """``"global"`` when present, otherwise the first coordinate system of the object."""
+    systems = list(sdata.coordinate_systems)
+    if not systems:
+        raise CasperInputError("the SpatialData object has no coordinate system: its elements carry no transformation.")
+    return "global" if "global" in systems else systems[0]
+
+
+def affine_yx(element, coordinate_system: str) -> np.ndarray:
+    """The 3x3 affine (napari's (y, x) axis order) from ``element`` to ``coordinate_system``."""
+    from spatialdata.transformations import get_transformation
+
+    transforms = get_transformation(element, get_all=True)
+    if coordinate_system not in transforms:
+        raise CasperInputError(
+            f"the element is not in coordinate system {coordinate_system!r} (it is in {sorted(transforms)}): "
+            "choose one of those, or add a transformation to it."
+        )
+    return np.asarray(
+        transforms[coordinate_system].to_affine_matrix(input_axes=("y", "x"), output_axes=("y", "x")), dtype=float
+    )
+
+
+def mean_scale(affine: np.ndarray) -> float:
+    """Mean linear scale of a 3x3 affine (how much one data unit grows in world units)."""
+    return float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
+
+
+def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
+    """Layer-data tuple for image element ``name`` (RGB H&E, or one layer per channel)."""
+    from xarray import DataTree
+
+    element = sdata.images[name]
+    if isinstance(element, DataTree):  # multiscale: scale0, scale1, ... each holding one DataArray
+        keys = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))
+        levels = [next(iter(element[key].ds.data_vars.values())) for key in keys]
+    else:
+        levels = [element]
+    first = levels[0]
+    affine = affine_yx(element, coordinate_system)
+    channels = [str(c) for c in first.coords["c"].values] if "c" in first.coords else []
+    rgb = first.sizes.get("c", 1) in (3, 4) and np.issubdtype(first.dtype, np.integer)
+    kwargs = {"name": name, "affine": affine, "metadata": {METADATA_KEY: {"element": name, "kind": "image"}}}
+    if rgb:
+        data = [level.transpose("y", "x", "c").data for level in levels]
+        kwargs["rgb"] = True
+    else:
+        data = [level.transpose("c", "y", "x").data for level in levels]
+        kwargs["channel_axis"] = 0
+        kwargs["name"] = [f"{name}:{c}" for c in channels] if channels else name
+        kwargs["blending"] = "additive"
+    kwargs["multiscale"] = len(data) > 1
+    return (data if len(data) > 1 else data[0], kwargs, "image")
+
+
+def spot_table(sdata, element_name: str) -> SpotTable | None:
+    """The table that annotates ``element_name`` (first one found), or None."""
+    for table_name, table in sdata.tables.items():
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region = attrs.get("region")
+        regions = [region] if isinstance(region, str) else list(region or [])
+        if element_name in regions:
+            return SpotTable(table_name, attrs["region_key"], attrs["instance_key"])
+    return None
+
+
+def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """Intrinsic ``(n, 2)`` (x, y) centres, per-spot diameters and instance ids of a spot element."""
+    if element_name in sdata.shapes:
+        shapes = sdata.shapes[element_name]
+        geom_type = set(shapes.geometry.geom_type)
+        if geom_type != {"Point"} or "radius" not in shapes:
+            raise CasperInputError(
+                f"shapes element {element_name!r} holds {sorted(geom_type)}, not spots (circles with a "
+                "'radius' column); choose the element that holds the spots."
+            )
+        xy = np.c_[shapes.geometry.x.to_numpy(), shapes.geometry.y.to_numpy()]
+        return xy, 2.0 * shapes["radius"].to_numpy(dtype=float), shapes.index
+    if element_name in sdata.points:
+        frame = sdata.points[element_name].compute()
+        xy = frame[["x", "y"]].to_numpy(dtype=float)
+        from napari_casper.convert import estimate_spot_diameter
+
+        diameter = np.full(len(xy), estimate_spot_diameter(xy, 1.0) if len(xy) > 1 else 1.0)
+        return xy, diameter, frame.index
+    raise CasperInputError(f"no shapes or points element named {element_name!r}.")
+
+
+def spot_features(sdata, element_name: str, instance_ids: pd.Index, max_values: int = MAX_FEATURE_VALUES) -> pd.DataFrame:
+    """Per-spot features in element order: the table's obs columns, then its genes (if small enough).
+
+    Spots without a table row get NaN; genes are left out when spots x genes exceeds
+    ``max_values`` (large tables are coloured gene by gene instead).
+    """
+    link = spot_table(sdata, element_name)
+    if link is None:
+        return pd.DataFrame(index=pd.RangeIndex(len(instance_ids)))
+    table = sdata.tables[link.name]
+    sub = table[table.obs[link.region_key].astype(str).to_numpy() == element_name]
+    instances = sub.obs[link.instance_key].to_numpy()
+    obs = sub.obs.drop(columns=[link.region_key, link.instance_key])
+    obs.index = instances
+    features = obs.reindex(instance_ids).reset_index(drop=True)
+    if sub.n_obs * sub.n_vars <= max_values:
+        row_of = pd.Series(np.arange(sub.n_obs), index=instances).reindex(instance_ids).to_numpy()
+        present = ~np.isnan(row_of)
+        matrix = sub.X[row_of[present].astype(int)]
+        genes = np.full((len(instance_ids), sub.n_vars), np.nan, dtype=np.float32)
+        genes[present] = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        names = [str(g) for g in sub.var_names]
+        keep = [i for i, g in enumerate(names) if g not in features.columns]
+        gene_frame = pd.DataFrame(genes[:, keep], columns=[names[i] for i in keep])
+        features = pd.concat([features, gene_frame], axis=1)
+    return features
+
+
+def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str | None = None) -> tuple:
+    """Points layer-data tuple for a spot element, sized to the spot diameter, with features."""
+    element = sdata.shapes[element_name] if element_name in sdata.shapes else sdata.points[element_name]
+    xy, diameter, ids = spot_positions(sdata, element_name)
+    affine = affine_yx(element, coordinate_system)
+    link = spot_table(sdata, element_name)
+    kwargs = {
+        "name": name or element_name,
+        "affine": affine,
+        "size": diameter * mean_scale(affine),
+        "features": spot_features(sdata, element_name, ids),
+        "face_color": "#ffd400",
+        "border_color": "white",
+        "border_width": 0.05,
+        "opacity": 0.9,
+        "metadata": {
+            METADATA_KEY: {
+                "element": element_name,
+                "kind": "spots",
+                "table": link.name if link else None,
+                "coordinate_system": coordinate_system,
+            }
+        },
+    }
+    return (xy[:, ::-1].copy(), kwargs, "points")
+
+
+def spot_element_names(sdata) -> list[str]:
+    """Names of elements that hold spots: circle shapes and points."""
+    names = [n for n, s in sdata.shapes.items() if "radius" in s and set(s.geometry.geom_type) == {"Point"}]
+    return names + list(sdata.points)
+
+
+def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source: str | None = None) -> list[tuple]:
+    """All images and spot elements of ``sdata`` in ``coordinate_system`` as layer-data tuples.
+
+    Images come first (bottom), spots on top. Every layer's metadata holds the SpatialData
+    object (``metadata["napari_casper"]["sdata"]``) and the store path it came from, so
+    widgets can reach the tables and write results back.
+    """
+    cs = coordinate_system or default_coordinate_system(sdata)
+    if cs not in sdata.coordinate_systems:
+        raise CasperInputError(
+            f"coordinate system {cs!r} is not in this object (it has {list(sdata.coordinate_systems)})."
+        )
+    from spatialdata.transformations import get_transformation
+
+    layers = []
+    for name, element in sdata.images.items():
+        if cs in get_transformation(element, get_all=True):
+            layers.append(image_layer(sdata, name, cs))
+    for name in spot_element_names(sdata):
+        element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
+        if cs in get_transformation(element, get_all=True):
+            layers.append(spots_layer(sdata, name, cs))
+    if not layers:
+        raise CasperInputError(f"nothing to show in coordinate system {cs!r}: no image or spot element is in it.")
+    for _, kwargs, _ in layers:
+        kwargs["metadata"][METADATA_KEY].update({"sdata": sdata, "path": source, "coordinate_system": cs})
+    return layers
