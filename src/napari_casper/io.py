@@ -214,10 +214,14 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
 
 def _reconsolidate(store: Path) -> None:
     """Refresh the store's consolidated metadata so readers see the new element."""
+    import warnings
+
     import zarr
 
     try:
-        zarr.consolidate_metadata(str(store))
+        with warnings.catch_warnings():  # zarr warns that v3 consolidation is not in the spec yet
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(store))
     except Exception as err:  # noqa: BLE001
         raise CasperInputError(f"the element was written but {store}'s metadata could not be refreshed: {err}") from err
 

@@ -77,6 +77,9 @@ def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
     if rgb:
         data = [level.transpose("y", "x", "c").data for level in levels]
         kwargs["rgb"] = True
+    elif first.sizes.get("c", 1) == 1:
+        data = [level.isel(c=0).transpose("y", "x").data for level in levels]
+        kwargs["colormap"] = "gray"
     else:
         data = [level.transpose("c", "y", "x").data for level in levels]
         kwargs["channel_axis"] = 0

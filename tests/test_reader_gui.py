@@ -1,0 +1,86 @@
+"""The npe2 reader and sample data in a real napari viewer (Xvfb + Mesa), with screenshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from napari_casper.io import read_h5ad_spatial, save_spatialdata
+
+pytestmark = pytest.mark.gui
+
+SPOT_RGB = np.array([255, 0, 255])  # magenta: absent from H&E, so its pixels are the spots
+
+
+def spot_and_tissue_masks(viewer, points_layer, image_layer):
+    """Screenshot twice (with and without spots); return (spot pixels, tissue pixels) masks."""
+    from scipy import ndimage
+
+    points_layer.face_color = "magenta"
+    points_layer.border_width = 0
+    points_layer.opacity = 1.0
+    image_layer.visible = False
+    viewer.reset_view()  # frame the spots
+    image_layer.visible = True
+    points_layer.visible = False
+    tissue_shot = viewer.screenshot(canvas_only=True, flash=False)[:, :, :3].astype(float)
+    points_layer.visible = True
+    spots_shot = viewer.screenshot(canvas_only=True, flash=False)[:, :, :3].astype(float)
+    spots = np.abs(spots_shot - SPOT_RGB).sum(axis=2) < 60
+    saturation = tissue_shot.max(axis=2) - tissue_shot.min(axis=2)
+    darkness = 255 - tissue_shot.mean(axis=2)
+    on_slide = tissue_shot.sum(axis=2) > 30  # the black canvas outside the image is not tissue
+    tissue = on_slide & ((saturation > np.median(saturation[on_slide]) + 12) | (darkness > np.median(darkness[on_slide]) + 25))
+    tissue = ndimage.binary_dilation(ndimage.binary_closing(tissue, iterations=3), iterations=3)
+    return spots, tissue
+
+
+@pytest.mark.parametrize("section", [("mob", "MOB1"), ("her2st", "C2")])
+def test_spots_are_drawn_on_the_tissue(make_napari_viewer, tmp_path, section):
+    folder, name = section
+    store = save_spatialdata(read_h5ad_spatial(shared_path(folder, f"{name}.h5ad")), tmp_path / f"{name}.zarr")
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open(str(store), plugin="napari-casper")
+    image_layer, points_layer = viewer.layers["image"], viewer.layers["spots"]
+    assert len(layers) == 2 and points_layer.data.shape[0] > 150
+    spots, tissue = spot_and_tissue_masks(viewer, points_layer, image_layer)
+    assert spots.sum() > 2000, "spots are not visible in the screenshot"
+    on_tissue = tissue[spots].mean()
+    assert on_tissue > 0.9, f"only {on_tissue:.0%} of spot pixels lie over tissue"
+    # negative control: the same spots moved by a third of the image width fall largely off tissue
+    height, width = image_layer.data[0].shape[:2] if image_layer.multiscale else image_layer.data.shape[:2]
+    points_layer.translate = (0, width / 3)
+    shifted_spots, _ = spot_and_tissue_masks(viewer, points_layer, image_layer)
+    assert tissue[shifted_spots].mean() < on_tissue - 0.15
+
+
+def test_points_carry_table_features(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_path("mob", "MOB1.h5ad")), plugin="napari-casper")
+    points = viewer.layers["spots"]
+    assert points.features.shape == (379, 1000)
+    gene = points.features.columns[10]
+    points.face_color = gene  # any gene can colour the spots
+    colours = points.face_color
+    assert len(np.unique(colours.round(3), axis=0)) > 10
+    meta = points.metadata["napari_casper"]
+    assert meta["element"] == "spots" and meta["table"] == "table" and meta["sdata"] is not None
+
+
+@pytest.mark.parametrize("key", ["drosophila", "mob"])
+def test_open_sample(make_napari_viewer, key):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-casper", key)
+    assert len(viewer.layers) == 2
+    assert type(viewer.layers[-1]).__name__ == "Points"
+
+
+def test_bad_folder_gives_clear_error(make_napari_viewer, tmp_path):
+    folder = tmp_path / "notes.zarr"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not spatialdata")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="is not a SpatialData store"):
+        viewer.open(str(folder), plugin="napari-casper")
+    assert len(viewer.layers) == 0
