@@ -92,6 +92,8 @@ def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
 def spot_table(sdata, element_name: str) -> SpotTable | None:
     """The table that annotates ``element_name`` (first one found), or None."""
     for table_name, table in sdata.tables.items():
+        if table.uns.get("napari_casper", {}).get("kind") == "casper_predictions":
+            continue  # results tables are shown as their own layers
         attrs = table.uns.get("spatialdata_attrs", {})
         region = attrs.get("region")
         regions = [region] if isinstance(region, str) else list(region or [])
@@ -171,6 +173,7 @@ def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str |
                 "kind": "spots",
                 "table": link.name if link else None,
                 "coordinate_system": coordinate_system,
+                "instance_ids": np.asarray(ids),
             }
         },
     }
@@ -197,14 +200,19 @@ def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source
         )
     from spatialdata.transformations import get_transformation
 
+    from napari_casper.results import results_layers
+
     layers = []
     for name, element in sdata.images.items():
         if cs in get_transformation(element, get_all=True):
             layers.append(image_layer(sdata, name, cs))
+    spot_layers = {}
     for name in spot_element_names(sdata):
         element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
         if cs in get_transformation(element, get_all=True):
-            layers.append(spots_layer(sdata, name, cs))
+            spot_layers[name] = spots_layer(sdata, name, cs)
+    layers.extend(spot_layers.values())
+    layers.extend(results_layers(sdata, cs, spot_layers))
     if not layers:
         raise CasperInputError(f"nothing to show in coordinate system {cs!r}: no image or spot element is in it.")
     for _, kwargs, _ in layers:
