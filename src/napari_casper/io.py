@@ -101,6 +101,20 @@ def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwarg
     return anndata_to_spatialdata(adata, image_path, **kwargs)
 
 
+def read_reference(path: str | Path) -> ad.AnnData:
+    """An scRNA-seq reference (cells x genes) from an ``.h5ad`` file, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CasperInputError(f"reference file {path} does not exist: check the path.")
+    try:
+        reference = ad.read_h5ad(path)
+    except Exception as err:  # noqa: BLE001
+        raise CasperInputError(f"cannot read reference {path} as AnnData ({type(err).__name__}: {err}).") from err
+    if reference.n_obs == 0 or reference.n_vars == 0:
+        raise CasperInputError(f"reference {path} is empty ({reference.n_obs} cells x {reference.n_vars} genes).")
+    return reference
+
+
 def read_any(path: str | Path):
     """Dispatch on the path: SpatialData store or ``.h5ad``."""
     path = Path(path)
