@@ -1,0 +1,167 @@
+"""Strict K-fold-over-genes protocol: hiding, splitting, scoring, method registry."""
+
+from __future__ import annotations
+
+import importlib
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from napari_casper.errors import CasperInputError
+from napari_casper.evaluate import METHODS, resolve_method, run_benchmark, split_genes
+from napari_casper.evaluate.metrics import METRICS
+
+
+@pytest.fixture(scope="module")
+def drosophila(shared_data):
+    """BDTNP atlas (every 4th location) + the Karaiskos reference restricted to 300 genes."""
+    st = ad.read_h5ad(shared_data / "drosophila" / "bdtnp_insitu.h5ad")[::4].copy()
+    ref = ad.read_h5ad(shared_data / "drosophila" / "karaiskos_scrna.h5ad")
+    extra = [g for g in ref.var_names if g not in set(st.var_names)][:216]
+    ref = ref[:, list(st.var_names) + extra].copy()
+    return st, ref
+
+
+def _with_unshared_genes(st: ad.AnnData) -> ad.AnnData:
+    """``st`` plus two genes the reference lacks: one unknown, one a case variant."""
+    rng = np.random.default_rng(0)
+    extra = ad.AnnData(
+        rng.uniform(0, 2, size=(st.n_obs, 2)).astype(np.float32),
+        obs=st.obs,
+    )
+    extra.var_names = ["NOT_IN_REFERENCE", "ANTP"]  # the reference has "Antp", not "ANTP"
+    return ad.concat([st, extra], axis=1, merge="same")
+
+
+def test_held_out_genes_are_hidden_from_every_spot(drosophila):
+    st, ref = drosophila
+    st = _with_unshared_genes(st)
+    ref_names = ref.var_names.copy()
+    calls = []
+
+    def spy(visible, reference, targets, *, seed=0):
+        assert not set(targets) & set(visible.var_names), "a held-out gene reached the method"
+        assert set(visible.var_names) == set(st.var_names) - set(targets)
+        assert list(visible.obs_names) == list(st.obs_names)
+        assert set(targets) <= set(reference.var_names)
+        calls.append(list(targets))
+        return np.zeros((visible.n_obs, len(targets)))
+
+    result = run_benchmark(st, ref, {"spy": spy}, n_folds=5, seed=3)
+    assert len(calls) == 5
+    evaluated = [g for fold in calls for g in fold]
+    assert len(evaluated) == len(set(evaluated)) == 84  # each shared gene once
+    assert "NOT_IN_REFERENCE" not in evaluated and "ANTP" not in evaluated  # exact match only
+    assert result.split.n_st_genes == 86 and len(result.split.shared) == 84
+    assert "84 shared (exact case-sensitive match)" in result.notes[0]
+    assert ref.var_names.equals(ref_names)
+    assert "ANTP" in st.var_names  # the caller's data is untouched
+
+
+def test_split_is_seeded_balanced_and_skips_constant_genes(drosophila):
+    st, ref = drosophila
+    st = st.copy()
+    st.X[:, 5] = 0.0  # constant over spots: PCC undefined, never held out
+    a = split_genes(st, ref, n_folds=10, seed=0)
+    b = split_genes(st, ref, n_folds=10, seed=0)
+    c = split_genes(st, ref, n_folds=10, seed=1)
+    assert a.folds == b.folds and a.folds != c.folds
+    assert a.constant == [st.var_names[5]]
+    assert sorted(a.evaluated) == sorted(set(st.var_names) - {st.var_names[5]})
+    assert {len(f) for f in a.folds} == {8, 9}  # 83 genes in 10 folds
+    limited = split_genes(st, ref, n_folds=2, seed=0, genes_limit=6)
+    assert len(limited.evaluated) == 6 and [len(f) for f in limited.folds] == [3, 3]
+
+
+def test_bad_inputs_name_the_fix(drosophila):
+    st, ref = drosophila
+    renamed = ref.copy()
+    renamed.var_names = [g.swapcase() for g in ref.var_names]
+    renamed.var_names_make_unique()
+    with pytest.raises(CasperInputError, match="no gene names are shared.*harmonise the case"):
+        run_benchmark(st, renamed, ["mean"])
+    with pytest.raises(CasperInputError, match="folds"):
+        run_benchmark(st, ref, ["mean"], n_folds=200)
+    with pytest.raises(CasperInputError, match="unknown imputation method 'magic'"):
+        resolve_method("magic")
+    with pytest.raises(CasperInputError, match="label column 'nope'"):
+        run_benchmark(st, ref, ["mean"], label_key="nope")
+
+
+def test_method_returning_a_wrong_shape_fails_loudly(drosophila):
+    st, ref = drosophila
+
+    def broken(visible, reference, targets, *, seed=0):
+        return np.zeros((visible.n_obs, len(targets) + 1))
+
+    with pytest.raises(RuntimeError, match="returned shape"):
+        run_benchmark(st, ref, {"broken": broken}, n_folds=2, genes_limit=4)
+
+
+def test_knn_and_mean_on_two_folds_of_drosophila(drosophila):
+    st, ref = drosophila
+    result = run_benchmark(st, ref, ["knn", "mean"], n_folds=2, seed=0, genes_limit=20)
+    table = result.per_gene
+    assert list(table.columns) == ["method", "gene", "fold", *METRICS, "note"]
+    assert len(table) == 40 and set(table["fold"]) == {0, 1}
+    summary = result.summary.set_index("method")
+    assert summary.loc["knn", "PCC_mean"] > 0.4  # full data, 10 folds: 0.588
+    assert summary.loc["mean", "PCC_mean"] == 0.0  # constant predictor
+    assert summary.loc["knn", "AS"] > summary.loc["mean", "AS"]
+    assert (summary["runtime_s"] > 0).all() and (summary["n_genes"] == 20).all()
+    assert list(result.runtimes.columns) == ["method", "fold", "seconds"]
+    again = run_benchmark(st, ref, ["knn", "mean"], n_folds=2, seed=0, genes_limit=20)
+    assert again.per_gene.equals(table)  # deterministic for a seed
+
+
+def test_label_key_reaches_methods_that_take_it(drosophila):
+    st, ref = drosophila
+    ref = ref.copy()
+    ref.obs["group"] = np.where(np.arange(ref.n_obs) % 2, "a", "b")
+    seen = {}
+
+    def labelled(visible, reference, targets, *, seed=0, label_key=None):
+        seen["label_key"] = label_key
+        return np.ones((visible.n_obs, len(targets)))
+
+    def unlabelled(visible, reference, targets, *, seed=0):
+        return np.ones((visible.n_obs, len(targets)))
+
+    run_benchmark(
+        st, ref, {"l": labelled, "u": unlabelled}, n_folds=2, genes_limit=2, label_key="group"
+    )
+    assert seen["label_key"] == "group"
+
+
+def test_every_registered_baseline_resolves():
+    for name in ("knn", "mean", "tangram", "tangram_clusters"):
+        assert callable(resolve_method(name))
+    assert METHODS["casper"] == "napari_casper.impute:impute_with_casper"
+
+
+def _casper_available() -> bool:
+    try:
+        module = importlib.import_module("napari_casper.impute")
+    except ModuleNotFoundError:
+        return False
+    return hasattr(module, "impute_with_casper")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _casper_available(), reason="napari_casper.impute has no impute_with_casper yet"
+)
+def test_casper_runs_under_the_protocol(drosophila):
+    st, ref = drosophila
+    result = run_benchmark(st, ref, ["casper"], n_folds=2, seed=0, genes_limit=6)
+    assert len(result.per_gene) == 6
+    assert np.isfinite(result.per_gene["PCC"]).all()
+    assert result.summary.loc[0, "PCC_mean"] > 0.0
+
+
+def test_casper_unavailable_is_an_input_error():
+    if _casper_available():
+        pytest.skip("napari_casper.impute provides impute_with_casper")
+    with pytest.raises(CasperInputError, match="'casper' is not available"):
+        resolve_method("casper")
