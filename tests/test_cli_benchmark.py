@@ -1,0 +1,63 @@
+"""``napari-casper benchmark`` on a small real subset (mean + kNN, 2 folds, 8 genes)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+from napari_casper.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_pair(shared_data, tmp_path_factory):
+    """A small seqFISH / Tasic pair written as .h5ad files."""
+    folder = tmp_path_factory.mktemp("pair")
+    st = ad.read_h5ad(shared_data / "seqfish" / "seqfish_cortex.h5ad")[::4].copy()
+    ref = ad.read_h5ad(shared_data / "seqfish" / "tasic_scrna.h5ad")[::4].copy()
+    st.write_h5ad(folder / "st.h5ad")
+    ref.write_h5ad(folder / "ref.h5ad")
+    return folder / "st.h5ad", folder / "ref.h5ad"
+
+
+def test_benchmark_writes_tables_and_a_regenerating_command(small_pair, tmp_path, capsys):
+    st, ref = small_pair
+    out = tmp_path / "result"
+    argv = [
+        "benchmark", "--st", str(st), "--reference", str(ref), "--methods", "mean,knn",
+        "--folds", "2", "--genes-limit", "8", "--label-key", "cell_type", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    per_gene = pd.read_csv(out / "per_gene.csv", keep_default_na=False)
+    assert len(per_gene) == 16 and set(per_gene["method"]) == {"mean", "knn"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"]) == ["mean", "knn"]
+    assert {"PCC_mean", "PCC_median", "SRCC_mean", "SSIM_mean", "RMSE_mean", "JS_mean", "AS"} <= set(
+        summary.columns
+    )
+    report = (out / "summary.md").read_text()
+    assert "| method | PCC mean |" in report and "| knn |" in report
+    assert "`st.h5ad` (400 x 113)" in report and "`ref.h5ad` (431 x 113)" in report
+    assert "seqFISH mouse visual cortex" in report  # the data set's uns['source']
+    command = report.split("```")[1].strip()
+    assert command.startswith("napari-casper benchmark --st ")
+    assert "--methods mean,knn --folds 2 --seed 0 --label-key cell_type --genes-limit 8" in command
+
+    # the printed command regenerates the same numbers
+    rerun = tmp_path / "rerun"
+    assert main(command.split()[1:-1] + [str(rerun)]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_csv(rerun / "per_gene.csv", keep_default_na=False), per_gene
+    )
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_clean_error(small_pair, tmp_path, capsys):
+    st, ref = small_pair
+    base = ["benchmark", "--st", str(st), "--reference", str(ref), "--out", str(tmp_path)]
+    assert main([*base, "--methods", "knn,wizard"]) == 2
+    assert "unknown imputation method 'wizard'" in capsys.readouterr().err
+    assert main([*base[:2], str(tmp_path / "absent.h5ad"), *base[3:], "--methods", "mean"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([*base, "--methods", "mean", "--folds", "500"]) == 2
+    assert "folds" in capsys.readouterr().err
