@@ -201,12 +201,23 @@ def _import_tangram():
     return tangram
 
 
-def _leiden_labels(reference: AnnData, *, seed: int, resolution: float) -> np.ndarray:
-    """Leiden cluster labels of the reference cells (log-scale PCA, 15-NN graph)."""
+def _leiden_labels(
+    reference: AnnData, *, seed: int, resolution: float, n_genes: int = 2000
+) -> np.ndarray:
+    """Leiden cluster labels of the reference cells.
+
+    Uses the ``n_genes`` genes of largest variance (as stored, so only those columns are
+    ever made dense), log-normalised when they are counts; PCA, 15-NN graph, Leiden.
+    """
     import scanpy as sc
 
-    values = _expression(reference, reference.var_names, preprocessing="auto", log=True)
-    values = values[:, values.std(axis=0) > 0]
+    matrix = reference.X
+    mean = np.asarray(matrix.mean(axis=0)).ravel()
+    squares = matrix.multiply(matrix) if sp.issparse(matrix) else np.square(matrix)
+    variance = np.asarray(squares.mean(axis=0)).ravel() - mean**2
+    top = np.sort(np.argsort(-variance, kind="stable")[:n_genes])
+    top = top[variance[top] > 0]
+    values = _expression(reference, reference.var_names[top], preprocessing="auto", log=True)
     work = AnnData(values.astype(np.float32))
     n_comps = max(2, min(50, work.n_obs - 1, work.n_vars - 1))
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
