@@ -107,14 +107,14 @@ def test_bad_inputs_name_the_fix(drosophila):
 
 def test_tangram_cells_mode_leaves_caller_gene_names_alone(drosophila):
     visible, ref, targets, truth = drosophila
-    visible, ref, truth = visible[::2].copy(), ref[::2].copy(), truth[::2]  # keep it quick
+    visible, ref, truth = visible[::2].copy(), ref[::3].copy(), truth[::2]  # keep it quick
     st_names, ref_names = list(visible.var_names), list(ref.var_names)
-    pred = impute_tangram(visible, ref, targets, num_epochs=40)
+    pred = impute_tangram(visible, ref, targets, num_epochs=30)
     assert pred.shape == truth.shape and np.isfinite(pred).all()
     assert pearson(truth, pred).mean() > 0.3
     assert list(visible.var_names) == st_names and "Ance" in st_names  # not lowercased
     assert list(ref.var_names) == ref_names
-    again = impute_tangram(visible, ref, targets, num_epochs=40)
+    again = impute_tangram(visible, ref, targets, num_epochs=30)
     np.testing.assert_allclose(pred, again, rtol=1e-5)  # seeded (tangram skips seed 0)
 
 
