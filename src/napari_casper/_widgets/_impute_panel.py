@@ -1,0 +1,87 @@
+"""Step 3 of the CASPER widget: choose genes (any reference gene) and show predictions."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QStringListModel, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCompleter,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+class ImputePanel(QGroupBox):
+    """Gene search with completion over all reference genes, a chosen-gene list, actions."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("3. Impute", parent)
+        self._genes: list[str] = []
+        self._known: set[str] = set()
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("gene name (any reference gene), Enter to add")
+        self._model = QStringListModel()
+        completer = QCompleter(self._model, self)
+        completer.setCaseSensitivity(Qt.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchContains)
+        self.search.setCompleter(completer)
+        self.chosen = QListWidget()
+        self.chosen.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.chosen.setMaximumHeight(110)
+        self.remove_button = QPushButton("Remove")
+        self.impute_button = QPushButton("Impute")
+        self.compare_button = QPushButton("Compare with measured")
+        self.compare_button.setToolTip("side-by-side and difference view for a gene the panel measured")
+        self.score = QLabel("")
+        self.score.setWordWrap(True)
+        self.search.returnPressed.connect(self._add_from_search)
+        self.remove_button.clicked.connect(self._remove_selected)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.remove_button)
+        buttons.addWidget(self.impute_button)
+        buttons.addWidget(self.compare_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.search)
+        layout.addWidget(self.chosen)
+        layout.addLayout(buttons)
+        layout.addWidget(self.score)
+
+    def set_reference_genes(self, genes: list[str]) -> None:
+        self._genes = sorted(genes, key=str.lower)
+        self._known = set(genes)
+        self._model.setStringList(self._genes)
+
+    def add_gene(self, gene: str) -> bool:
+        """Add ``gene`` to the chosen list; False (and a message) when it is not a reference gene."""
+        gene = gene.strip()
+        if gene not in self._known:
+            matches = [g for g in self._genes if g.lower() == gene.lower()]
+            if len(matches) == 1:
+                gene = matches[0]
+            else:
+                self.score.setText(f"'{gene}' is not a reference gene.")
+                return False
+        existing = [self.chosen.item(i).text() for i in range(self.chosen.count())]
+        if gene not in existing:
+            self.chosen.addItem(gene)
+        return True
+
+    def _add_from_search(self) -> None:
+        if self.add_gene(self.search.text()):
+            self.search.clear()
+
+    def _remove_selected(self) -> None:
+        for item in self.chosen.selectedItems():
+            self.chosen.takeItem(self.chosen.row(item))
+
+    def genes(self) -> list[str]:
+        """Selected genes, or all chosen genes when none is selected."""
+        selected = [item.text() for item in self.chosen.selectedItems()]
+        return selected or [self.chosen.item(i).text() for i in range(self.chosen.count())]
