@@ -1,0 +1,1 @@
+"""napari dock widgets (thin: they only call the Qt-free core)."""
