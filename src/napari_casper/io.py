@@ -208,7 +208,11 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
         )
     scratch_root = store.parent / f".{store.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
     try:
-        sd.SpatialData(**{group: {name: element}}).write(scratch_root)
+        import warnings
+
+        with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
+            warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
+            sd.SpatialData(**{group: {name: element}}).write(scratch_root)
         target_group = store / group
         if not target_group.exists():
             shutil.copytree(scratch_root / group, target_group, ignore=shutil.ignore_patterns(name))
