@@ -111,10 +111,10 @@ def test_compare_attention_save_and_reopen(casper, qtbot, tmp_path):
     assert f"PCC {r:.3f}" in widget.impute.score.text()
     viewer.grid.enabled = False
 
-    first = widget.workflow.centroid_names[0]
+    first = widget.workflow.display_names[0]
     widget.show_attention(first)
     weights = viewer.layers[f"casper attention:{first}"].features["value"].to_numpy()
-    np.testing.assert_allclose(weights, widget.workflow.attention()[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(weights, widget.workflow.display_attention()[:, 0], rtol=1e-5)
     widget.show_dominant_centroid()
     assert "casper dominant centroid" in viewer.layers
     assert widget.attention_panel.legend.text()

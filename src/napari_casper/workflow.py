@@ -33,9 +33,12 @@ class CasperWorkflow:
     instance_ids
         ``(n_spots,)`` instance ids of the spots (written into the results table).
     label_key
-        Reference obs column for cell-type centroids; None for Leiden clusters.
+        Reference obs column for cell-type centroids.
     leiden_resolution
         Resolution for Leiden clusters.
+    centroid_method
+        ``"label"``, ``"leiden"``, ``"cells"`` (every reference cell is a centroid) or
+        ``"auto"`` (the label column if named, else cells for small references, else Leiden).
     """
 
     st: ad.AnnData
@@ -44,10 +47,12 @@ class CasperWorkflow:
     instance_ids: np.ndarray | None = None
     label_key: str | None = None
     leiden_resolution: float = 1.0
+    centroid_method: str = "auto"
     imputer: object | None = None
     checkpoint_path: str | None = None
     history: list[dict] = field(default_factory=list)
     cancelled: bool = False
+    _groups: tuple | None = field(default=None, repr=False)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -133,6 +138,7 @@ class CasperWorkflow:
                 self.reference,
                 label_key=self.label_key,
                 leiden_resolution=self.leiden_resolution,
+                centroid_method=self.centroid_method,
                 progress=record,
                 cancel=cancel,
                 **config,
@@ -143,6 +149,7 @@ class CasperWorkflow:
         self.imputer = CasperImputer(model, self.st, device=config.get("device", "auto"))
         self.predictions.clear()
         self.checkpoint_path = None
+        self._groups = None
         return self.imputer
 
     def _require_model(self):
@@ -162,7 +169,8 @@ class CasperWorkflow:
 
         from napari_casper.impute import CasperImputer
 
-        self.imputer = CasperImputer(load_checkpoint(path), self.st)
+        self.imputer = CasperImputer(load_checkpoint(path, panel_genes=self.st.var_names), self.st)
+        self._groups = None
         self.checkpoint_path = str(path)
         self.predictions.clear()
         return self.imputer
@@ -200,6 +208,49 @@ class CasperWorkflow:
     def centroid_names(self) -> list[str]:
         return [str(c) for c in self._require_model().centroid_labels]
 
+    def _attention_groups(self) -> tuple[list[str], np.ndarray | None]:
+        """Group names and the ``(n_centroids, n_groups)`` 0/1 map used for display.
+
+        When every reference cell is a centroid, attention to 1000s of cells is summed over
+        the Leiden clusters of those cells (or their label column), which is what a user can
+        read as a cell-type map. Otherwise the centroids are shown as they are.
+        """
+        if self._groups is not None:
+            return self._groups
+        model = self._require_model().model
+        names = self.centroid_names
+        if not model.centroids.method.startswith("cells"):
+            self._groups = (names, None)
+            return self._groups
+        position = pd.Index(self.reference.obs_names.astype(str)).get_indexer(names)
+        if self.label_key is not None:
+            cell_groups = self.reference.obs[self.label_key].astype(str).to_numpy()[position]
+            group_names = sorted(set(cell_groups))
+        else:
+            from napari_casper.centroids import leiden_clusters
+            from napari_casper.preprocess import normalize_matrix
+
+            expression, _ = normalize_matrix(self.reference.X)
+            clusters = leiden_clusters(expression, resolution=self.leiden_resolution)[position]
+            cell_groups = np.array([f"leiden_{c}" for c in clusters])
+            group_names = sorted(set(cell_groups), key=lambda g: int(g.split("_")[1]))
+        column = {g: j for j, g in enumerate(group_names)}
+        onehot = np.zeros((len(names), len(group_names)), dtype=np.float32)
+        onehot[np.arange(len(names)), [column[g] for g in cell_groups]] = 1.0
+        self._groups = (group_names, onehot)
+        return self._groups
+
+    @property
+    def display_names(self) -> list[str]:
+        """Names of the attention targets shown to the user (centroids, or cell clusters)."""
+        return self._attention_groups()[0]
+
+    def display_attention(self, head: int | None = None) -> np.ndarray:
+        """``(n_spots, len(display_names))`` attention, summed per cluster for cell centroids."""
+        weights = self.attention(head)
+        onehot = self._attention_groups()[1]
+        return weights if onehot is None else weights @ onehot
+
     def correlation(self, gene: str) -> float | None:
         """Pearson correlation of predicted and measured ``gene`` over spots (None if unmeasured)."""
         measured = self.measured(gene)
@@ -220,8 +271,8 @@ class CasperWorkflow:
             self.spots_element,
             self.instance_ids,
             self.predict(genes).reset_index(drop=True),
-            attention=self.attention(),
-            centroid_names=self.centroid_names,
+            attention=self.display_attention(),
+            centroid_names=self.display_names,
             checkpoint=self.checkpoint_path,
         )
 

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 from napari_casper.layers import METADATA_KEY
 
 LEIDEN = "Leiden clusters"
+CELLS = "every reference cell (finest)"
 FILE_PREFIX = "file: "
 
 
@@ -59,7 +60,11 @@ class DataPanel(QGroupBox):
         self.browse.clicked.connect(self._browse)
         self.reference.currentIndexChanged.connect(self._fill_label_keys)
         self.spots.currentIndexChanged.connect(self._fill_references)
-        self.label_key.currentTextChanged.connect(lambda text: self.resolution.setEnabled(text == LEIDEN))
+        self.label_key.currentTextChanged.connect(lambda text: self.resolution.setEnabled(text in (LEIDEN, CELLS)))
+        self.label_key.setToolTip(
+            "cell-type column of the reference, Leiden clusters, or every cell (most accurate; its "
+            "attention is shown summed over the cells' Leiden clusters)"
+        )
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
@@ -129,6 +134,7 @@ class DataPanel(QGroupBox):
 
         self.label_key.clear()
         self.label_key.addItem(LEIDEN)
+        self.label_key.addItem(CELLS)
         choice = self.reference.currentText()
         if not choice:
             return
@@ -145,4 +151,9 @@ class DataPanel(QGroupBox):
 
     def label_column(self) -> str | None:
         text = self.label_key.currentText()
-        return None if text in ("", LEIDEN) else text
+        return None if text in ("", LEIDEN, CELLS) else text
+
+    def centroid_method(self) -> str:
+        """The engine's centroid method for the current choice."""
+        text = self.label_key.currentText()
+        return {LEIDEN: "leiden", CELLS: "cells", "": "auto"}.get(text, "label")

@@ -155,6 +155,7 @@ class CasperWidget(QWidget):
             reference,
             label_key=self.data.label_column(),
             leiden_resolution=self.data.resolution.value(),
+            centroid_method=self.data.centroid_method(),
         )
         self._geometry = None
         return workflow
@@ -204,7 +205,7 @@ class CasperWidget(QWidget):
     def _trained(self, _imputer) -> None:
         workflow = self.workflow
         self.impute.set_reference_genes(workflow.reference_genes)
-        self.attention_panel.set_centroids(workflow.centroid_names, workflow.n_heads)
+        self.attention_panel.set_centroids(workflow.display_names, workflow.n_heads)
         stopped = " (cancelled: best model so far kept)" if workflow.cancelled else ""
         self.train_panel.status.setText(f"trained on {workflow.st.n_obs} spots x {workflow.st.n_vars} genes{stopped}")
         notify_info(f"CASPER trained{stopped}.")
@@ -294,10 +295,10 @@ class CasperWidget(QWidget):
         try:
             workflow = self._require_workflow()
             centroid = centroid or self.attention_panel.centroid.currentText()
-            names = workflow.centroid_names
+            names = workflow.display_names
             if centroid not in names:
                 raise CasperInputError(f"unknown centroid {centroid!r}: choose one of the list.")
-            weights = workflow.attention(head=self.attention_panel.chosen_head())[:, names.index(centroid)]
+            weights = workflow.display_attention(head=self.attention_panel.chosen_head())[:, names.index(centroid)]
         except Exception as err:  # noqa: BLE001
             self._fail(err)
             return
@@ -308,11 +309,11 @@ class CasperWidget(QWidget):
 
         try:
             workflow = self._require_workflow()
-            weights = workflow.attention(head=self.attention_panel.chosen_head())
+            weights = workflow.display_attention(head=self.attention_panel.chosen_head())
         except Exception as err:  # noqa: BLE001
             self._fail(err)
             return
-        layer_tuple = categorical_layer(self.geometry(), np.argmax(weights, axis=1), workflow.centroid_names, DOMINANT_NAME)
+        layer_tuple = categorical_layer(self.geometry(), np.argmax(weights, axis=1), workflow.display_names, DOMINANT_NAME)
         add_or_update(self.viewer, layer_tuple)
         self.attention_panel.show_legend(layer_tuple[1]["metadata"][METADATA_KEY]["legend"])
 
