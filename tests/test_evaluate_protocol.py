@@ -125,13 +125,23 @@ def test_label_key_reaches_methods_that_take_it(drosophila):
         seen["label_key"] = label_key
         return np.ones((visible.n_obs, len(targets)))
 
+    def configurable(visible, reference, targets, *, seed=0, **config):
+        seen["config"] = config
+        return np.ones((visible.n_obs, len(targets)))
+
     def unlabelled(visible, reference, targets, *, seed=0):
         return np.ones((visible.n_obs, len(targets)))
 
     run_benchmark(
-        st, ref, {"l": labelled, "u": unlabelled}, n_folds=2, genes_limit=2, label_key="group"
+        st,
+        ref,
+        {"l": labelled, "c": configurable, "u": unlabelled},
+        n_folds=2,
+        genes_limit=2,
+        label_key="group",
     )
     assert seen["label_key"] == "group"
+    assert seen["config"] == {"label_key": "group"}
 
 
 def test_every_registered_baseline_resolves():
@@ -154,7 +164,10 @@ def _casper_available() -> bool:
 )
 def test_casper_runs_under_the_protocol(drosophila):
     st, ref = drosophila
-    result = run_benchmark(st, ref, ["casper"], n_folds=2, seed=0, genes_limit=6)
+    short = {"casper": {"max_steps": 25, "device": "cpu"}}  # a smoke test, not a benchmark
+    result = run_benchmark(
+        st, ref, ["casper"], n_folds=2, seed=0, genes_limit=6, method_options=short
+    )
     assert len(result.per_gene) == 6
     assert np.isfinite(result.per_gene["PCC"]).all()
     assert result.summary.loc[0, "PCC_mean"] > 0.0

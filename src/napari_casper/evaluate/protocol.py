@@ -182,10 +182,14 @@ def split_genes(
 
 
 def _accepts(func: ImputeFn, name: str) -> bool:
+    """Whether ``func`` takes keyword ``name``, by name or through ``**options``."""
     try:
-        return name in inspect.signature(func).parameters
+        parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
         return False
+    return any(
+        p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
 
 
 def run_benchmark(
@@ -215,7 +219,7 @@ def run_benchmark(
         to every method, so a run is deterministic for a seed.
     label_key
         Reference ``obs`` column of cell labels, passed to methods that take
-        ``label_key`` (``tangram_clusters``).
+        ``label_key`` by name or through ``**options`` (``tangram_clusters``, ``casper``).
     genes_limit
         Evaluate only this many genes (seeded subset), for quick runs.
     method_options
