@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
 
 from napari_casper.layers import METADATA_KEY
 
+AUTOMATIC = "automatic"
 LEIDEN = "Leiden clusters"
 CELLS = "every reference cell (finest)"
 FILE_PREFIX = "file: "
@@ -60,10 +61,13 @@ class DataPanel(QGroupBox):
         self.browse.clicked.connect(self._browse)
         self.reference.currentIndexChanged.connect(self._fill_label_keys)
         self.spots.currentIndexChanged.connect(self._fill_references)
-        self.label_key.currentTextChanged.connect(lambda text: self.resolution.setEnabled(text in (LEIDEN, CELLS)))
+        self.label_key.currentTextChanged.connect(
+            lambda text: self.resolution.setEnabled(text in (AUTOMATIC, LEIDEN, CELLS))
+        )
         self.label_key.setToolTip(
-            "cell-type column of the reference, Leiden clusters, or every cell (most accurate; its "
-            "attention is shown summed over the cells' Leiden clusters)"
+            "automatic: every reference cell for references up to 5000 cells (most accurate; its "
+            "attention is shown summed over the cells' Leiden clusters), else Leiden clusters; or a "
+            "cell-type column of the reference"
         )
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
@@ -133,8 +137,7 @@ class DataPanel(QGroupBox):
         import pandas as pd
 
         self.label_key.clear()
-        self.label_key.addItem(LEIDEN)
-        self.label_key.addItem(CELLS)
+        self.label_key.addItems([AUTOMATIC, LEIDEN, CELLS])
         choice = self.reference.currentText()
         if not choice:
             return
@@ -151,9 +154,9 @@ class DataPanel(QGroupBox):
 
     def label_column(self) -> str | None:
         text = self.label_key.currentText()
-        return None if text in ("", LEIDEN, CELLS) else text
+        return None if text in ("", AUTOMATIC, LEIDEN, CELLS) else text
 
     def centroid_method(self) -> str:
         """The engine's centroid method for the current choice."""
         text = self.label_key.currentText()
-        return {LEIDEN: "leiden", CELLS: "cells", "": "auto"}.get(text, "label")
+        return {AUTOMATIC: "auto", LEIDEN: "leiden", CELLS: "cells", "": "auto"}.get(text, "label")
