@@ -12,6 +12,7 @@ chunked zarr/h5ad AnnData (dask) without holding the spots x genes matrix in mem
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -247,7 +248,8 @@ class CasperImputer:
             "panel_genes": list(self.model.panel_genes),
             "units": "normalised reference expression (imputed)",
         }
-        with dask.config.set(scheduler="synchronous"):
+        with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Writing zarr v2", category=UserWarning)
             if suffix == ".zarr":
                 adata.write_zarr(path)
             else:

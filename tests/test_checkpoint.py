@@ -1,0 +1,71 @@
+"""Checkpoints: bit-exact round trip, and clear errors for mismatching or foreign files."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from napari_casper import __version__
+from napari_casper.checkpoint import load_checkpoint, save_checkpoint
+from napari_casper.errors import CheckpointMismatchError
+from napari_casper.impute import CasperImputer
+from napari_casper.train import train_casper
+from tests.conftest import shared_path
+
+HELD_OUT = ["eve", "ftz", "hb", "Kr"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
+    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    visible = st[:, [g for g in st.var_names if g not in HELD_OUT]].copy()
+    model = train_casper(visible, ref, max_steps=30, steps_per_epoch=10, device="cpu")
+    return visible, model
+
+
+def test_round_trip_is_bit_exact(setup, tmp_path):
+    visible, model = setup
+    path = save_checkpoint(model, tmp_path / "sub" / "model.pt")
+    loaded = load_checkpoint(path, panel_genes=visible.var_names)
+    for (name, a), (_, b) in zip(model.network.state_dict().items(), loaded.network.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.panel_genes == model.panel_genes
+    assert loaded.centroids.labels == model.centroids.labels
+    np.testing.assert_array_equal(loaded.centroids.expression, model.centroids.expression)
+    assert loaded.config == model.config and loaded.library_version == __version__
+    assert loaded.history.best_epoch == model.history.best_epoch
+    genes = HELD_OUT + ["Act5C"]  # Act5C: a reference gene that is not in the atlas panel
+    before = CasperImputer(model, visible).predict(genes)
+    after = CasperImputer(loaded, visible).predict(genes)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_mismatching_genes_raise(setup, tmp_path):
+    visible, model = setup
+    path = save_checkpoint(model, tmp_path / "model.pt")
+    fewer = visible[:, visible.var_names[5:]].copy()
+    with pytest.raises(CheckpointMismatchError, match="lacks 5 of them"):
+        load_checkpoint(path, panel_genes=fewer.var_names)
+    with pytest.raises(CheckpointMismatchError, match="same panel"):
+        CasperImputer(load_checkpoint(path), fewer)
+
+
+def test_foreign_and_newer_files_raise(setup, tmp_path):
+    _, model = setup
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="not a readable"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointMismatchError, match="not a napari-casper"):
+        load_checkpoint(other)
+    path = save_checkpoint(model, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(CheckpointMismatchError, match="upgrade napari-casper"):
+        load_checkpoint(path)

@@ -1,0 +1,52 @@
+"""``napari-casper train`` + ``napari-casper impute`` end to end on real data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from napari_casper.cli import main
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
+    st[:, [g for g in st.var_names if g not in ("eve", "ftz")]].copy().write_h5ad(root / "st.h5ad")
+    return root, shared_path("drosophila", "karaiskos_scrna.h5ad")
+
+
+def test_train_then_impute(files, capsys):
+    root, reference = files
+    model = root / "model.pt"
+    code = main(
+        ["train", "--st", str(root / "st.h5ad"), "--reference", str(reference), "--epochs", "3",
+         "--steps-per-epoch", "10", "--device", "cpu", "--out", str(model)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and model.exists()
+    assert "82 of 82 panel genes found" in out and "epoch   3" in out
+
+    assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"), "--genes", "eve,ftz",
+                 "--out", str(root / "pred.h5ad")]) == 0
+    pred = ad.read_h5ad(root / "pred.h5ad")
+    assert list(pred.var_names) == ["eve", "ftz"] and pred.n_obs == 3039
+    assert "spatial" in pred.obsm and np.isfinite(pred.X).all()
+
+    assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"),
+                 "--all-reference-genes", "--gene-chunk", "2000", "--out", str(root / "all.zarr")]) == 0
+    every = ad.read_zarr(root / "all.zarr")
+    assert every.shape == (3039, 8924)
+    np.testing.assert_allclose(np.asarray(every[:, ["eve", "ftz"]].X), pred.X, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_errors_are_one_line(files, capsys):
+    root, reference = files
+    code = main(["impute", "--model", str(root / "missing.pt"), "--st", str(root / "st.h5ad"),
+                 "--genes", "eve", "--out", str(root / "x.h5ad")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    code = main(["train", "--st", str(root / "nope.h5ad"), "--reference", str(reference),
+                 "--out", str(root / "m.pt")])
+    assert code == 2 and "nope.h5ad does not exist" in capsys.readouterr().err
