@@ -79,6 +79,24 @@ def _group_means(X, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return uniques, means.astype(np.float32), sizes.astype(np.int64)
 
 
+def _knn_transformer(n_neighbors: int):
+    """Exact kNN (sklearn) whose graph comes back as ``csr_matrix``.
+
+    scanpy 1.11 calls ``getnnz`` on the neighbour graph, which the ``csr_array`` that current
+    sklearn/pynndescent return no longer has (AttributeError above 4096 cells).
+    """
+    from sklearn.neighbors import KNeighborsTransformer
+
+    class _CsrMatrixKNN(KNeighborsTransformer):
+        def transform(self, X):
+            return sp.csr_matrix(super().transform(X))
+
+        def fit_transform(self, X, y=None):
+            return self.fit(X).transform(X)
+
+    return _CsrMatrixKNN(n_neighbors=n_neighbors, mode="distance")
+
+
 def leiden_clusters(
     X,
     *,
@@ -98,7 +116,7 @@ def leiden_clusters(
         adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
     n_comps = int(max(2, min(n_pcs, adata.n_obs - 1, adata.n_vars - 1)))
     sc.pp.pca(adata, n_comps=n_comps, random_state=seed)
-    sc.pp.neighbors(adata, n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=seed)
+    sc.pp.neighbors(adata, transformer=_knn_transformer(min(n_neighbors, adata.n_obs - 1)))
     sc.tl.leiden(
         adata,
         resolution=resolution,

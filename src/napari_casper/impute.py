@@ -81,9 +81,13 @@ class CasperImputer:
         self._attention: np.ndarray | None = None
         self._hidden: np.ndarray | None = None
         if n_spots * n_cent * 4 <= ATTENTION_CACHE_LIMIT:
-            att, hid = zip(*self._encode_chunks(self.batch_size)) if n_spots else ((), ())
-            self._attention = np.concatenate(att) if att else np.zeros((0, n_cent), np.float32)
-            self._hidden = np.concatenate(hid) if hid else np.zeros((0, net.d_model), np.float32)
+            self._attention = np.empty((n_spots, n_cent), np.float32)
+            self._hidden = np.empty((n_spots, net.d_model), np.float32)
+            start = 0
+            for att, hid in self._encode_chunks(self.batch_size):
+                self._attention[start : start + len(att)] = att
+                self._hidden[start : start + len(att)] = hid
+                start += len(att)
 
     # -- state -----------------------------------------------------------------------------
     @property

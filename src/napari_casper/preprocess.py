@@ -224,11 +224,11 @@ def prepare_st(
 ) -> tuple[np.ndarray, str]:
     """Check and normalise the ST matrix and return ``(st[:, genes] dense float32, decision)``.
 
-    Normalisation is decided on all of ``st``'s genes (totals over the whole panel), then the
-    requested columns are taken.
+    Normalisation is decided on all of ``st``'s genes (library sizes over the whole panel);
+    only the requested columns are copied and checked.
     """
-    check_values(st.X, "the ST expression matrix")
-    X, decision = normalize_matrix(st.X, normalize, already_logged=_is_logged(st))
+    if normalize not in NORMALIZE_CHOICES:
+        raise CasperInputError(f"unknown normalize mode {normalize!r}; choose one of {NORMALIZE_CHOICES}")
     index = {g: i for i, g in enumerate(map(str, st.var_names))}
     missing = [g for g in genes if g not in index]
     if missing:
@@ -236,8 +236,23 @@ def prepare_st(
             f"the ST data lacks {len(missing)} panel genes the model was trained on "
             f"(e.g. {missing[:5]}); use ST data with the same panel"
         )
-    cols = [index[g] for g in genes]
-    return dense(X[:, cols]), decision
+    X = st.X
+    decision = (
+        detect_normalization(X, already_logged=_is_logged(st)) if normalize == "auto" else normalize
+    )
+    cols = np.array([index[g] for g in genes], dtype=np.int64)
+    if decision == "counts":
+        check_values(X, "the ST expression matrix")
+        totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    out = np.array(X[:, cols].toarray() if sp.issparse(X) else X[:, cols], dtype=np.float32)
+    if decision != "counts":
+        check_values(out, "the ST expression matrix")
+    if decision == "counts":
+        scale = np.divide(_TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
+        out *= scale[:, None].astype(np.float32)
+    if decision in ("counts", "log1p"):
+        np.log1p(out, out=out)
+    return out, decision
 
 
 def prepare_pair(
@@ -307,12 +322,15 @@ def prepare_pair(
 def standardize(X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
     """Per-gene z-scores ``(X - mean) / std`` (columns with zero spread get std 1).
 
-    Returns ``(Z, mean, std)`` so the same transform can be reused at inference.
+    Returns ``(Z, mean, std)`` so the same transform can be reused at inference. ``X`` is not
+    modified (``Z`` is a new float32 array).
     """
-    X = np.asarray(X, dtype=np.float32)
+    Z = np.array(X, dtype=np.float32, copy=True)
     if mean is None:
-        mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        mean = Z.mean(axis=0, dtype=np.float64).astype(np.float32)
     if std is None:
-        std = X.std(axis=0, dtype=np.float64).astype(np.float32)
+        std = Z.std(axis=0, dtype=np.float64).astype(np.float32)
         std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-    return ((X - mean) / std).astype(np.float32), mean, std
+    Z -= mean
+    Z /= std
+    return Z, mean, std

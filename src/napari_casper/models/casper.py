@@ -42,7 +42,13 @@ class MaskedProfileEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x * mask, mask.expand_as(x)], dim=-1))
+        # Linear([x * mask, mask]) computed without building the (N, 2P) input: the mask is
+        # folded into the value weights and the mask half becomes a per-mask bias.
+        first = self.net[0]
+        n = x.shape[-1]
+        weight = first.weight[:, :n] * mask
+        bias = first.bias + first.weight[:, n:] @ mask
+        return self.net[1:](torch.nn.functional.linear(x, weight, bias))
 
 
 @dataclass
@@ -134,7 +140,9 @@ class CentroidCrossAttention(nn.Module):
         qh = query.reshape(B, self.heads, dh).transpose(0, 1)  # H, B, dh
         logits = qh @ cache.keys.transpose(1, 2) / math.sqrt(dh)  # H, B, C
         if self.similarity_prior:
-            cosine = F.normalize(spot_panel * mask, dim=-1) @ cache.unit_profiles.T  # B, C
+            # unit_profiles are zero at masked genes, so x @ unit.T only sees visible genes
+            norm = ((spot_panel * spot_panel) @ mask).clamp_min(1e-24).sqrt()
+            cosine = (spot_panel @ cache.unit_profiles.T) / norm[:, None]  # B, C
             logits = logits + self.prior_scale[:, None, None] * cosine.unsqueeze(0)
         attention = torch.softmax(logits.float(), dim=-1).to(qh.dtype)
         mixed = (attention @ cache.values).transpose(0, 1).reshape(B, self.d_model)
