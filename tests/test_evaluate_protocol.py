@@ -37,6 +37,10 @@ def _with_unshared_genes(st: ad.AnnData) -> ad.AnnData:
 def test_held_out_genes_are_hidden_from_every_spot(drosophila):
     st, ref = drosophila
     st = _with_unshared_genes(st)
+    st.obsm["spatial"] = np.arange(st.n_obs * 3, dtype=float).reshape(-1, 3)
+    st.raw = st  # all genes, held-out ones included
+    st.obsm["X_pca"] = np.asarray(st.X[:, :5])  # an embedding computed over all genes
+    st.layers["counts"] = st.X.copy()
     ref_names = ref.var_names.copy()
     calls = []
 
@@ -44,6 +48,9 @@ def test_held_out_genes_are_hidden_from_every_spot(drosophila):
         assert not set(targets) & set(visible.var_names), "a held-out gene reached the method"
         assert set(visible.var_names) == set(st.var_names) - set(targets)
         assert list(visible.obs_names) == list(st.obs_names)
+        assert visible.raw is None and "X_pca" not in visible.obsm and not visible.uns
+        np.testing.assert_array_equal(visible.obsm["spatial"], st.obsm["spatial"])
+        assert visible.layers["counts"].shape == visible.shape
         assert set(targets) <= set(reference.var_names)
         calls.append(list(targets))
         return np.zeros((visible.n_obs, len(targets)))

@@ -3,7 +3,8 @@
 The panel genes measured in the spatial data *and* present in the reference (exact,
 case-sensitive names) are shuffled with a seeded generator and split into ``n_folds``
 folds. For each fold the held-out genes are **removed** from the spatial AnnData handed
-to the method, so no spot shows them and nothing the method does (preprocessing, model
+to the method (:func:`hide_genes`: also no ``raw``, no embeddings or graphs over all
+genes), so no spot shows them and nothing the method does (preprocessing, model
 selection, early stopping) can see them; the method predicts them from the reference and
 the predictions are scored against the measured values (:mod:`.metrics`).
 
@@ -181,6 +182,29 @@ def split_genes(
     )
 
 
+def hide_genes(st: AnnData, held_out: Sequence[str]) -> AnnData:
+    """A new AnnData holding ``st`` without ``held_out``, and nothing derived from them.
+
+    Keeps ``X``, ``layers``, ``var`` and ``varm`` of the other genes, ``obs`` and
+    ``obsm["spatial"]``. Drops ``raw`` (slicing would keep every gene there), other
+    ``obsm`` entries and ``obsp`` (embeddings and graphs computed over all genes) and
+    ``uns``. ``obs`` columns are kept as given: a per-spot column computed from all genes
+    (e.g. total counts) is the caller's responsibility.
+    """
+    hidden = set(held_out)
+    keep = [g for g in st.var_names if g not in hidden]
+    view = st[:, keep]
+    obsm = {"spatial": np.array(st.obsm["spatial"])} if "spatial" in st.obsm else None
+    return AnnData(
+        X=view.X.copy(),
+        obs=st.obs.copy(),
+        var=view.var.copy(),
+        layers={name: layer.copy() for name, layer in view.layers.items()},
+        varm={name: np.array(value) for name, value in view.varm.items()},
+        obsm=obsm,
+    )
+
+
 def _accepts(func: ImputeFn, name: str) -> bool:
     """Whether ``func`` takes keyword ``name``, by name or through ``**options``."""
     try:
@@ -257,8 +281,7 @@ def run_benchmark(
         if label_key is not None and _accepts(func, "label_key"):
             kwargs.setdefault("label_key", label_key)
         for fold, held_out in enumerate(split.folds):
-            hidden = set(held_out)
-            visible = st[:, [g for g in st.var_names if g not in hidden]].copy()
+            visible = hide_genes(st, held_out)
             start = time.perf_counter()
             pred = func(visible, reference, list(held_out), seed=seed, **kwargs)
             seconds = time.perf_counter() - start
