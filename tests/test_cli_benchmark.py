@@ -35,6 +35,8 @@ def test_benchmark_writes_tables_and_a_regenerating_command(small_pair, tmp_path
     assert {"PCC_mean", "PCC_median", "SRCC_mean", "SSIM_mean", "RMSE_mean", "JS_mean", "AS"} <= set(
         summary.columns
     )
+    runtimes = pd.read_csv(out / "runtimes.csv")
+    assert len(runtimes) == 4 and (runtimes["seconds"] >= 0).all()
     report = (out / "summary.md").read_text()
     assert "| method | PCC mean |" in report and "| knn |" in report
     assert "`st.h5ad` (400 x 113)" in report and "`ref.h5ad` (431 x 113)" in report
