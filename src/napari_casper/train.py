@@ -6,7 +6,9 @@ the batch (``2 * (1 - Pearson r)`` per gene; see ``docs/casper.md`` for why the 
 scale-free). Inner validation uses only the training data: a few *validation genes* are never
 loss targets (they are still seen as inputs, randomly masked like the others) and a few
 *validation spots* never enter a batch; the validation score is the mean Pearson r of the
-validation genes, hidden, on the validation spots. The best-scoring weights are kept.
+validation genes, hidden, on the validation spots. The epoch with the best mean of the last
+three scores is kept; by default (``refit``) a second run then trains on every gene and spot for
+that many steps, so no data is lost to validation in the final model.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class CasperConfig:
     val_gene_fraction: float = 0.15
     val_spot_fraction: float = 0.1
     patience: int = 6
+    selection_window: int = 3
+    refit: bool = True
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -226,14 +230,37 @@ def train_casper(
 
     Returns
     -------
-    CasperModel with the best weights (by inner-validation score), in eval mode, on the CPU.
+    CasperModel in eval mode, on the CPU. With ``refit=True`` (default) the validation run only
+    chooses the number of steps (its best epoch); the returned model is then trained again with
+    every gene and spot for that many steps (``progress`` is not called during the refit; a
+    cancel during it raises with the validated model). With ``refit=False`` it is the
+    validation run's best weights.
     """
     if isinstance(config, CasperConfig):
         config = CasperConfig.from_dict(config.to_dict(), **overrides)
     else:
         config = CasperConfig.from_dict(config, **overrides)
+    start = time.perf_counter()
     with torch_threads(config.num_threads):
-        return _train(st, reference, config, progress, cancel)
+        model = _train(st, reference, config, progress, cancel)
+        if not (config.refit and model.history.validation_genes and model.history.best_epoch):
+            return model
+        # refit: same recipe on every gene and spot, for as many steps as validation chose
+        best = model.history.records[model.history.best_epoch]
+        refit = CasperConfig.from_dict(
+            config.to_dict(), val_gene_fraction=0.0, val_spot_fraction=0.0,
+            max_steps=max(best.step, config.steps_per_epoch), refit=False,
+        )
+        try:
+            final = _train(st, reference, refit, None, cancel)
+        except TrainingCancelled as err:
+            err.model = model  # the validated model is the best complete one
+            raise
+        final.config = config.to_dict()
+        final.history = model.history
+        final.history.stop_reason += f"; refit on all genes and spots for {refit.max_steps} steps"
+        final.history.seconds = time.perf_counter() - start
+        return final
 
 
 def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel:
@@ -322,8 +349,12 @@ def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel
             record = EpochRecord(epoch, step, float(np.mean(losses)), val_loss, val_score)
             history.records.append(record)
             losses = []
-            if val_score > best_score or not np.isfinite(best_score):
-                best_score, bad_epochs = val_score, 0
+            # select on the mean of the last `selection_window` validation scores: single
+            # epochs are noisy (a handful of genes), and a lucky early epoch is under-trained
+            recent = [r.val_score for r in history.records[1:]][-config.selection_window :]
+            smoothed = float(np.mean(recent))
+            if smoothed > best_score or not np.isfinite(best_score):
+                best_score, bad_epochs = smoothed, 0
                 best_state = copy.deepcopy(net.state_dict())
                 history.best_epoch, history.best_val_score = epoch, val_score
             else:
