@@ -71,6 +71,8 @@ def test_train_in_worker_keeps_gui_responsive_and_impute_unmeasured_gene(casper,
     layer = viewer.layers[f"casper:{unmeasured}"]
     engine = CasperImputer(workflow.imputer.model, workflow.st).predict([unmeasured])[:, 0]
     np.testing.assert_allclose(layer.features["value"].to_numpy(), engine, rtol=1e-5, atol=1e-6)
+    lo, hi = np.percentile(engine, [1, 99])
+    assert widget.impute.colorbar.pixmap() is not None and f"{lo:.3g}" in widget.impute.colorbar_range.text()
 
     # the gene layer is drawn on the embryo: its pixels lie over the embryo image
     for other in viewer.layers:

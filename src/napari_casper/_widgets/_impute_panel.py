@@ -40,6 +40,8 @@ class ImputePanel(QGroupBox):
         self.compare_button.setToolTip("side-by-side and difference view for a gene the panel measured")
         self.score = QLabel("")
         self.score.setWordWrap(True)
+        self.colorbar = QLabel("")
+        self.colorbar_range = QLabel("")
         self.search.returnPressed.connect(self._add_from_search)
         self.remove_button.clicked.connect(self._remove_selected)
 
@@ -52,6 +54,8 @@ class ImputePanel(QGroupBox):
         layout.addWidget(self.chosen)
         layout.addLayout(buttons)
         layout.addWidget(self.score)
+        layout.addWidget(self.colorbar)
+        layout.addWidget(self.colorbar_range)
 
     def set_reference_genes(self, genes: list[str]) -> None:
         self._genes = sorted(genes, key=str.lower)
@@ -85,3 +89,16 @@ class ImputePanel(QGroupBox):
         """Selected genes, or all chosen genes when none is selected."""
         selected = [item.text() for item in self.chosen.selectedItems()]
         return selected or [self.chosen.item(i).text() for i in range(self.chosen.count())]
+
+    def show_colorbar(self, title: str, colormap: str, limits: tuple[float, float]) -> None:
+        """Colour bar of the last gene layer: its colormap from the low to the high limit."""
+        import numpy as np
+        from napari.utils.colormaps import ensure_colormap
+        from qtpy.QtGui import QImage, QPixmap
+
+        width, height = 220, 12
+        rgba = ensure_colormap(colormap).map(np.linspace(0.0, 1.0, width))
+        pixels = np.ascontiguousarray(np.repeat((rgba * 255).astype(np.uint8)[None], height, axis=0))
+        image = QImage(pixels.data, width, height, 4 * width, QImage.Format_RGBA8888)
+        self.colorbar.setPixmap(QPixmap.fromImage(image.copy()))
+        self.colorbar_range.setText(f"{title}: {limits[0]:.3g} \u2013 {limits[1]:.3g}")

@@ -252,7 +252,11 @@ class CasperWidget(QWidget):
 
         scores = []
         for gene in frame.columns:
-            add_or_update(self.viewer, value_layer(self.geometry(), frame[gene].to_numpy(), gene_layer_name(gene)))
+            layer_tuple = value_layer(self.geometry(), frame[gene].to_numpy(), gene_layer_name(gene))
+            add_or_update(self.viewer, layer_tuple)
+            kwargs = layer_tuple[1]
+            limits = kwargs.get("face_contrast_limits", kwargs.get("contrast_limits"))
+            self.impute.show_colorbar(kwargs["name"], kwargs.get("face_colormap", kwargs.get("colormap")), limits)
             r = self.workflow.correlation(gene)
             if r is not None:
                 scores.append(f"{gene}: PCC {r:.3f} vs measured")
