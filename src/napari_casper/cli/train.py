@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"centroids: {model.report['centroids']}; ST normalisation: {model.st_normalization}")
     print(
         f"best epoch {h.best_epoch} (validation PCC {h.best_val_score:.4f} on "
-        f"{len(h.validation_genes)} held-in validation genes); {h.stop_reason}; {h.seconds:.1f} s"
+        f"{len(h.validation_genes)} inner validation genes); {h.stop_reason}; {h.seconds:.1f} s"
     )
     print(f"wrote {args.out}")
     return 0
