@@ -59,7 +59,7 @@ def main() -> None:
     widget.impute.add_gene("eve")
     widget.compare_with_measured("eve")
     for layer in viewer.layers:
-        layer.visible = layer.name in ("measured:eve", "casper:eve", "difference:eve")
+        layer.visible = layer.name in ("measured:eve", "casper held-out:eve", "difference:eve")
     viewer.reset_view()
     shot(viewer, "tutorial_5_compare.png")
     viewer.grid.enabled = False

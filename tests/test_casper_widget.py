@@ -107,10 +107,15 @@ def test_compare_attention_save_and_reopen(casper, qtbot, tmp_path):
     viewer, widget = casper
     train(widget, qtbot)
     widget.impute.add_gene("eve")
+    widget.start_imputation(["eve"])
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     widget.compare_with_measured("eve")
-    assert {"measured:eve", "casper:eve", "difference:eve"} <= {l.name for l in viewer.layers}
+    assert {"measured:eve", "casper held-out:eve", "difference:eve"} <= {l.name for l in viewer.layers}
     r = widget.workflow.correlation("eve")
-    assert f"PCC {r:.3f}" in widget.impute.score.text()
+    assert f"PCC {r:.3f} (predicted with eve hidden" in widget.impute.score.text()
+    # hiding the gene matters: with eve visible the model could copy it
+    visible = widget.workflow.predict(["eve"])["eve"].to_numpy()
+    assert np.corrcoef(visible, widget.workflow.measured("eve"))[0, 1] > r
     viewer.grid.enabled = False
 
     first = widget.workflow.display_names[0]

@@ -9,7 +9,7 @@ import pytest
 from napari_casper.centroids import compute_centroids
 from napari_casper.errors import CasperInputError
 from napari_casper.preprocess import dense
-from tests.conftest import shared_path
+from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from napari_casper.checkpoint import load_checkpoint, save_checkpoint
 from napari_casper.errors import CheckpointMismatchError
 from napari_casper.impute import CasperImputer
 from napari_casper.train import train_casper
-from tests.conftest import shared_path
+from conftest import shared_path
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr"]
 

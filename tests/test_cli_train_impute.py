@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_casper.cli import main
-from tests.conftest import shared_path
+from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

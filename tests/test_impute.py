@@ -9,7 +9,7 @@ import pytest
 from napari_casper.errors import CasperInputError
 from napari_casper.impute import CasperImputer, impute_with_casper
 from napari_casper.train import train_casper
-from tests.conftest import shared_path
+from conftest import shared_path
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr", "run"]
 

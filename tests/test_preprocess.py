@@ -15,7 +15,7 @@ from napari_casper.preprocess import (
     prepare_pair,
     standardize,
 )
-from tests.conftest import shared_path
+from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

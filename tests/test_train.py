@@ -12,7 +12,7 @@ import torch
 from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.impute import CasperImputer
 from napari_casper.train import CasperConfig, pearson_per_gene, train_casper
-from tests.conftest import shared_path
+from conftest import shared_path
 
 #: ten Drosophila atlas genes held out of the ST panel (never seen in training)
 HELD_OUT = ["eve", "ftz", "h", "run", "odd", "prd", "sna", "gt", "Kr", "hb"]

@@ -47,6 +47,10 @@ class CasperImputer:
     restandardize
         z-score the ST panel with this data's own statistics instead of the training ones
         (use for a new section measured with different intensity).
+    hide_genes
+        panel genes masked out of every spot's input and every centroid's key, exactly as
+        during masked-reconstruction training: predicting such a gene is then an honest
+        held-out reconstruction (used to compare predictions with measured genes).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class CasperImputer:
         device: str = "cpu",
         batch_size: int = 16384,
         restandardize: bool = False,
+        hide_genes: Sequence[str] = (),
     ):
         self.model = model
         self.obs_names = pd.Index(st.obs_names.astype(str))
@@ -72,6 +77,11 @@ class CasperImputer:
         self._net = net
         n_panel = len(model.panel_genes)
         self._mask = torch.ones(n_panel, device=self.device)
+        hidden = [g for g in hide_genes if g in model.panel_genes]
+        if len(hidden) != len(list(hide_genes)):
+            unknown = sorted(set(hide_genes) - set(model.panel_genes))
+            raise CasperInputError(f"cannot hide {unknown}: they are not panel genes of this model.")
+        self._mask[[model.panel_genes.index(g) for g in hidden]] = 0.0
         with torch.no_grad():
             centroid_panel = torch.as_tensor(model.centroid_panel(), device=self.device)
             self._cache = net.encode_centroids(centroid_panel, self._mask)

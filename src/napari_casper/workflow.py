@@ -251,12 +251,30 @@ class CasperWorkflow:
         onehot = self._attention_groups()[1]
         return weights if onehot is None else weights @ onehot
 
+    def predict_hidden(self, gene: str) -> np.ndarray:
+        """Prediction of a measured panel ``gene`` with that gene masked out of the input.
+
+        The model sees every other panel gene, as in masked-reconstruction training, so the
+        prediction cannot copy the measurement: its correlation with the measured values is
+        an honest held-out score.
+        """
+        from napari_casper.impute import CasperImputer
+
+        imputer = self._require_model()
+        if gene not in imputer.model.panel_genes:
+            raise CasperInputError(f"{gene!r} is not a panel gene of the model: only measured genes can be compared.")
+        masked = CasperImputer(imputer.model, self.st, device=str(imputer.device), hide_genes=[gene])
+        return masked.predict([gene])[:, 0]
+
     def correlation(self, gene: str) -> float | None:
-        """Pearson correlation of predicted and measured ``gene`` over spots (None if unmeasured)."""
+        """PCC over spots of the measured ``gene`` and its prediction with the gene hidden.
+
+        None when the panel did not measure ``gene``.
+        """
         measured = self.measured(gene)
-        if measured is None or gene not in self.predictions:
+        if measured is None or gene not in self._require_model().model.panel_genes:
             return None
-        predicted = self.predictions[gene]
+        predicted = self.predict_hidden(gene)
         if measured.std() == 0 or predicted.std() == 0:
             return 0.0
         return float(np.corrcoef(measured, predicted)[0, 1])

@@ -257,14 +257,17 @@ class CasperWidget(QWidget):
             kwargs = layer_tuple[1]
             limits = kwargs.get("face_contrast_limits", kwargs.get("contrast_limits"))
             self.impute.show_colorbar(kwargs["name"], kwargs.get("face_colormap", kwargs.get("colormap")), limits)
-            r = self.workflow.correlation(gene)
-            if r is not None:
-                scores.append(f"{gene}: PCC {r:.3f} vs measured")
+            if self.workflow.measured(gene) is not None:
+                scores.append(f"{gene} was measured: use Compare for a held-out score")
         self.impute.score.setText("; ".join(scores) or f"imputed {len(frame.columns)} gene(s)")
 
     def compare_with_measured(self, gene: str | None = None) -> None:
-        """Measured, predicted and difference (z-scores) layers for a measured gene, in a grid."""
-        from napari_casper.value_layers import gene_layer_name, value_layer
+        """Measured, held-out prediction and difference (z-scores) of a measured gene, in a grid.
+
+        The prediction hides the gene from the model's input (masked reconstruction), so the
+        PCC shown is an honest held-out score.
+        """
+        from napari_casper.value_layers import value_layer
 
         try:
             workflow = self._require_workflow()
@@ -273,7 +276,7 @@ class CasperWidget(QWidget):
             if gene is None:
                 raise CasperInputError("none of the chosen genes was measured: comparison needs a panel gene.")
             measured = workflow.measured(gene)
-            predicted = workflow.predict([gene])[gene].to_numpy()
+            predicted = workflow.predict_hidden(gene)
         except Exception as err:  # noqa: BLE001
             self._fail(err)
             return
@@ -284,13 +287,14 @@ class CasperWidget(QWidget):
         geometry = self.geometry()
         layers = [
             value_layer(geometry, measured, f"measured:{gene}"),
-            value_layer(geometry, predicted, gene_layer_name(gene)),
+            value_layer(geometry, predicted, f"casper held-out:{gene}"),
             value_layer(geometry, z(predicted) - z(measured), f"difference:{gene}", colormap="coolwarm"),
         ]
         for layer_tuple in layers:
             add_or_update(self.viewer, layer_tuple)
         self.viewer.grid.enabled = True
-        self.impute.score.setText(f"{gene}: PCC {workflow.correlation(gene):.3f} (predicted vs measured)")
+        r = float(np.corrcoef(measured, predicted)[0, 1]) if measured.std() and predicted.std() else 0.0
+        self.impute.score.setText(f"{gene}: PCC {r:.3f} (predicted with {gene} hidden vs measured)")
 
     # -- attention -----------------------------------------------------------------------
     def show_attention(self, centroid: str | None = None) -> None:
