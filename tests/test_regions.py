@@ -1,0 +1,303 @@
+"""Region annotation core on real HER2+ breast cancer and mouse olfactory bulb sections."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point, Polygon
+
+from conftest import shared_path
+from napari_casper.convert import anndata_to_spatialdata
+from napari_casper.errors import CasperInputError
+from napari_casper.io import read_spatialdata, save_spatialdata
+from napari_casper.regions import (
+    HER2_TUMOUR_MARKERS,
+    RegionClasses,
+    RegionSet,
+    assign_spots_to_regions,
+    differential_genes,
+    export_csv,
+    gene_values,
+    list_region_elements,
+    load_regions,
+    marker_effect_sizes,
+    region_mask,
+    region_statistics,
+    save_regions,
+    spot_context,
+    suggest_regions,
+)
+
+#: mouse olfactory bulb markers by Ensembl id (MOB var_names are gene biotypes, a data defect)
+PENK, NRGN = "ENSMUSG00000045573", "ENSMUSG00000053310"
+#: a layer whose data coordinates are a 2x-downsampled, shifted view of the spots' pixels
+HALF_RES_AFFINE = np.array([[2.0, 0.0, 100.0], [0.0, 2.0, -50.0], [0.0, 0.0, 1.0]])
+
+
+def her2_sdata(section: str):
+    return anndata_to_spatialdata(ad.read_h5ad(shared_path("her2st", f"{section}.h5ad")))
+
+
+@pytest.fixture(scope="module")
+def c2():
+    return her2_sdata("C2")
+
+
+@pytest.fixture(scope="module")
+def mob():
+    return anndata_to_spatialdata(ad.read_h5ad(shared_path("mob", "MOB1.h5ad")))
+
+
+def drawn_regions(ctx, affine=np.eye(3)) -> RegionSet:
+    """One shape of every kind over the C2 spots, in the data coordinates of a layer with ``affine``."""
+    lo, hi = ctx.coords.min(axis=0), ctx.coords.max(axis=0)
+    mid = (lo + hi) / 2
+    inverse = np.linalg.inv(affine)
+
+    def data_yx(points_xy):
+        yx = np.asarray(points_xy, float)[:, ::-1]
+        return yx @ inverse[:2, :2].T + inverse[:2, 2]
+
+    theta = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    freehand = mid + np.c_[np.cos(theta), np.sin(theta)] * (900 + 250 * np.sin(5 * theta))[:, None]
+    return RegionSet(
+        vertices=[
+            data_yx([lo, [mid[0], lo[1]], [mid[0], mid[1]], [lo[0], hi[1]]]),  # polygon
+            data_yx([[mid[0], lo[1]], [hi[0], lo[1]], [hi[0], mid[1]], [mid[0], mid[1]]]),  # rectangle
+            data_yx([[lo[0], mid[1]], [mid[0], mid[1]], [mid[0], hi[1]], [lo[0], hi[1]]]),  # ellipse corners
+            data_yx(freehand),  # freehand outline (lasso)
+        ],
+        shape_types=["polygon", "rectangle", "ellipse", "polygon"],
+        classes=["tumour", "stroma", "immune", "my class"],
+        names=["tumour A", "stroma A", "immune A", "freehand"],
+        affine=affine,
+    )
+
+
+def direct_inside(coords_xy, polygon_xy) -> np.ndarray:
+    polygon = Polygon(polygon_xy)
+    return np.array([polygon.contains(Point(x, y)) for x, y in coords_xy])
+
+
+def world_outline(regions: RegionSet, i: int) -> np.ndarray:
+    """Shape ``i`` in world (x, y), computed here independently of the library's geometry code."""
+    vertices = regions.vertices[i]
+    if regions.shape_types[i] == "ellipse":
+        c = vertices.mean(axis=0)
+        a, b = (vertices[0] + vertices[1]) / 2 - c, (vertices[1] + vertices[2]) / 2 - c
+        t = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+        vertices = c + np.cos(t)[:, None] * a + np.sin(t)[:, None] * b
+    yx = vertices @ regions.affine[:2, :2].T + regions.affine[:2, 2]
+    return yx[:, ::-1]
+
+
+def test_class_legend_is_editable():
+    classes = RegionClasses()
+    assert classes.names == ["tumour", "stroma", "immune", "normal", "other"]
+    assert classes.add("necrosis").startswith("#") and "necrosis" in classes
+    classes.set_colour("necrosis", "black")
+    assert classes.colour("necrosis") == "#000000"
+    classes.remove("other")
+    assert RegionClasses.from_uns(classes.to_uns()) == classes
+    with pytest.raises(CasperInputError, match="not a colour"):
+        classes.set_colour("tumour", "not-a-colour")
+    with pytest.raises(CasperInputError, match="unknown region class"):
+        classes.colour("cartilage")
+
+
+def test_save_and_reopen_from_disk_keeps_classes_shapes_and_transformation(c2, tmp_path):
+    store = save_spatialdata(c2, tmp_path / "c2.zarr")
+    ctx = spot_context(c2)
+    regions = drawn_regions(ctx, HALF_RES_AFFINE)
+    regions.palette.set_colour("tumour", "#123456")
+    saved = save_regions(store, regions, author="pathologist")
+    assert (saved.shapes_name, saved.table_name) == ("regions", "regions_table")
+    assert (store / "shapes" / "regions").is_dir() and (store / "tables" / "regions_table").is_dir()
+
+    reopened = load_regions(store, "regions")  # a fresh read from disk
+    assert reopened.classes == regions.classes and reopened.names == regions.names
+    assert reopened.shape_types == ["polygon", "rectangle", "ellipse", "polygon"]
+    assert reopened.palette.colour("tumour") == "#123456" and reopened.palette.colour("my class").startswith("#")
+    np.testing.assert_allclose(reopened.affine, HALF_RES_AFFINE)
+    for i in (0, 1, 3):
+        assert Polygon(reopened.vertices[i]).equals(Polygon(regions.vertices[i]))
+    np.testing.assert_allclose(
+        np.sort(reopened.vertices[2], axis=0),
+        np.sort(regions.vertices[2], axis=0),
+        atol=1e-6 * np.abs(regions.vertices[2]).max(),
+    )
+    table = read_spatialdata(store).tables["regions_table"]
+    assert set(table.obs["author"]) == {"pathologist"} and table.obs["timestamp"].str.match(r"\d{4}-\d\d-\d\dT").all()
+    for before, after in zip(regions.world_polygons(), reopened.world_polygons()):
+        assert before.symmetric_difference(after).area < 1e-6 * before.area
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_saving_is_versioned_and_never_replaces_silently(c2, tmp_path):
+    store = save_spatialdata(c2, tmp_path / "c2.zarr")
+    regions = drawn_regions(spot_context(c2))
+    assert save_regions(store, regions).shapes_name == "regions"
+    first = tree_digest(store / "shapes" / "regions")
+    second = save_regions(store, regions.subset([0, 1]))
+    assert (second.shapes_name, second.table_name) == ("regions_2", "regions_2_table")
+    with pytest.raises(CasperInputError, match=r"already has .*regions.*regions_3.*overwrite"):
+        save_regions(store, regions.subset([0]), "regions")
+    assert tree_digest(store / "shapes" / "regions") == first
+    assert len(load_regions(store, "regions")) == 4
+    save_regions(store, regions.subset([3]), "regions", overwrite=True)
+    assert load_regions(store, "regions").classes == ["my class"]
+    assert list_region_elements(read_spatialdata(store)) == ["regions", "regions_2"]
+
+
+def test_spot_assignment_matches_direct_point_in_polygon(c2):
+    ctx = spot_context(c2)
+    regions = drawn_regions(ctx, HALF_RES_AFFINE)
+    labels = assign_spots_to_regions(ctx, regions)
+    expected = np.full(ctx.n_spots, "outside", dtype=object)
+    for i, cls in enumerate(regions.classes):  # later shapes are drawn on top and win
+        expected[direct_inside(ctx.coords, world_outline(regions, i))] = cls
+    assert (labels.astype(str).to_numpy() == expected).all()
+    assert len(set(expected)) == 5, "every shape should hold spots in this layout"
+    obs = c2.tables["table"].obs
+    assert (obs["region_class"].astype(str).to_numpy()[ctx.rows] == expected).all()
+    assert set(obs["region_name"].astype(str)) <= {*regions.names, "outside"}
+
+
+def test_region_statistics_csv_matches_independent_computation(c2, tmp_path):
+    ctx = spot_context(c2)
+    regions = drawn_regions(ctx)
+    genes = ["ERBB2", "EPCAM"]
+    stats = region_statistics(ctx, regions, genes)
+    path = export_csv(stats, tmp_path / "stats.csv")
+    csv = pd.read_csv(path)
+    assert list(csv["level"]) == ["region"] * 4 + ["class"] * 4 + ["outside"]
+
+    table = c2.tables["table"]
+    counts = table.X.toarray() if hasattr(table.X, "toarray") else np.asarray(table.X)
+    counts = counts[ctx.rows]
+    lognorm = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    columns = [list(table.var_names).index(g) for g in genes]
+    owner = np.full(ctx.n_spots, "outside", dtype=object)
+    for i, (name, cls) in enumerate(zip(regions.names, regions.classes)):
+        outline = world_outline(regions, i)
+        inside = direct_inside(ctx.coords, outline)
+        owner[inside] = cls
+        row = csv[(csv["level"] == "region") & (csv["name"] == name)].iloc[0]
+        assert row["n_spots"] == inside.sum() > 0
+        assert row["area"] == pytest.approx(Polygon(outline).area, rel=2e-3)  # ellipse: 72- vs 720-gon
+        for gene, col in zip(genes, columns):
+            assert row[f"mean_{gene}"] == pytest.approx(lognorm[inside, col].mean(), rel=1e-5)
+    for cls in regions.classes:
+        row = csv[(csv["level"] == "class") & (csv["name"] == cls)].iloc[0]
+        assert row["n_spots"] == (owner == cls).sum()
+    outside = csv[csv["level"] == "outside"].iloc[0]
+    assert outside["n_spots"] == (owner == "outside").sum()
+    assert outside["mean_ERBB2"] == pytest.approx(lognorm[owner == "outside", columns[0]].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("section", ["C2", "C3", "C4"])
+def test_auto_suggest_outlines_spots_with_high_marker_expression(section, record_property):
+    sdata = her2_sdata(section)
+    ctx = spot_context(sdata)
+    suggestion = suggest_regions(ctx, HER2_TUMOUR_MARKERS)
+    regions = suggestion.to_regions("tumour")
+    assert set(regions.classes) == {"tumour"} and suggestion.threshold == suggestion.otsu
+    inside = (assign_spots_to_regions(ctx, regions) == "tumour").to_numpy()
+    assert (inside == suggestion.above).mean() >= 0.95, "outlines should enclose the spots above the threshold"
+    assert 0.2 < inside.mean() < 0.9
+    values = gene_values(ctx, HER2_TUMOUR_MARKERS)
+    effects = marker_effect_sizes(values, inside).set_index("gene")
+    score_d = marker_effect_sizes(pd.DataFrame({"score": suggestion.score}), inside, logged=False)["cohens_d"].iloc[0]
+    record_property("effect_sizes", effects.round(3).to_dict())
+    print(
+        f"\n{section}: {inside.sum()}/{ctx.n_spots} spots in tumour, score Cohen's d {score_d:.2f}\n{effects.round(2)}"
+    )
+    assert score_d > 1.5
+    assert effects.loc["ERBB2", "cohens_d"] > 1.0 and effects.loc["ERBB2", "fold_change"] > 1.3
+    assert effects.loc["EPCAM", "cohens_d"] > 1.0 and effects.loc["EPCAM", "fold_change"] > 2.0
+    assert (effects["mean_inside"] > effects["mean_outside"]).all()
+    # not circular: outline from the ERBB2 amplicon alone, then look at epithelial genes it never saw
+    amplicon = suggest_regions(ctx, ["ERBB2", "GRB7"])
+    amplicon_inside = (assign_spots_to_regions(ctx, amplicon.to_regions()) == "tumour").to_numpy()
+    held_out = marker_effect_sizes(gene_values(ctx, ["EPCAM", "CDH1"]), amplicon_inside).set_index("gene")
+    print(f"held out (region from ERBB2+GRB7 only):\n{held_out.round(2)}")
+    assert (held_out["cohens_d"] > 1.0).all() and (held_out["fold_change"] > 2.0).all()
+    # the slider: a higher threshold outlines fewer spots
+    stricter = suggestion.at_threshold(suggestion.otsu + 0.5 * suggestion.smoothed.std())
+    assert 0 < (assign_spots_to_regions(ctx, stricter.to_regions()) == "tumour").sum() < inside.sum()
+
+
+def test_auto_suggest_on_mob_by_ensembl_id_and_from_imputed_values(mob):
+    ctx = spot_context(mob)
+    suggestion = suggest_regions(ctx, [PENK, NRGN])
+    inside = (assign_spots_to_regions(ctx, suggestion.to_regions("normal")) == "normal").to_numpy()
+    effects = marker_effect_sizes(gene_values(ctx, [PENK, NRGN]), inside).set_index("gene")
+    print(f"\nMOB1 Penk/Nrgn: {inside.sum()}/{ctx.n_spots} spots\n{effects.round(2)}")
+    assert (effects["cohens_d"] > 1.0).all()
+    # "any source": values that are not in the table (an imputed gene on the spots layer)
+    imputed = pd.DataFrame(
+        {"Penk_imputed": gene_values(ctx, [PENK])[PENK].to_numpy() * 0.8 + 0.1}, index=ctx.instance_ids
+    )
+    from_imputed = suggest_regions(ctx, ["Penk_imputed"], extra=imputed)
+    reference = suggest_regions(ctx, [PENK])
+    np.testing.assert_allclose(from_imputed.smoothed, reference.smoothed, atol=1e-6)
+
+
+def test_differential_genes_inside_vs_outside_suggested_tumour(c2):
+    ctx = spot_context(c2)
+    regions = suggest_regions(ctx, HER2_TUMOUR_MARKERS).to_regions()
+    inside = region_mask(ctx, regions, classes=["tumour"])
+    genes = differential_genes(ctx, inside)
+    assert len(genes) == c2.tables["table"].n_vars
+    top = list(genes["gene"][:100])
+    assert "EPCAM" in top or "GRB7" in top, top[:20]
+    assert (genes["score"].diff().dropna() <= 1e-9).all()
+    erbb2 = genes.set_index("gene").loc["ERBB2"]
+    assert erbb2["log2_fold_change"] > 0 and erbb2["pval_adj"] < 0.01
+
+
+def test_bad_inputs_give_clear_messages(c2, mob, tmp_path):
+    ctx = spot_context(c2)
+    with pytest.raises(CasperInputError, match=r"\['ERBB'\] are not in table.*ERBB2.*Fix"):
+        suggest_regions(ctx, ["ERBB", "GRB7"])
+    with pytest.raises(CasperInputError, match="Ensembl"):
+        gene_values(spot_context(mob), ["Penk"])
+    with pytest.raises(CasperInputError, match="no genes given"):
+        suggest_regions(ctx, [])
+    # an empty region: far away from every spot
+    far = ctx.coords.max(axis=0) + 5000
+    empty = RegionSet(
+        [np.array([[far[1], far[0]], [far[1] + 100, far[0]], [far[1], far[0] + 100]])], ["polygon"], ["tumour"]
+    )
+    with pytest.raises(CasperInputError, match="contains no spot"):
+        differential_genes(ctx, region_mask(ctx, empty, classes=["tumour"]))
+    assert region_statistics(ctx, empty, ["ERBB2"]).iloc[0]["n_spots"] == 0
+    # shapes in another coordinate system
+    store = save_spatialdata(c2, tmp_path / "c2.zarr")
+    save_regions(store, drawn_regions(ctx))
+    with pytest.raises(CasperInputError, match=r"coordinate system.*\['global'\].*not 'aligned'"):
+        load_regions(store, "regions", coordinate_system="aligned")
+    elsewhere = drawn_regions(ctx)
+    elsewhere.coordinate_system = "aligned"
+    with pytest.raises(CasperInputError, match="regions are in coordinate system 'aligned'.*spots.*'global'"):
+        assign_spots_to_regions(ctx, elsewhere)
+    with pytest.raises(CasperInputError, match="encloses no area"):
+        RegionSet([np.array([[0, 0], [10, 10]])], ["line"], ["tumour"])
+    with pytest.raises(CasperInputError, match="no regions to save"):
+        save_regions(store, RegionSet([], [], []))
+    with pytest.raises(CasperInputError, match="not a SpatialData store"):
+        save_regions(tmp_path, drawn_regions(ctx))
+    with pytest.raises(CasperInputError, match="does not exist"):
+        export_csv(pd.DataFrame({"a": [1]}), tmp_path / "missing" / "x.csv")
