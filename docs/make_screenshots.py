@@ -11,7 +11,7 @@ import napari
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 
-from napari_casper._widgets.casper_widget import CasperWidget
+from napari_casper._widgets.casper_widget import CasperWidget, grid_of
 
 OUT = Path(__file__).parent / "images"
 
@@ -62,7 +62,7 @@ def main() -> None:
         layer.visible = layer.name in ("measured:eve", "casper held-out:eve", "difference:eve")
     viewer.reset_view()
     shot(viewer, "tutorial_5_compare.png")
-    viewer.grid.enabled = False
+    grid_of(viewer).enabled = False
     viewer.close()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_casper._widgets.casper_widget import CasperWidget
+from napari_casper._widgets.casper_widget import CasperWidget, grid_of
 from napari_casper.impute import CasperImputer
 
 pytestmark = pytest.mark.gui
@@ -116,7 +116,7 @@ def test_compare_attention_save_and_reopen(casper, qtbot, tmp_path):
     # hiding the gene matters: with eve visible the model could copy it
     visible = widget.workflow.predict(["eve"])["eve"].to_numpy()
     assert np.corrcoef(visible, widget.workflow.measured("eve"))[0, 1] > r
-    viewer.grid.enabled = False
+    grid_of(viewer).enabled = False
 
     first = widget.workflow.display_names[0]
     widget.show_attention(first)

@@ -23,6 +23,12 @@ from napari_casper.errors import CasperInputError
 from napari_casper.layers import METADATA_KEY
 
 
+def grid_of(viewer):
+    """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, else ``viewer.grid``)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
 class _Relay(QObject):
     """Carries progress events from a worker thread to the GUI thread (queued connection)."""
 
@@ -110,11 +116,15 @@ class CasperWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
-        self.worker = create_worker(function, *args, _start_thread=False, **kwargs)
-        self.worker.returned.connect(on_done)
-        self.worker.errored.connect(self._fail)
-        self.worker.finished.connect(self._finished)
-        self.worker.start()
+        # handlers passed at creation: superqt re-raises a worker's error when no ``errored``
+        # handler is connected by then
+        self.worker = create_worker(
+            function,
+            *args,
+            _start_thread=True,
+            _connect={"returned": on_done, "errored": self._fail, "finished": self._finished},
+            **kwargs,
+        )
 
     def _finished(self) -> None:
         self.worker = None
@@ -292,7 +302,7 @@ class CasperWidget(QWidget):
         ]
         for layer_tuple in layers:
             add_or_update(self.viewer, layer_tuple)
-        self.viewer.grid.enabled = True
+        grid_of(self.viewer).enabled = True
         r = float(np.corrcoef(measured, predicted)[0, 1]) if measured.std() and predicted.std() else 0.0
         self.impute.score.setText(f"{gene}: PCC {r:.3f} (predicted with {gene} hidden vs measured)")
 
