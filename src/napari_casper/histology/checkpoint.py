@@ -1,0 +1,147 @@
+"""Save and load a trained :class:`~napari_casper.histology.predict.HistologyPredictor`.
+
+One ``torch.save`` file (read back with ``weights_only=True``: plain tensors, strings and
+numbers, no pickled code) holding: a format tag and version, the package version, the training
+config, the model genes with their z-scoring statistics, the output genes, the network
+weights, the training bank (descriptors and expression of the training spots), the ridge
+weights, the chosen head, the head-selection scores and the training history.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_casper import __version__
+from napari_casper.errors import CasperInputError, CheckpointMismatchError
+
+FORMAT = "napari-casper-histology"
+FORMAT_VERSION = 1
+
+
+def _t(array, dtype=np.float32) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(array, dtype=dtype)))
+
+
+def _n(tensor) -> np.ndarray:
+    return tensor.numpy()
+
+
+def save_predictor(predictor, path) -> Path:
+    """Write ``predictor`` to ``path`` (atomically: a temporary file, then a rename)."""
+    heads = predictor.heads
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "config": predictor.config.to_dict(),
+        "model_genes": list(predictor.model_genes),
+        "expression_mean": _t(predictor.expression_mean),
+        "expression_std": _t(predictor.expression_std),
+        "genes": list(heads.genes),
+        "state_dict": {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()},
+        "bank": {
+            "embedding": _t(heads.bank.embedding),
+            "embedding_z": _t(heads.bank.embedding_z),
+            "features_z": _t(heads.bank.features_z),
+            "expression": _t(heads.bank_expression),
+            "expression_embedding": _t(heads.bank_expression_embedding),
+        },
+        "ridge": {
+            "x_mean": _t(heads.ridge.x_scaler.mean, np.float64),
+            "x_std": _t(heads.ridge.x_scaler.std, np.float64),
+            "coef": _t(heads.ridge.coef),
+            "intercept": _t(heads.ridge.intercept),
+            "alpha": float(heads.ridge.alpha),
+        },
+        "top_k": int(heads.top_k),
+        "temperature": heads.temperature,
+        "head": predictor.head,
+        "selection": dict(predictor.selection),
+        "history": predictor.history,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictor(path, *, expected_genes=None):
+    """Read a file written by :func:`save_predictor`.
+
+    Raises :class:`~napari_casper.errors.CheckpointMismatchError` when the file is not a
+    histology checkpoint, was written by a newer format, or does not predict every gene of
+    ``expected_genes``.
+    """
+    from napari_casper.histology.model import HistologyExpressionModel
+    from napari_casper.histology.predict import HistologyPredictor, PredictionHeads, SpotDescriptors
+    from napari_casper.histology.regressors import RidgeRegressor, Standardizer
+    from napari_casper.histology.train import HistologyConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise CasperInputError(f"histology checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable for any reason: same advice
+        raise CheckpointMismatchError(f"{path} is not a readable napari-casper histology checkpoint ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not a histology checkpoint (a CASPER imputation checkpoint? use "
+            "napari-casper impute for those)"
+        )
+    if int(payload["format_version"]) > FORMAT_VERSION:
+        raise CheckpointMismatchError(
+            f"{path} was written by napari-casper {payload.get('package_version')} (format "
+            f"{payload['format_version']}); this is {__version__} (format {FORMAT_VERSION}): upgrade napari-casper"
+        )
+    config = HistologyConfig.from_dict(payload["config"])
+    model = HistologyExpressionModel(
+        len(payload["model_genes"]),
+        n_scales=len(config.scales),
+        dim=config.dim,
+        proj_dim=config.proj_dim,
+        width=config.width,
+        n_gene_tokens=config.n_gene_tokens,
+        dropout=config.dropout,
+        backbone_path=config.backbone_path,
+    )
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    bank = payload["bank"]
+    r = payload["ridge"]
+    ridge = RidgeRegressor(
+        x_scaler=Standardizer(_n(r["x_mean"]), _n(r["x_std"])),
+        coef=_n(r["coef"]),
+        intercept=_n(r["intercept"]),
+        alpha=float(r["alpha"]),
+        cv_mse={},
+    )
+    heads = PredictionHeads(
+        genes=list(payload["genes"]),
+        bank=SpotDescriptors(_n(bank["embedding"]), _n(bank["embedding_z"]), _n(bank["features_z"])),
+        bank_expression=_n(bank["expression"]),
+        bank_expression_embedding=_n(bank["expression_embedding"]),
+        ridge=ridge,
+        top_k=int(payload["top_k"]),
+        temperature=payload["temperature"],
+    )
+    predictor = HistologyPredictor(
+        model=model,
+        config=config,
+        model_genes=list(payload["model_genes"]),
+        expression_mean=_n(payload["expression_mean"]),
+        expression_std=_n(payload["expression_std"]),
+        heads=heads,
+        head=payload["head"],
+        selection=dict(payload["selection"]),
+        history=payload["history"],
+    )
+    if expected_genes is not None:
+        predictor.gene_columns(list(expected_genes))
+    return predictor

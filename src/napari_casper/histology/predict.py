@@ -1,0 +1,330 @@
+"""Prediction heads on the learned embedding, and the trained predictor used on new H&E slides.
+
+Every spot is described by its image embedding (from the trained encoder) and its handcrafted
+features (:mod:`.features`), each **standardised within its own section** (so staining and
+scanning differences between slides cancel out; the statistics come from the slide's own
+spots, never from expression). Heads:
+
+- ``"ridge"``: ridge regression from ``[embedding, features]`` to log expression (alpha by
+  leave-one-section-out CV on the training sections);
+- ``"retrieval"``: mean expression, weighted by a softmax of the similarity, of the ``top_k`` training spots most
+  cosine-similar on ``[embedding, features]`` (each block scaled to equal weight);
+- ``"ensemble"``: the mean of the two;
+- ``"crossmodal"``: CMRCNet/BLEEP inference, the mean expression of the ``top_k`` training
+  spots whose *expression* embedding is most similar to the query's image embedding.
+
+Which head is used is chosen by leave-one-section-out validation on the training sections
+(:func:`~napari_casper.histology.train.train_histology`). The uncertainty of every prediction
+is the weighted standard deviation of the ``top_k`` retrieved neighbours' expression, per
+spot and gene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from anndata import AnnData
+
+from napari_casper.errors import CasperInputError, CheckpointMismatchError
+from napari_casper.histology.features import handcrafted_features
+from napari_casper.histology.patches import check_coords, normalize_stain
+from napari_casper.histology.regressors import RidgeRegressor, Standardizer, fit_ridge, retrieve
+
+#: prediction heads, in the order they are tried
+HEADS: tuple[str, ...] = ("ridge", "retrieval", "ensemble", "crossmodal")
+#: fewest spots of one slide for its own standardisation statistics
+MIN_SECTION_SPOTS = 20
+
+
+def section_standardize(values: np.ndarray) -> np.ndarray:
+    """Z-score the columns of one section's ``(n_spots, d)`` values with that section's statistics."""
+    return Standardizer.fit(values)(values)
+
+
+@dataclass
+class SpotDescriptors:
+    """What the heads see of a section's spots.
+
+    Attributes
+    ----------
+    embedding
+        ``(n, proj_dim)`` L2-normalised image embedding (for cross-modal retrieval).
+    embedding_z, features_z
+        Section-standardised embedding and handcrafted features.
+    """
+
+    embedding: np.ndarray
+    embedding_z: np.ndarray
+    features_z: np.ndarray
+
+    @property
+    def joint(self) -> np.ndarray:
+        """``[embedding_z, features_z]`` for ridge."""
+        return np.concatenate([self.embedding_z, self.features_z], axis=1)
+
+    @property
+    def balanced(self) -> np.ndarray:
+        """``joint`` with each block divided by sqrt(its width), so both weigh equally in a cosine."""
+        e, f = self.embedding_z, self.features_z
+        return np.concatenate([e / np.sqrt(e.shape[1]), f / np.sqrt(f.shape[1])], axis=1)
+
+    @classmethod
+    def concat(cls, parts: list["SpotDescriptors"]) -> "SpotDescriptors":
+        return cls(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("embedding", "embedding_z", "features_z")))
+
+
+def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None, cancel=None) -> SpotDescriptors:
+    """Stain-normalise, embed and featurise one section's ``(n, S, P, P, 3)`` uint8 patches.
+
+    ``features_z`` (section-standardised handcrafted features) may be passed when already computed.
+    """
+    from napari_casper.histology.train import cpu_threads, embed_patches
+
+    if len(raw_patches) < MIN_SECTION_SPOTS:
+        raise CasperInputError(
+            f"only {len(raw_patches)} spots: histology prediction standardises each slide with its own "
+            f"statistics and needs at least {MIN_SECTION_SPOTS} spots; predict on all spots of the "
+            "slide (e.g. virtual spots over the detected tissue) and subset afterwards"
+        )
+    embedding = embed_patches(
+        model, normalize_stain(raw_patches), device=config.device, threads=cpu_threads(config), cancel=cancel
+    )
+    if features_z is None:
+        features_z = section_standardize(handcrafted_features(raw_patches))
+    return SpotDescriptors(embedding, section_standardize(embedding), features_z)
+
+
+@dataclass
+class PredictionHeads:
+    """The training spots ("bank") and the fitted ridge, for every head.
+
+    Attributes
+    ----------
+    genes
+        Output genes, the columns of ``bank_expression``.
+    bank
+        Descriptors of the training spots.
+    bank_expression
+        ``(n_bank, n_genes)`` log-normalised expression of the training spots.
+    bank_expression_embedding
+        ``(n_bank, proj_dim)`` expression embeddings of the training spots.
+    ridge
+        Ridge from ``bank.joint`` to ``bank_expression``.
+    top_k
+        Neighbours used by retrieval and for the uncertainty.
+    temperature
+        Softmax temperature of the retrieval weights (cosine units); ``None``: equal weights.
+    """
+
+    genes: list[str]
+    bank: SpotDescriptors
+    bank_expression: np.ndarray
+    bank_expression_embedding: np.ndarray
+    ridge: RidgeRegressor
+    top_k: int = 50
+    temperature: float | None = 0.1
+
+    @classmethod
+    def fit(
+        cls, bank: SpotDescriptors, expression_embedding, expression, genes, groups, top_k: int = 50,
+        temperature: float | None = 0.1,
+    ) -> "PredictionHeads":
+        ridge = fit_ridge(bank.joint, expression, groups=groups)
+        return cls(
+            list(genes), bank, np.asarray(expression, np.float32), np.asarray(expression_embedding, np.float32),
+            ridge, top_k, temperature,
+        )
+
+    def predict(self, head: str, query: SpotDescriptors, columns: np.ndarray | None = None):
+        """``(prediction, uncertainty)``, both ``(n_query, n_genes)``, with head ``head``.
+
+        ``columns`` restricts the output to those gene indices.
+        """
+        if head not in HEADS:
+            raise CasperInputError(f"unknown prediction head {head!r}; choose one of {HEADS}")
+        cols = slice(None) if columns is None else columns
+        bank_y = self.bank_expression[:, cols]
+        retrieved, spread = retrieve(
+            query.balanced, self.bank.balanced, bank_y, k=self.top_k, temperature=self.temperature
+        )
+        if head == "retrieval":
+            return retrieved, spread
+        if head == "crossmodal":
+            pred, _ = retrieve(query.embedding, self.bank_expression_embedding, bank_y, k=self.top_k)
+            return pred, spread
+        ridge = self.ridge_predict(query.joint, columns)
+        if head == "ridge":
+            return ridge, spread
+        return (ridge + retrieved) / 2, spread
+
+    def ridge_predict(self, X: np.ndarray, columns=None) -> np.ndarray:
+        coef = self.ridge.coef if columns is None else self.ridge.coef[:, columns]
+        intercept = self.ridge.intercept if columns is None else self.ridge.intercept[columns]
+        return (self.ridge.x_scaler(X) @ coef + intercept).astype(np.float32)
+
+
+@dataclass
+class HistologyPrediction:
+    """Predicted expression of a slide's spots.
+
+    Attributes
+    ----------
+    expression
+        ``(n_spots, n_genes)`` float32 predicted log-normalised expression (``log1p`` of counts
+        per 10,000).
+    uncertainty
+        ``(n_spots, n_genes)`` float32, weighted std of the ``top_k`` most similar training
+        spots' expression (high where similar-looking training spots disagree).
+    genes
+        Column names.
+    coords
+        ``(n_spots, 2)`` ``(x, y)`` image pixels.
+    embedding
+        ``(n_spots, proj_dim)`` image embedding (L2-normalised).
+    head
+        The prediction head used.
+    """
+
+    expression: np.ndarray
+    uncertainty: np.ndarray
+    genes: list[str]
+    coords: np.ndarray
+    embedding: np.ndarray
+    head: str
+
+    def to_anndata(self, obs_names=None) -> AnnData:
+        """Spots x genes AnnData: ``X`` prediction, ``layers["uncertainty"]``, ``obsm["spatial"]`` and
+        ``obsm["histology_embedding"]``."""
+        import pandas as pd
+
+        names = [f"spot{i}" for i in range(len(self.coords))] if obs_names is None else list(map(str, obs_names))
+        adata = AnnData(
+            X=self.expression,
+            obs=pd.DataFrame(index=pd.Index(names, dtype=str)),
+            var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
+        )
+        adata.layers["uncertainty"] = self.uncertainty
+        adata.obsm["spatial"] = np.asarray(self.coords, dtype=np.float64)
+        adata.obsm["histology_embedding"] = self.embedding
+        adata.uns["histology_prediction"] = {"head": self.head, "values": "log1p(counts per 1e4)"}
+        return adata
+
+
+@dataclass
+class HistologyPredictor:
+    """A trained histology-to-expression model, ready to predict on H&E-only slides.
+
+    Built by :func:`~napari_casper.histology.train.train_histology`; saved and loaded with
+    :meth:`save` / :meth:`load`.
+
+    Attributes
+    ----------
+    model
+        The image-expression network (CPU, eval mode).
+    config
+        :class:`~napari_casper.histology.train.HistologyConfig` used for training.
+    model_genes
+        Genes of the expression encoder; ``expression_mean`` / ``expression_std`` z-score them.
+    heads
+        Training bank and ridge (:class:`PredictionHeads`); ``heads.genes`` are the output genes.
+    head
+        The head used by :meth:`predict` (chosen by inner validation, see ``selection``).
+    selection
+        ``{head: mean validation score}`` of the leave-one-section-out choice (empty when not run).
+    history
+        Training history of the final model (dict).
+    """
+
+    model: object
+    config: object
+    model_genes: list[str]
+    expression_mean: np.ndarray
+    expression_std: np.ndarray
+    heads: PredictionHeads
+    head: str
+    selection: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
+
+    @property
+    def genes(self) -> list[str]:
+        """Genes this predictor outputs."""
+        return self.heads.genes
+
+    def gene_columns(self, genes) -> np.ndarray | None:
+        """Indices of ``genes`` among the output genes; :class:`CheckpointMismatchError` if any is missing."""
+        if genes is None:
+            return None
+        index = {g: i for i, g in enumerate(self.genes)}
+        missing = [g for g in genes if g not in index]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise CheckpointMismatchError(
+                f"{len(missing)} requested gene(s) were not trained by this histology model: {shown}. "
+                f"It predicts {len(self.genes)} genes (see .genes); retrain with these genes in the "
+                "training sections or request only trained genes"
+            )
+        return np.array([index[g] for g in genes], dtype=int)
+
+    def predict(
+        self,
+        image,
+        coords,
+        spot_diameter_px: float,
+        *,
+        genes=None,
+        head: str | None = None,
+        cancel=None,
+    ) -> HistologyPrediction:
+        """Predict expression at spots of an H&E image.
+
+        Parameters
+        ----------
+        image
+            ``(H, W, 3)`` uint8 array-like (numpy, dask, xarray; read window by window).
+        coords
+            ``(n_spots, 2)`` spot centres, ``(x, y)`` pixels of ``image``; use every spot of the
+            slide (at least 20): each slide is standardised with its own spots' statistics.
+        spot_diameter_px
+            Spot diameter in pixels of ``image`` (the physical spot size the model was trained
+            with, e.g. 100 um for legacy ST, expressed in this image's pixels).
+        genes
+            Subset of :attr:`genes` to return (default all).
+        head
+            Override the chosen head (one of :data:`HEADS`).
+        cancel
+            ``threading.Event`` or callable; checked between embedding batches.
+        """
+        from napari_casper.histology.patches import extract_patches
+
+        xy = check_coords(coords)
+        columns = self.gene_columns(genes)
+        raw = extract_patches(
+            image, xy, spot_diameter_px, scales=self.config.scales, patch_size=self.config.patch_size
+        )
+        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel, _columns=columns)
+
+    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None, _columns=None):
+        """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches."""
+        from napari_casper.histology.train import limited_threads
+
+        columns = self.gene_columns(genes) if _columns is None else _columns
+        use = head or self.head
+        with limited_threads(self.config):
+            query = describe_section(self.model, raw_patches, self.config, cancel=cancel)
+            pred, spread = self.heads.predict(use, query, columns)
+        names = self.genes if columns is None else [self.genes[i] for i in columns]
+        return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use)
+
+    def save(self, path) -> None:
+        """Write the predictor (weights, config, genes, bank, ridge, version) to ``path``."""
+        from napari_casper.histology.checkpoint import save_predictor
+
+        save_predictor(self, path)
+
+    @classmethod
+    def load(cls, path, *, expected_genes=None) -> "HistologyPredictor":
+        """Read a predictor written by :meth:`save`; ``expected_genes`` must all be predicted."""
+        from napari_casper.histology.checkpoint import load_predictor
+
+        return load_predictor(path, expected_genes=expected_genes)
