@@ -201,36 +201,19 @@ def _import_tangram():
     return tangram
 
 
-def _leiden_labels(
-    reference: AnnData, *, seed: int, resolution: float, n_genes: int = 2000
-) -> np.ndarray:
-    """Leiden cluster labels of the reference cells.
+def _leiden_labels(reference: AnnData, *, seed: int, resolution: float) -> np.ndarray:
+    """Leiden cluster labels of the reference cells (CASPER's own clustering).
 
-    Uses the ``n_genes`` genes of largest variance (as stored, so only those columns are
-    ever made dense), log-normalised when they are counts; PCA, 15-NN graph, Leiden.
+    Counts are normalised and logged first (the same count detection as the baselines);
+    :func:`napari_casper.centroids.leiden_clusters` does the rest (2000 highly variable
+    genes, PCA, 15-NN graph, Leiden).
     """
-    import scanpy as sc
+    from napari_casper.centroids import leiden_clusters
+    from napari_casper.preprocess import normalize_matrix
 
-    matrix = reference.X
-    mean = np.asarray(matrix.mean(axis=0)).ravel()
-    squares = matrix.multiply(matrix) if sp.issparse(matrix) else np.square(matrix)
-    variance = np.asarray(squares.mean(axis=0)).ravel() - mean**2
-    top = np.sort(np.argsort(-variance, kind="stable")[:n_genes])
-    top = top[variance[top] > 0]
-    values = _expression(reference, reference.var_names[top], preprocessing="auto", log=True)
-    work = AnnData(values.astype(np.float32))
-    n_comps = max(2, min(50, work.n_obs - 1, work.n_vars - 1))
-    sc.pp.pca(work, n_comps=n_comps, random_state=seed)
-    sc.pp.neighbors(work, n_neighbors=15, random_state=seed)
-    sc.tl.leiden(
-        work,
-        resolution=resolution,
-        random_state=seed,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-    )
-    return work.obs["leiden"].astype(str).to_numpy()
+    mode = "counts" if _looks_like_raw_counts(reference.X) else "none"
+    values, _ = normalize_matrix(reference.X, mode)
+    return leiden_clusters(values, resolution=resolution, seed=seed)
 
 
 def _tangram(
@@ -367,8 +350,8 @@ def impute_tangram_clusters(
     """Tangram in ``clusters`` mode: map cluster profiles (the scalable path).
 
     Clusters are ``reference.obs[label_key]``, or, when ``label_key`` is None, Leiden
-    clusters of the reference (log-scale PCA, 15-NN graph, ``leiden_resolution``,
-    seeded). Otherwise as :func:`impute_tangram`.
+    clusters of the reference (:func:`napari_casper.centroids.leiden_clusters` at
+    ``leiden_resolution``, seeded). Otherwise as :func:`impute_tangram`.
 
     Returns
     -------
