@@ -59,6 +59,7 @@ class HistologyConfig:
     mask_ratio: float = 0.5
     stain_jitter: float = 0.05
     val_fraction: float = 0.1
+    keep: str = "best"
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -277,6 +278,9 @@ def fit_encoder(
             history.epochs.append(record)
             if val < history.best_val_loss:
                 history.best_val_loss, history.best_epoch = float(val), epoch + 1
+                if config.keep == "best":
+                    best_state = copy.deepcopy(model.state_dict())
+            if config.keep == "last":
                 best_state = copy.deepcopy(model.state_dict())
             if progress is not None:
                 progress(record)

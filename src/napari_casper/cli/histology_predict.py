@@ -1,0 +1,86 @@
+"""``napari-casper histology-predict``: predict spot expression from an H&E image.
+
+Spots come from an ``.h5ad`` with ``obsm["spatial"]`` (``--spots``), or are laid on a hex grid
+over the detected tissue (``--pitch-px``). Writes an ``.h5ad``: ``X`` = predicted log-normalised
+expression, ``layers["uncertainty"]``, ``obsm["spatial"]`` in full-resolution image pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_casper.errors import CasperInputError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "histology-predict",
+        help="predict expression at spots of an H&E image with a histology checkpoint",
+        description="Predict spot expression from H&E with a model written by histology-train.",
+    )
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint from histology-train")
+    parser.add_argument("--image", type=Path, help="H&E image (default: uns['image'] of --spots)")
+    parser.add_argument("--spots", type=Path, help=".h5ad whose obsm['spatial'] holds (x, y) image pixels")
+    parser.add_argument(
+        "--spot-diameter-px", type=float,
+        help="spot diameter in full-resolution pixels (default with --spots: half the median spacing)",
+    )  # fmt: skip
+    parser.add_argument("--pitch-px", type=float, help="virtual spots: grid pitch in pixels (default 2 x diameter)")
+    parser.add_argument("--layout", default="hex", choices=("hex", "square"), help="virtual-spot grid layout")
+    parser.add_argument("--genes", help="genes to write: all (default), comma list, or @file")
+    parser.add_argument("--head", help="override the prediction head (ridge, retrieval, ensemble, crossmodal)")
+    parser.add_argument("--out", required=True, type=Path, help="output .h5ad")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import anndata
+    import numpy as np
+
+    from napari_casper.cli.histology_train import read_genes
+    from napari_casper.histology.patches import estimate_spot_diameter
+    from napari_casper.histology.predict import HistologyPredictor
+    from napari_casper.histology.sections import choose_reduction, read_jpeg
+    from napari_casper.histology.tissue import detect_tissue, virtual_spots
+
+    predictor = HistologyPredictor.load(args.model)
+    obs_names = None
+    coords = None
+    image_path = args.image
+    if args.spots is not None:
+        if not args.spots.is_file():
+            raise CasperInputError(f"spots file {args.spots} does not exist")
+        spots = anndata.read_h5ad(args.spots)
+        if "spatial" not in spots.obsm:
+            raise CasperInputError(f"{args.spots} has no obsm['spatial'] spot centres")
+        coords = np.asarray(spots.obsm["spatial"], dtype=np.float64)[:, :2]
+        obs_names = spots.obs_names
+        if image_path is None and spots.uns.get("image"):
+            image_path = args.spots.parent / str(spots.uns["image"])
+    if image_path is None:
+        raise CasperInputError("give the H&E image with --image (or --spots whose uns['image'] names it)")
+    if not Path(image_path).is_file():
+        raise CasperInputError(f"H&E image {image_path} does not exist")
+    diameter = args.spot_diameter_px
+    if diameter is None:
+        if coords is None:
+            raise CasperInputError("virtual spots need --spot-diameter-px (the physical spot size in pixels)")
+        diameter = estimate_spot_diameter(coords)
+    image, scale = read_jpeg(image_path, choose_reduction(diameter, predictor.config.patch_size))
+    if coords is None:
+        tissue = detect_tissue(image)
+        pitch = (args.pitch_px or 2.0 * diameter) * scale
+        coords = virtual_spots(tissue, pitch, layout=args.layout) / scale
+        if len(coords) == 0:
+            raise CasperInputError("no tissue found for virtual spots; check the image or give --spots")
+        print(f"{len(coords)} virtual spots on a {args.layout} grid over {tissue.tissue_fraction:.0%} tissue")
+    result = predictor.predict(image, coords * scale, diameter * scale, genes=read_genes(args.genes), head=args.head)
+    result.coords = coords
+    adata = result.to_anndata(obs_names)
+    adata.uns["image"] = str(image_path)
+    adata.uns["spot_diameter_px"] = float(diameter)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(args.out)
+    print(f"wrote {args.out}: {adata.n_obs} spots x {adata.n_vars} genes (head {result.head})")
+    return 0

@@ -1,0 +1,141 @@
+"""``napari-casper histology-train``: train a histology-to-expression model on ST sections.
+
+Each training section is an ``.h5ad`` (spots x genes raw counts, ``obsm["spatial"]`` = ``(x, y)``
+pixels of the H&E image named by ``uns["image"]`` next to it, or given with ``--images``).
+Writes one checkpoint file that ``napari-casper histology-predict`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from napari_casper.errors import CasperInputError
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by histology-train and histology-benchmark."""
+    parser.add_argument(
+        "--spot-diameter-px", type=float,
+        help="spot diameter in full-resolution image pixels (default: half the median spot spacing)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--patch-size", type=int,
+        help="patch side in pixels (default: 64 when spots are at least 64 px across, else 32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int, help="training epochs (default: about 120 optimisation steps, 10 to 30 epochs)"
+    )
+    parser.add_argument(
+        "--inner-epochs", type=int,
+        help="epochs of the inner leave-one-section-out models that choose the head (default: --epochs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--predictor", default="auto",
+        help="prediction head: auto (chosen by leave-one-section-out on the training sections), "
+        "ridge, retrieval, ensemble or crossmodal (default auto)",
+    )  # fmt: skip
+    parser.add_argument("--n-model-genes", type=int, default=1000, help="HVGs fed to the expression encoder")
+    parser.add_argument("--top-k", type=int, default=50, help="neighbours for retrieval and uncertainty")
+    parser.add_argument("--backbone", type=Path, help="optional local TorchScript backbone file (frozen)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at most 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def config_from_args(args: argparse.Namespace, **extra):
+    from napari_casper.histology.train import HistologyConfig
+
+    return HistologyConfig(
+        patch_size=args.patch_size,
+        epochs=args.epochs,
+        inner_epochs=args.inner_epochs,
+        predictor=args.predictor,
+        n_model_genes=args.n_model_genes,
+        top_k=args.top_k,
+        backbone_path=str(args.backbone) if args.backbone else None,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+        **extra,
+    )
+
+
+def print_epoch(record) -> None:
+    print(
+        f"[{record.stage}] epoch {record.epoch}/{record.n_epochs}: loss {record.loss:.3f} "
+        f"(contrastive {record.contrastive:.3f}, reconstruction {record.reconstruction:.3f}), "
+        f"validation {record.val_loss:.3f}, {record.seconds:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def read_genes(spec: str | None) -> list[str] | None:
+    """``None``/``all`` -> None; ``@file`` -> one gene per line; else comma-separated names."""
+    if not spec or spec == "all":
+        return None
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise CasperInputError(f"gene list file {path} does not exist")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [g.strip() for g in spec.split(",") if g.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "histology-train",
+        help="train an H&E-to-expression model on ST sections (.h5ad + image)",
+        description=(
+            "Train the CMRCNet-style histology model (contrastive image-expression alignment + "
+            "cross-modal masked reconstruction, multi-scale patches) on sections with measured "
+            "expression, and save a checkpoint for histology-predict."
+        ),
+    )
+    parser.add_argument("sections", nargs="+", type=Path, help="training .h5ad files (obsm['spatial'] in image pixels)")
+    parser.add_argument("--images", nargs="+", type=Path, help="H&E images, one per section (default: uns['image'])")
+    parser.add_argument("--genes", help="genes to predict: all (default), comma list, or @file")
+    add_training_options(parser)
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint file to write (e.g. model.pt)")
+    parser.set_defaults(func=run)
+
+
+def load_sections(paths, images, spot_diameter_px, patch_size):
+    """Read the sections; returns ``(sections, patch_size)`` (``None`` -> from the spot size)."""
+    import anndata
+
+    from napari_casper.histology.patches import estimate_spot_diameter, suggest_patch_size
+    from napari_casper.histology.sections import load_section
+
+    if images and len(images) != len(paths):
+        raise CasperInputError(f"{len(images)} --images for {len(paths)} sections; give one image per section")
+    for path in paths:
+        if not path.is_file():
+            raise CasperInputError(f"section file {path} does not exist")
+    if patch_size is None:
+        diameter = spot_diameter_px
+        if diameter is None:
+            first = anndata.read_h5ad(paths[0], backed="r")
+            diameter = estimate_spot_diameter(first.obsm["spatial"][:, :2])
+        patch_size = suggest_patch_size(diameter)
+    sections = [
+        load_section(path, image_path=images[i] if images else None, spot_diameter_px=spot_diameter_px, patch_size=patch_size)
+        for i, path in enumerate(paths)
+    ]
+    return sections, patch_size
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_casper.histology.train import train_histology
+
+    sections, args.patch_size = load_sections(args.sections, args.images, args.spot_diameter_px, args.patch_size)
+    config = config_from_args(args, predict_genes=read_genes(args.genes))
+    predictor = train_histology(sections, config, progress=print_epoch)
+    predictor.save(args.out)
+    if predictor.selection:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in predictor.selection.items())
+        print(f"head chosen by leave-one-section-out validation: {predictor.head} ({scores})")
+    print(f"wrote {args.out}: {len(predictor.genes)} genes, head {predictor.head}")
+    return 0
