@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         "- `model` = the head chosen by inner leave-one-section-out validation on the training sections "
         "(`model:<head>` rows show every head, for transparency; they were not chosen on the test section)",
         "- baselines: handcrafted RGB + HED + gradient statistics at 1x/2x/4x spot diameter, ridge (alpha by CV) "
-        "and top-50 cosine retrieval",
+        "and top-50 cosine retrieval; `ablation:features-only` = the model's ensemble head on section-standardised "
+        "handcrafted features without the learned embedding",
         f"- napari-casper {__version__}; {os.cpu_count()} CPU cores; total wall time {seconds / 60:.1f} min",
         "",
         "## Mean over test sections",

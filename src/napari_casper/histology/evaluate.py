@@ -13,9 +13,11 @@ spots, summarised as:
   triangles of the predicted and the measured gene-gene correlation matrices over the HVG-50.
 
 Methods, all on the same splits: the model (the head chosen by inner leave-one-section-out on
-the training sections, plus every head for transparency) and two handcrafted baselines (RGB +
+the training sections, plus every head for transparency), two handcrafted baselines (RGB +
 HED + gradient statistics at 1x/2x/4x, z-scored with the training spots): ridge with alpha by
-leave-one-section-out CV, and the mean of the top-50 cosine neighbours.
+leave-one-section-out CV, and the mean of the top-50 cosine neighbours; and an ablation, the
+model's ensemble head on section-standardised handcrafted features without the learned
+embedding.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pandas as pd
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.metrics import pearson
 from napari_casper.histology.features import handcrafted_features
+from napari_casper.histology.predict import section_standardize
 from napari_casper.histology.regressors import Standardizer, fit_ridge, retrieve
 
 #: marker genes reported by name
@@ -112,6 +115,18 @@ def baseline_predictions(train_features, train_expression, groups, test_features
     return {"ridge": ridge, "retrieval": retrieval}
 
 
+def features_only_ensemble(train_features_z, train_expression, groups, test_features_z, config) -> np.ndarray:
+    """Ablation: the model's ``ensemble`` head on section-standardised handcrafted features alone.
+
+    Same section standardisation, ridge and weighted retrieval as the model, without the learned
+    embedding: the difference to ``model:ensemble`` is what the trained encoder adds.
+    """
+    X = np.concatenate(train_features_z)
+    ridge = fit_ridge(X, train_expression, groups=groups).predict(test_features_z)
+    retrieved, _ = retrieve(test_features_z, X, train_expression, k=config.top_k, temperature=config.retrieval_temperature)
+    return (ridge + retrieved) / 2
+
+
 @dataclass
 class BenchmarkResult:
     """Output of :func:`run_benchmark`.
@@ -150,8 +165,8 @@ def run_benchmark(
     markers
         Marker names to report individually (see :func:`resolve_genes`).
     genes
-        Restrict the predicted (and scored) genes; default every gene shared by the sections
-        that varies over the training spots.
+        Restrict the predicted (and scored) genes; default every gene measured in all the
+        sections that varies over the training spots of the fold.
     test_sections
         Names of the sections to hold out (default: each in turn).
     log
@@ -182,46 +197,31 @@ def run_benchmark(
     return BenchmarkResult(pd.concat(tables, ignore_index=True), summary, selection, training)
 
 
-def _describe(predictor, raw_patches, cancel):
-    from napari_casper.histology.predict import describe_section
+def _fold_genes(sections, train_idx, genes) -> list[str]:
+    """Genes scored in a fold: ``genes`` if given, else every gene measured in all sections
+    (the test section included, so every prediction can be scored) that varies over the
+    training spots."""
+    from napari_casper.histology.train import log_normalised
 
-    return describe_section(predictor.model, raw_patches, predictor.config, cancel=cancel)
+    if genes:
+        return list(genes)
+    common = set.intersection(*(set(s.expression.var_names) for s in sections))
+    ordered = [g for g in sections[train_idx[0]].expression.var_names if g in common]
+    values = np.concatenate([log_normalised(sections[i].expression, ordered) for i in train_idx])
+    return [g for g, sd in zip(ordered, values.std(axis=0)) if sd > 0]
 
 
 def _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel):
-    from napari_casper.histology.predict import HEADS
-    from napari_casper.histology.train import log_normalised, train_histology
+    from napari_casper.histology.train import log_normalised
 
     features = [handcrafted_features(s.patches(config.scales, config.patch_size, config.cache_dir)) for s in sections]
     rows, tables, selection, training = [], [], {}, {}
     for test_name in tests:
         t = names.index(test_name)
-        train_idx = [i for i in range(len(sections)) if i != t]
-        fold_config = dataclasses.replace(config, predict_genes=list(genes)) if genes else config
-        start = time.perf_counter()
-        predictor = train_histology([sections[i] for i in train_idx], fold_config, progress=progress, cancel=cancel)
-        train_seconds = time.perf_counter() - start
-        out_genes = predictor.genes
         test = sections[t]
-        if not set(out_genes) <= set(test.expression.var_names):
-            missing = sorted(set(out_genes) - set(test.expression.var_names))
-            raise CasperInputError(f"test section {test_name} lacks {len(missing)} trained genes, e.g. {missing[:5]}")
+        predictor, methods, seconds = _fold_predictions(sections, t, features, config, genes, progress, cancel)
+        out_genes = predictor.genes
         truth = log_normalised(test.expression, out_genes)
-        raw = test.patches(config.scales, config.patch_size, config.cache_dir)
-        start = time.perf_counter()
-        query = _describe(predictor, raw, cancel)
-        methods = {}
-        for head in HEADS:
-            methods[f"model:{head}"] = predictor.heads.predict(head, query)[0]
-        predict_seconds = time.perf_counter() - start
-        methods["model"] = methods[f"model:{predictor.head}"]
-        train_expression = np.concatenate([log_normalised(sections[i].expression, out_genes) for i in train_idx])
-        groups = np.concatenate([np.full(sections[i].n_spots, i) for i in train_idx])
-        start = time.perf_counter()
-        base = baseline_predictions(np.concatenate([features[i] for i in train_idx]), train_expression, groups, features[t])
-        base_seconds = time.perf_counter() - start
-        methods["baseline:ridge"] = base["ridge"]
-        methods["baseline:retrieval"] = base["retrieval"]
         marker_map = resolve_genes(markers, test.expression, out_genes)
         fold = {}
         for method, prediction in methods.items():
@@ -229,15 +229,58 @@ def _run_folds(sections, names, tests, config, markers, genes, log, progress, ca
             per_gene.insert(0, "method", method)
             per_gene.insert(0, "section", test_name)
             tables.append(per_gene)
-            seconds = train_seconds + predict_seconds if method.startswith("model") else base_seconds
-            fold[method] = {"section": test_name, "method": method, "n_spots": test.n_spots, "n_genes": len(out_genes), **summary, "seconds": seconds}
+            fold[method] = {
+                "section": test_name, "method": method, "n_spots": test.n_spots, "n_genes": len(out_genes),
+                **summary, "seconds": seconds[method.split(":")[0]],
+            }  # fmt: skip
         rows.extend(fold.values())
         selection[test_name] = {"chosen": predictor.head, **predictor.selection}
         training[test_name] = predictor.history
         log(
-            f"{test_name}: " + "; ".join(
-                f"{m} HEG-50 {fold[m]['HEG-50']:.3f} HVG-50 {fold[m]['HVG-50']:.3f}"
-                for m in ("model", "baseline:ridge", "baseline:retrieval")
-            ) + f" (model head {predictor.head}, trained in {train_seconds:.0f} s)"
+            f"{test_name}: "
+            + "; ".join(f"{m} HEG-50 {fold[m]['HEG-50']:.3f} HVG-50 {fold[m]['HVG-50']:.3f}" for m in _LOGGED)
+            + f" (model head {predictor.head}, trained in {seconds['train']:.0f} s)"
         )
     return rows, tables, selection, training
+
+
+_LOGGED = ("model", "baseline:ridge", "baseline:retrieval")
+
+
+def _fold_predictions(sections, t, features, config, genes, progress, cancel):
+    """Train on every section but ``t`` and predict ``t`` with every method.
+
+    Returns ``(predictor, {method: prediction}, seconds)``; ``seconds`` has the wall time of
+    ``model`` (training + prediction), ``train``, ``baseline`` (both baselines) and ``ablation``.
+    """
+    from napari_casper.histology.predict import HEADS, describe_section
+    from napari_casper.histology.train import log_normalised, train_histology
+
+    test = sections[t]
+    train_idx = [i for i in range(len(sections)) if i != t]
+    fold_config = dataclasses.replace(config, predict_genes=_fold_genes(sections, train_idx, genes))
+    clock = time.perf_counter()
+    predictor = train_histology([sections[i] for i in train_idx], fold_config, progress=progress, cancel=cancel)
+    seconds = {"train": time.perf_counter() - clock}
+    missing = sorted(set(predictor.genes) - set(test.expression.var_names))
+    if missing:
+        raise CasperInputError(f"test section {test.name} lacks {len(missing)} trained genes, e.g. {missing[:5]}")
+    raw = test.patches(config.scales, config.patch_size, config.cache_dir)
+    clock = time.perf_counter()
+    query = describe_section(predictor.model, raw, predictor.config, cancel=cancel)
+    methods = {f"model:{head}": predictor.heads.predict(head, query)[0] for head in HEADS}
+    methods["model"] = methods[f"model:{predictor.head}"]
+    seconds["model"] = seconds["train"] + time.perf_counter() - clock
+
+    expression = np.concatenate([log_normalised(sections[i].expression, predictor.genes) for i in train_idx])
+    groups = np.concatenate([np.full(sections[i].n_spots, i) for i in train_idx])
+    clock = time.perf_counter()
+    base = baseline_predictions(np.concatenate([features[i] for i in train_idx]), expression, groups, features[t])
+    methods["baseline:ridge"], methods["baseline:retrieval"] = base["ridge"], base["retrieval"]
+    seconds["baseline"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    methods["ablation:features-only"] = features_only_ensemble(
+        [section_standardize(features[i]) for i in train_idx], expression, groups, section_standardize(features[t]), config
+    )
+    seconds["ablation"] = time.perf_counter() - clock
+    return predictor, methods, seconds

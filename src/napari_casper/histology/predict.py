@@ -88,7 +88,8 @@ def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None,
             "slide (e.g. virtual spots over the detected tissue) and subset afterwards"
         )
     embedding = embed_patches(
-        model, normalize_stain(raw_patches), device=config.device, threads=cpu_threads(config), cancel=cancel
+        model, normalize_stain(raw_patches), device=config.device, threads=cpu_threads(config),
+        tta=config.test_time_augmentation, cancel=cancel,
     )
     if features_z is None:
         features_z = section_standardize(handcrafted_features(raw_patches))

@@ -66,6 +66,7 @@ class HistologyConfig:
     # prediction head
     predictor: str = "auto"
     top_k: int = 50
+    test_time_augmentation: bool = False
     retrieval_temperature: float | None = 0.1
     inner_epochs: int | None = None
     cache_dir: str | None = None
@@ -123,6 +124,8 @@ class TrainingHistory:
         }
 
 
+#: the validation loss is computed on at most this many held-out spots (one batch)
+MAX_VALIDATION_SPOTS = 512
 #: optimisation steps aimed at when ``epochs`` is None, and the epoch range allowed
 TARGET_STEPS = 120
 EPOCH_RANGE = (10, 30)
@@ -206,13 +209,17 @@ def fit_encoder(
 
     Returns
     -------
-    The model with the weights of the epoch with the lowest validation loss (on CPU, eval
-    mode) and the training history.
+    The model (on CPU, eval mode) with the weights of the epoch with the lowest validation
+    loss (``config.keep="best"``; validation = ``val_fraction`` of the spots, at most
+    :data:`MAX_VALIDATION_SPOTS`, never in a batch) or of the last epoch (``"last"``), and the
+    training history.
     """
     if len(patches) != len(expression):
         raise CasperInputError(f"{len(patches)} patch sets for {len(expression)} expression rows")
     if len(patches) < 8:
         raise CasperInputError(f"only {len(patches)} training spots; histology training needs at least 8")
+    if config.keep not in ("best", "last"):
+        raise CasperInputError(f"keep must be 'best' or 'last', got {config.keep!r}")
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -220,7 +227,7 @@ def fit_encoder(
 
     n = len(patches)
     order = rng.permutation(n)
-    n_val = int(round(config.val_fraction * n)) if n >= 50 else 0
+    n_val = min(MAX_VALIDATION_SPOTS, int(round(config.val_fraction * n))) if n >= 50 else 0
     val_idx, train_idx = order[:n_val], order[n_val:]
     images = patches_to_tensor(patches)
     expr = torch.as_tensor(np.asarray(expression, dtype=np.float32))
@@ -309,9 +316,13 @@ def _validation_loss(model, images, expr, val_idx, device, config: HistologyConf
 @torch.no_grad()
 def embed_patches(
     model: HistologyExpressionModel, patches: np.ndarray, *, batch_size: int = 256, device="auto", threads=None,
-    cancel: CancelFlag | None = None,
+    tta: bool = False, cancel: CancelFlag | None = None,
 ) -> np.ndarray:
-    """``(n_spots, proj_dim)`` L2-normalised image embeddings of ``(n, S, P, P, 3)`` uint8 patches."""
+    """``(n_spots, proj_dim)`` L2-normalised image embeddings of ``(n, S, P, P, 3)`` uint8 patches.
+
+    ``tta``: average the embeddings of the 8 flips/rotations (test-time augmentation; tissue has
+    no orientation, and training saw all 8), then renormalise.
+    """
     dev = select_device(device)
     model = model.to(dev).eval()
     images = patches_to_tensor(patches)
@@ -320,7 +331,13 @@ def embed_patches(
         for start in range(0, len(images), batch_size):
             if is_cancelled(cancel):
                 raise TrainingCancelled("histology prediction cancelled")
-            out.append(model.embed_image(_as_float(images[start : start + batch_size], dev)).cpu())
+            x = _as_float(images[start : start + batch_size], dev)
+            if not tta:
+                out.append(model.embed_image(x).cpu())
+                continue
+            views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+            mean = torch.stack([model.embed_image(v) for v in views]).mean(dim=0)
+            out.append(torch.nn.functional.normalize(mean, dim=-1).cpu())
     model.cpu()
     return torch.cat(out).numpy() if out else np.zeros((0, model.image_projection[-1].out_features), np.float32)
 
