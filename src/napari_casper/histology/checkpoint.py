@@ -22,8 +22,8 @@ FORMAT = "napari-casper-histology"
 FORMAT_VERSION = 1
 
 
-def _t(array, dtype=np.float32) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(array, dtype=dtype)))
+def _t(array) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(array, dtype=np.float32)))
 
 
 def _n(tensor) -> np.ndarray:
@@ -51,8 +51,8 @@ def save_predictor(predictor, path) -> Path:
             "expression_embedding": _t(heads.bank_expression_embedding),
         },
         "ridge": {
-            "x_mean": _t(heads.ridge.x_scaler.mean, np.float64),
-            "x_std": _t(heads.ridge.x_scaler.std, np.float64),
+            "x_mean": _t(heads.ridge.x_scaler.mean),
+            "x_std": _t(heads.ridge.x_scaler.std),
             "coef": _t(heads.ridge.coef),
             "intercept": _t(heads.ridge.intercept),
             "alpha": float(heads.ridge.alpha),

@@ -299,17 +299,17 @@ class HistologyPredictor:
         from napari_casper.histology.patches import extract_patches
 
         xy = check_coords(coords)
-        columns = self.gene_columns(genes)
+        self.gene_columns(genes)  # unknown genes fail before the patches are read
         raw = extract_patches(
             image, xy, spot_diameter_px, scales=self.config.scales, patch_size=self.config.patch_size
         )
-        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel, _columns=columns)
+        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel)
 
-    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None, _columns=None):
+    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None) -> HistologyPrediction:
         """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches."""
         from napari_casper.histology.train import limited_threads
 
-        columns = self.gene_columns(genes) if _columns is None else _columns
+        columns = self.gene_columns(genes)
         use = head or self.head
         with limited_threads(self.config):
             query = describe_section(self.model, raw_patches, self.config, cancel=cancel)

@@ -10,25 +10,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_casper.preprocess import standardize
+
 #: ridge penalties tried by cross-validation (features are z-scored first)
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 5, 13))
 
 
 @dataclass
 class Standardizer:
-    """Per-column z-scoring with statistics from the training rows (constant columns -> 0)."""
+    """Per-column z-scoring with statistics from the training rows (constant columns -> 0).
+
+    The fitted form of :func:`napari_casper.preprocess.standardize`.
+    """
 
     mean: np.ndarray
     std: np.ndarray
 
     @classmethod
     def fit(cls, X: np.ndarray) -> "Standardizer":
-        X = np.asarray(X, dtype=np.float64)
-        std = X.std(axis=0)
-        return cls(X.mean(axis=0), np.where(std > 1e-8, std, 1.0))
+        _, mean, std = standardize(X)
+        return cls(mean, std)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+        return standardize(X, self.mean, self.std)[0]
 
 
 @dataclass

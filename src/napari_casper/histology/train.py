@@ -29,6 +29,7 @@ from napari_casper.device import select_device, torch_threads
 from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.histology.model import HistologyExpressionModel
 from napari_casper.histology.patches import augment_batch
+from napari_casper.preprocess import standardize
 
 CancelFlag = threading.Event | Callable[[], bool]
 
@@ -444,12 +445,10 @@ def _fit_on(data: _Prepared, members: Sequence[int], config: HistologyConfig, st
 
     expression = np.concatenate([data.expression[i] for i in members])
     columns = choose_model_genes(expression, data.genes, config)
-    values = expression[:, columns]
-    mean, std = values.mean(axis=0), values.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0)
+    z, mean, std = standardize(expression[:, columns])
     patches = np.concatenate([normalize_stain(data.raw_patches[i]) for i in members])
-    model, history = fit_encoder(patches, (values - mean) / std, config, stage=stage, progress=progress, cancel=cancel)
-    return _Fitted(model, history, columns, mean.astype(np.float32), std.astype(np.float32))
+    model, history = fit_encoder(patches, z, config, stage=stage, progress=progress, cancel=cancel)
+    return _Fitted(model, history, columns, mean, std)
 
 
 def _heads_for(data: _Prepared, members, fitted: _Fitted, config: HistologyConfig, cancel):
@@ -459,7 +458,7 @@ def _heads_for(data: _Prepared, members, fitted: _Fitted, config: HistologyConfi
         [describe_section(fitted.model, data.raw_patches[i], config, features_z=data.features_z[i], cancel=cancel) for i in members]
     )
     expression = np.concatenate([data.expression[i] for i in members])
-    z = (expression[:, fitted.model_genes] - fitted.mean) / fitted.std
+    z, _, _ = standardize(expression[:, fitted.model_genes], fitted.mean, fitted.std)
     groups = np.concatenate([np.full(len(data.expression[i]), i) for i in members])
     return PredictionHeads.fit(
         bank, embed_expression(fitted.model, z), expression, data.genes, groups,
