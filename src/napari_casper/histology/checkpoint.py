@@ -78,10 +78,9 @@ def load_predictor(path, *, expected_genes=None):
     histology checkpoint, was written by a newer format, or does not predict every gene of
     ``expected_genes``.
     """
-    from napari_casper.histology.model import HistologyExpressionModel
     from napari_casper.histology.predict import HistologyPredictor, PredictionHeads, SpotDescriptors
     from napari_casper.histology.regressors import RidgeRegressor, Standardizer
-    from napari_casper.histology.train import HistologyConfig
+    from napari_casper.histology.train import HistologyConfig, build_model
 
     path = Path(path)
     if not path.is_file():
@@ -101,16 +100,7 @@ def load_predictor(path, *, expected_genes=None):
             f"{payload['format_version']}); this is {__version__} (format {FORMAT_VERSION}): upgrade napari-casper"
         )
     config = HistologyConfig.from_dict(payload["config"])
-    model = HistologyExpressionModel(
-        len(payload["model_genes"]),
-        n_scales=len(config.scales),
-        dim=config.dim,
-        proj_dim=config.proj_dim,
-        width=config.width,
-        n_gene_tokens=config.n_gene_tokens,
-        dropout=config.dropout,
-        backbone_path=config.backbone_path,
-    )
+    model = build_model(len(payload["model_genes"]), config)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     bank = payload["bank"]

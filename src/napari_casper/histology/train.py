@@ -188,6 +188,20 @@ def _as_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.to(device).float().div_(255.0)
 
 
+def build_model(n_genes: int, config: HistologyConfig) -> HistologyExpressionModel:
+    """A fresh (untrained) network for ``n_genes`` model genes with the sizes in ``config``."""
+    return HistologyExpressionModel(
+        n_genes,
+        n_scales=len(config.scales),
+        dim=config.dim,
+        proj_dim=config.proj_dim,
+        width=config.width,
+        n_gene_tokens=config.n_gene_tokens,
+        dropout=config.dropout,
+        backbone_path=config.backbone_path,
+    )
+
+
 def fit_encoder(
     patches: np.ndarray,
     expression: np.ndarray,
@@ -217,6 +231,8 @@ def fit_encoder(
     """
     if len(patches) != len(expression):
         raise CasperInputError(f"{len(patches)} patch sets for {len(expression)} expression rows")
+    if patches.shape[1] != len(config.scales):
+        raise CasperInputError(f"patches have {patches.shape[1]} scales, config.scales has {len(config.scales)}")
     if len(patches) < 8:
         raise CasperInputError(f"only {len(patches)} training spots; histology training needs at least 8")
     if config.keep not in ("best", "last"):
@@ -234,16 +250,7 @@ def fit_encoder(
     expr = torch.as_tensor(np.asarray(expression, dtype=np.float32))
 
     with torch_threads(cpu_threads(config)):
-        model = HistologyExpressionModel(
-            expr.shape[1],
-            n_scales=images.shape[1],
-            dim=config.dim,
-            proj_dim=config.proj_dim,
-            width=config.width,
-            n_gene_tokens=config.n_gene_tokens,
-            dropout=config.dropout,
-            backbone_path=config.backbone_path,
-        ).to(device)
+        model = build_model(expr.shape[1], config).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         batch = max(2, min(config.batch_size, len(train_idx)))
