@@ -79,6 +79,16 @@ def find_image_beside(path: Path, adata: ad.AnnData) -> Path | None:
     return None
 
 
+def _read_h5ad(path: Path, what: str = "") -> ad.AnnData:
+    """``ad.read_h5ad`` with errors that name the file (``what`` prefixes the path)."""
+    if not path.is_file():
+        raise CasperInputError(f"{what}{'file ' if what else ''}{path} does not exist: check the path.")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
+        raise CasperInputError(f"cannot read {what}{path} as AnnData ({type(err).__name__}: {err}).") from err
+
+
 def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwargs):
     """SpatialData from an ``.h5ad`` with ``obsm["spatial"]`` and its image, if any.
 
@@ -88,12 +98,7 @@ def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwarg
     from napari_casper.convert import anndata_to_spatialdata
 
     path = Path(path)
-    if not path.is_file():
-        raise CasperInputError(f"{path} does not exist: check the path.")
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as err:  # noqa: BLE001
-        raise CasperInputError(f"cannot read {path} as AnnData ({type(err).__name__}: {err}).") from err
+    adata = _read_h5ad(path)
     image_path = Path(image) if image is not None else find_image_beside(path, adata)
     if "spatial" in adata.obsm and adata.obsm["spatial"].shape[1] == 3 and "axes" not in kwargs:
         kwargs["axes"] = (0, 1)
@@ -104,12 +109,7 @@ def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwarg
 def read_reference(path: str | Path) -> ad.AnnData:
     """An scRNA-seq reference (cells x genes) from an ``.h5ad`` file, with clear errors."""
     path = Path(path)
-    if not path.is_file():
-        raise CasperInputError(f"reference file {path} does not exist: check the path.")
-    try:
-        reference = ad.read_h5ad(path)
-    except Exception as err:  # noqa: BLE001
-        raise CasperInputError(f"cannot read reference {path} as AnnData ({type(err).__name__}: {err}).") from err
+    reference = _read_h5ad(path, "reference ")
     if reference.n_obs == 0 or reference.n_vars == 0:
         raise CasperInputError(f"reference {path} is empty ({reference.n_obs} cells x {reference.n_vars} genes).")
     return reference
