@@ -15,6 +15,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari_casper._widgets._attention_panel import AttentionPanel
+from napari_casper._widgets._background import BackgroundRunner, notify_info
 from napari_casper._widgets._data_panel import DataPanel
 from napari_casper._widgets._impute_panel import ImputePanel
 from napari_casper._widgets._layer_sync import add_or_update
@@ -35,18 +36,6 @@ class _Relay(QObject):
     event = Signal(object)
 
 
-def notify_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(message)
-
-
-def notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)
-
-
 class CasperWidget(QWidget):
     """Train CASPER on the open spots and impute any reference gene over the tissue."""
 
@@ -54,8 +43,6 @@ class CasperWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.workflow = None
-        self.worker = None
-        self.synchronous = False  # tests may run work in the GUI thread
         self._cancel = threading.Event()
         self._progress_bar = None
         self._geometry = None
@@ -69,6 +56,7 @@ class CasperWidget(QWidget):
         self.save_button = QPushButton("Save results to SpatialData")
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.runner = BackgroundRunner(self.message.setText, on_finish=self._finished)
 
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -95,39 +83,24 @@ class CasperWidget(QWidget):
     # -- helpers -------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        return self.runner.busy
+
+    @property
+    def synchronous(self) -> bool:
+        return self.runner.synchronous
+
+    @synchronous.setter
+    def synchronous(self, value: bool) -> None:
+        self.runner.synchronous = bool(value)
 
     def _fail(self, err: Exception) -> None:
-        text = str(err) if isinstance(err, CasperInputError) else f"{type(err).__name__}: {err}"
-        self.message.setText(text)
-        notify_error(text)
+        self.runner.fail(err)
 
     def _run(self, function, on_done, *args, **kwargs) -> None:
         """Run ``function`` in a worker thread (or inline when ``synchronous``)."""
-        if self.synchronous:
-            try:
-                result = function(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - shown to the user, widget stays usable
-                self._fail(err)
-            else:
-                on_done(result)
-            finally:
-                self._finished()
-            return
-        from napari.qt.threading import create_worker
-
-        # handlers passed at creation: superqt re-raises a worker's error when no ``errored``
-        # handler is connected by then
-        self.worker = create_worker(
-            function,
-            *args,
-            _start_thread=True,
-            _connect={"returned": on_done, "errored": self._fail, "finished": self._finished},
-            **kwargs,
-        )
+        self.runner.run(function, on_done, *args, **kwargs)
 
     def _finished(self) -> None:
-        self.worker = None
         self.train_panel.set_running(False)
         if self._progress_bar is not None:
             self._progress_bar.close()
@@ -135,13 +108,7 @@ class CasperWidget(QWidget):
 
     def wait(self, timeout_ms: int = 600_000) -> None:
         """Block (processing Qt events) until the running worker ends."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
-        timer = QElapsedTimer()
-        timer.start()
-        while self.worker is not None and timer.elapsed() < timeout_ms:
-            QCoreApplication.processEvents()
-            threading.Event().wait(0.01)
+        self.runner.wait(timeout_ms)
 
     def _spots_layer(self):
         layer = self.data.spots_layer()
@@ -361,7 +328,5 @@ class CasperWidget(QWidget):
         except Exception as err:  # noqa: BLE001
             self._fail(err)
             return None
-        text = f"saved {len(workflow.predictions)} gene(s) and attention as table '{name}' in {store}"
-        self.message.setText(text)
-        notify_info(text)
+        self.runner.say(f"saved {len(workflow.predictions)} gene(s) and attention as table '{name}' in {store}")
         return name

@@ -1,0 +1,127 @@
+"""Running long work off the GUI thread, shared by every dock widget.
+
+:class:`BackgroundRunner` starts a napari ``thread_worker`` (or runs inline when ``synchronous``,
+for tests), routes its result to a handler on the GUI thread, and turns errors into a message
+plus a napari notification so that a failure never kills the widget. Layers are only touched in
+the ``on_done`` handlers, which napari calls on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from napari_casper.errors import CasperInputError
+
+
+def notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def error_text(err: BaseException) -> str:
+    """What the user reads: our input errors as written, anything else with its type."""
+    return str(err) if isinstance(err, CasperInputError) else f"{type(err).__name__}: {err}"
+
+
+class BackgroundRunner:
+    """One worker at a time for a widget.
+
+    Parameters
+    ----------
+    show_message
+        called with the text of every status or error message (e.g. a ``QLabel.setText``).
+    on_start, on_finish
+        called (GUI thread) when work starts and when it has ended, successfully or not:
+        enable/disable buttons, close progress bars.
+    """
+
+    def __init__(
+        self,
+        show_message: Callable[[str], None],
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ) -> None:
+        self.show_message = show_message
+        self.on_start = on_start
+        self.on_finish = on_finish
+        self.worker = None
+        self.synchronous = False  # tests may run work in the GUI thread
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def say(self, text: str) -> None:
+        self.show_message(text)
+        notify_info(text)
+
+    def fail(self, err: BaseException) -> None:
+        text = error_text(err)
+        self.show_message(text)
+        notify_error(text)
+
+    def guard(self, function: Callable, *args):
+        """Call ``function``; a failure becomes an error message and the widget stays usable."""
+        try:
+            return function(*args)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            self.fail(err)
+            return None
+
+    def run(self, function: Callable, on_done: Callable, *args, **kwargs) -> None:
+        """Run ``function(*args, **kwargs)`` in a worker; ``on_done(result)`` on the GUI thread."""
+        if self.busy:
+            self.fail(CasperInputError("still working on the previous step: wait for it to finish or cancel it."))
+            return
+        if self.on_start is not None:
+            self.on_start()
+        if self.synchronous:
+            try:
+                result = function(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - shown to the user, widget stays usable
+                self.fail(err)
+            else:
+                self.guard(on_done, result)
+            finally:
+                self._finished()
+            return
+        from napari.qt.threading import create_worker
+
+        # handlers go in at creation: superqt re-raises a worker's error when no "errored"
+        # handler is connected by the time it is raised
+        self.worker = create_worker(
+            function,
+            *args,
+            _start_thread=False,
+            _connect={
+                "returned": lambda result: self.guard(on_done, result),
+                "errored": self.fail,
+                "finished": self._finished,
+            },
+            **kwargs,
+        )
+        self.worker.start()
+
+    def _finished(self) -> None:
+        self.worker = None
+        if self.on_finish is not None:
+            self.on_finish()
+
+    def wait(self, timeout_ms: int = 600_000) -> None:
+        """Block (processing Qt events) until the running worker ends; used by tests and scripts."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        timer = QElapsedTimer()
+        timer.start()
+        while self.worker is not None and timer.elapsed() < timeout_ms:
+            QCoreApplication.processEvents()
+            threading.Event().wait(0.01)
