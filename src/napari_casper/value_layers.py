@@ -32,9 +32,20 @@ def attention_layer_name(centroid: str) -> str:
     return f"{ATTENTION_PREFIX}{centroid}"
 
 
+#: contrast limits of longer vectors are estimated on an evenly spaced subsample of this size
+CONTRAST_SAMPLE = 100_000
+
+
 def contrast_limits(values: np.ndarray) -> tuple[float, float]:
-    """1st-99th percentile of the finite values (a flat vector gets a unit-wide window)."""
-    finite = np.asarray(values, dtype=float)
+    """1st-99th percentile of the finite values (a flat vector gets a unit-wide window).
+
+    Vectors longer than :data:`CONTRAST_SAMPLE` are subsampled with a fixed stride (the
+    percentiles of 1M values cost ~25 ms, a tenth of a gene switch's budget).
+    """
+    values = np.asarray(values)
+    if values.size > CONTRAST_SAMPLE:
+        values = values[:: values.size // CONTRAST_SAMPLE]
+    finite = values.astype(float)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return (0.0, 1.0)
