@@ -11,6 +11,7 @@ from napari.utils.notifications import notification_manager
 from conftest import shared_path
 from napari_casper._widgets.regions_widget import PREVIEW_NAME, RegionsWidget
 from napari_casper.convert import anndata_to_spatialdata
+from napari_casper.errors import CasperInputError
 from napari_casper.io import read_h5ad_spatial, read_spatialdata, save_spatialdata
 from napari_casper.layers import spatialdata_to_layers
 from napari_casper.regions import (
@@ -225,3 +226,49 @@ def test_bad_inputs_become_clear_error_notifications(regions_widget, tmp_path):
     widget.load_combo.setCurrentText("aligned_regions")
     widget.load_button.click()
     assert any("not 'global'" in m and "coordinate system" in m for m in messages(start)), messages(start)
+
+
+def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widget, tmp_path, monkeypatch):
+    """Data opened from an .h5ad: the store is proposed beside it; an unwritable folder makes Save ask."""
+    from napari_casper._widgets import _regions_save_panel
+
+    viewer, widget = regions_widget()
+    source = tmp_path / "read_only" / "C3.h5ad"
+    source.parent.mkdir()
+    open_her2_spots(viewer, "C3", source, gene_features=False)
+    beside = source.with_suffix(".zarr")
+    assert widget.store_edit.text() == str(beside)
+    # root may write anywhere, so the folder is declared read-only rather than chmod-ed
+    writable = _regions_save_panel.folder_writable
+    monkeypatch.setattr(
+        _regions_save_panel, "folder_writable", lambda folder: folder != source.parent and writable(folder)
+    )
+    layer = widget.new_regions_layer()
+    x, y = spot_context(viewer.layers["spots"].metadata["napari_casper"]["sdata"]).coords.T
+    layer.add([np.array([[y.min(), x.min()], [y.min(), x.max()], [y.max(), x.max()]])], shape_type="polygon")
+
+    asked = []
+
+    class Dialog:  # the user cancels the file dialog
+        @staticmethod
+        def getSaveFileName(parent, title, suggested, filters):
+            asked.append(suggested)
+            return "", ""
+
+    monkeypatch.setattr(_regions_save_panel, "QFileDialog", Dialog)
+    start = len(notification_manager.records)
+    widget.save()
+    assert asked == ["C3.zarr"] and widget.last_saved is None and not widget.busy
+    assert "not saved" in widget.message.text() and messages(start) == []
+
+    chosen = tmp_path / "elsewhere.zarr"
+    widget.save(path=chosen)  # what the dialog answers
+    widget.wait()
+    assert widget.last_saved.shapes_name == "regions" and widget.store_edit.text() == str(chosen)
+    assert any("new store created" in m for m in messages(start)), messages(start)
+    assert "regions" in read_spatialdata(chosen).shapes and not beside.exists()
+
+    monkeypatch.setattr(_regions_save_panel, "folder_writable", writable)
+    widget.store_edit.setText(str(tmp_path / "missing_folder" / "x.zarr"))
+    with pytest.raises(CasperInputError, match="not writable"):
+        widget.save(path=tmp_path / "missing_folder" / "y.zarr")  # a dialog answer that cannot work either
