@@ -78,6 +78,8 @@ def test_count_detection_on_real_matrices(shared_data):
     assert _looks_like_raw_counts(read("mob", "MOB1.h5ad"))
     assert not _looks_like_raw_counts(read("seqfish", "tasic_scrna.h5ad"))  # ranks 0..101
     assert not _looks_like_raw_counts(read("drosophila", "karaiskos_scrna.h5ad"))  # log data
+    # the rule is CASPER's (preprocess.detect_normalization): integers with equal cell totals are normalised
+    assert not _looks_like_raw_counts(np.array([[3, 0, 1], [0, 4, 0], [2, 2, 0]]))
 
 
 def test_counts_are_normalised_and_logged(shared_data):

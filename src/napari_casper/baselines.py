@@ -6,13 +6,14 @@ Each follows the imputation-method contract of ``docs/architecture.md``::
 
 Neither input AnnData is modified. Genes are matched by exact, case-sensitive name.
 
-Scales. Values are used as given unless they look like raw counts (non-negative integers
-with at least 10 % zeros, as every count matrix from sequencing or imaging-based ST has):
-those are library-size normalised (``normalize_total`` to the median total) and, for the
-kNN and mean baselines, ``log1p``-transformed; Tangram gets them normalised but not
-logged, as its maintainers advise. So the Drosophila reference (already log-normalised),
-the BDTNP atlas (in situ intensities 0..2.4) and the seqFISH / Tasic pair (dense integer
-ranks 0..101, under 1 % zeros: not logged again) are all used as shipped.
+Scales. Values are used as given unless they look like raw counts, decided as CASPER decides
+(:func:`napari_casper.preprocess.detect_normalization` says ``"counts"``: integers whose
+per-cell totals vary, and not dense small integers such as ranks): those are library-size
+normalised (``normalize_total`` to the median total) and, for the kNN and mean baselines,
+``log1p``-transformed; Tangram gets them normalised but not logged, as its maintainers
+advise. So the Drosophila reference (already log-normalised), the BDTNP atlas (in situ
+intensities 0..2.4) and the seqFISH / Tasic pair (dense integer ranks 0..101, under 1 %
+zeros: not logged again) are all used as shipped.
 ``preprocessing="none"`` forces as-is; ``"counts"`` forces the counts path.
 """
 
@@ -26,23 +27,17 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from napari_casper.errors import CasperInputError
+from napari_casper.preprocess import detect_normalization
 
 Preprocessing = Literal["auto", "counts", "none"]
-
-#: fraction of zeros from which non-negative integer data is treated as raw counts
-_COUNTS_MIN_ZERO_FRACTION = 0.1
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _looks_like_raw_counts(matrix) -> bool:
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
-    if values.size == 0 or values.min() < 0 or not np.all(np.mod(values, 1) == 0):
-        return False
-    n_entries = matrix.shape[0] * matrix.shape[1]
-    n_zero = n_entries - np.count_nonzero(values)
-    return bool(n_zero >= _COUNTS_MIN_ZERO_FRACTION * n_entries)
+    """Raw counts by CASPER's own rule (one detection for every method)."""
+    return detect_normalization(matrix) == "counts"
 
 
 def _expression(
