@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
+from napari_casper.cli._common import (
+    markdown_table,
+    read_h5ad,
+    regenerate_section,
+    reproducing_command,
+    split_list,
+    write_tables,
+)
 from napari_casper.errors import CasperInputError
 
 DEFAULT_METHODS = "casper,tangram,knn,mean"
@@ -66,44 +73,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _read(path: Path, what: str):
-    import anndata
-
-    if not path.is_file():
-        raise CasperInputError(f"{what} file {path} does not exist; pass an existing .h5ad file")
-    return anndata.read_h5ad(path)
-
-
 def command_line(args: argparse.Namespace) -> str:
     """The ``napari-casper benchmark`` command that reproduces ``args``."""
-    parts = [
-        "napari-casper", "benchmark",
-        "--st", str(args.st),
-        "--reference", str(args.reference),
-        "--methods", args.methods,
-        "--folds", str(args.folds),
-        "--seed", str(args.seed),
-    ]  # fmt: skip
-    if args.label_key is not None:
-        parts += ["--label-key", args.label_key]
-    if args.genes_limit is not None:
-        parts += ["--genes-limit", str(args.genes_limit)]
-    parts += ["--out", str(args.out)]
-    return shlex.join(parts)
+    options = {
+        "--st": args.st,
+        "--reference": args.reference,
+        "--methods": args.methods,
+        "--folds": args.folds,
+        "--seed": args.seed,
+        "--label-key": args.label_key,
+        "--genes-limit": args.genes_limit,
+    }
+    return reproducing_command("benchmark", options, out=args.out)
 
 
 def _markdown_table(summary) -> str:
-    table = summary[[c for c in _TABLE_COLUMNS if c in summary]].rename(columns=_TABLE_COLUMNS)
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    rows = []
-    for record in table.itertuples(index=False):
-        cells = [
-            f"{v:.1f}" if col == "runtime (s)" else f"{v:.3f}" if isinstance(v, float) else str(v)
-            for col, v in zip(table.columns, record)
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *rows])
+    columns = [c for c in _TABLE_COLUMNS if c in summary]
+    return markdown_table(summary, columns, headers=_TABLE_COLUMNS, formats={"runtime_s": ".1f"})
 
 
 def _source(adata, path: Path) -> str:
@@ -116,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_casper import __version__
     from napari_casper.evaluate.protocol import resolve_method, run_benchmark
 
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = split_list(args.methods)
     if not names:
         raise CasperInputError("--methods is empty: name at least one method, e.g. knn,mean")
     if len(set(names)) != len(names):
         raise CasperInputError(f"--methods names a method twice: {args.methods}")
     methods = {name: resolve_method(name) for name in names}
-    st = _read(args.st, "spatial (--st)")
-    reference = _read(args.reference, "reference (--reference)")
+    st = read_h5ad(args.st, "spatial (--st)")
+    reference = read_h5ad(args.reference, "reference (--reference)")
 
     result = run_benchmark(
         st,
@@ -135,10 +121,8 @@ def run(args: argparse.Namespace) -> int:
         genes_limit=args.genes_limit,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.per_gene.to_csv(args.out / "per_gene.csv", index=False)
-    result.summary.to_csv(args.out / "summary.csv", index=False)
-    result.runtimes.to_csv(args.out / "runtimes.csv", index=False)
+    tables = {"per_gene.csv": result.per_gene, "summary.csv": result.summary, "runtimes.csv": result.runtimes}
+    write_tables(args.out, tables)
     lines = [
         f"# Imputation benchmark: {args.st.stem} from {args.reference.stem}",
         "",
@@ -152,12 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         _markdown_table(result.summary),
         "",
-        "Regenerate with:",
-        "",
-        "```",
-        command_line(args),
-        "```",
-        "",
+        *regenerate_section(command_line(args)),
     ]
     (args.out / "summary.md").write_text("\n".join(lines))
     print(_markdown_table(result.summary))

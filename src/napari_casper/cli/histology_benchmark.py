@@ -11,11 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
+from napari_casper.cli._common import (
+    markdown_table,
+    read_gene_list,
+    regenerate_section,
+    reproducing_command,
+    split_list,
+    write_tables,
+)
 from napari_casper.errors import CasperInputError
 
 _METRICS = ("all", "HEG-50", "HVG-50", "gene-gene")
@@ -53,23 +60,14 @@ def _markers(spec: str, dataset_dir: Path) -> list[str]:
         return []
     if spec == "auto":
         return list(MARKERS.get(dataset_dir.resolve().name.lower(), ()))
-    return [m.strip() for m in spec.split(",") if m.strip()]
-
-
-def _table(frame, columns) -> str:
-    header = "| " + " | ".join(columns) + " |"
-    rule = "| " + " | ".join("---" for _ in columns) + " |"
-    rows = []
-    for record in frame[list(columns)].itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in record]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *rows])
+    return split_list(spec)
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The ``napari-casper histology-benchmark`` command that reproduces ``args``."""
-    parts = ["napari-casper", "histology-benchmark", "--dataset-dir", str(args.dataset_dir), "--sections", args.sections]
-    optional = {
+    options = {
+        "--dataset-dir": args.dataset_dir,
+        "--sections": args.sections,
         "--test-sections": args.test_sections,
         "--genes": args.genes,
         "--markers": args.markers if args.markers != "auto" else None,
@@ -85,18 +83,15 @@ def command_line(args: argparse.Namespace) -> str:
         "--threads": args.threads,
         "--seed": args.seed,
     }
-    for flag, value in optional.items():
-        if value is not None:
-            parts += [flag, str(value)]
-    return shlex.join([*parts, "--out", str(args.out)])
+    return reproducing_command("histology-benchmark", options, out=args.out)
 
 
 def run(args: argparse.Namespace) -> int:
     from napari_casper import __version__
-    from napari_casper.cli.histology_train import config_from_args, load_sections, print_epoch, read_genes
+    from napari_casper.cli.histology_train import config_from_args, load_sections, print_epoch
     from napari_casper.histology.evaluate import run_benchmark
 
-    names = [s.strip() for s in args.sections.split(",") if s.strip()]
+    names = split_list(args.sections)
     if len(names) < 2:
         raise CasperInputError("--sections needs at least two section names")
     paths = [args.dataset_dir / f"{n}.h5ad" for n in names]
@@ -104,20 +99,18 @@ def run(args: argparse.Namespace) -> int:
     sections, args.patch_size = load_sections(paths, None, args.spot_diameter_px, args.patch_size)
     config = config_from_args(args)
     markers = _markers(args.markers, args.dataset_dir)
-    tests = [s.strip() for s in args.test_sections.split(",")] if args.test_sections else None
+    tests = split_list(args.test_sections) or None
     result = run_benchmark(
         sections,
         config,
         markers=markers,
-        genes=read_genes(args.genes),
+        genes=read_gene_list(args.genes),
         test_sections=tests,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         progress=print_epoch if os.environ.get("NAPARI_CASPER_VERBOSE") else None,
     )
     seconds = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.per_gene.to_csv(args.out / "per_gene.csv", index=False)
-    result.summary.to_csv(args.out / "summary.csv", index=False)
+    write_tables(args.out, {"per_gene.csv": result.per_gene, "summary.csv": result.summary})
     (args.out / "selection.json").write_text(
         json.dumps({"selection": result.selection, "training": result.training}, indent=1, default=float)
     )
@@ -138,11 +131,13 @@ def run(args: argparse.Namespace) -> int:
         "",
         "## Mean over test sections",
         "",
-        _table(means, ["method", *_METRICS, *marker_cols, "seconds"]),
+        markdown_table(means, ["method", *_METRICS, *marker_cols, "seconds"]),
         "",
         "## Per test section",
         "",
-        _table(summary[summary.section != "mean"], ["section", "method", *_METRICS, *marker_cols, "seconds"]),
+        markdown_table(
+            summary[summary.section != "mean"], ["section", "method", *_METRICS, *marker_cols, "seconds"]
+        ),
         "",
         "## Head chosen per fold (inner validation score: mean of HEG-50 and HVG-50 PCC)",
         "",
@@ -153,14 +148,9 @@ def run(args: argparse.Namespace) -> int:
             for fold, sel in result.selection.items()
         ],
         "",
-        "Regenerate with:",
-        "",
-        "```",
-        command_line(args),
-        "```",
-        "",
+        *regenerate_section(command_line(args)),
     ]
     (args.out / "summary.md").write_text("\n".join(lines))
-    print(_table(means, ["method", *_METRICS, *marker_cols, "seconds"]))
+    print(markdown_table(means, ["method", *_METRICS, *marker_cols, "seconds"]))
     print(f"wrote {args.out / 'summary.md'}, summary.csv, per_gene.csv, selection.json")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.errors import CasperInputError
+from napari_casper.cli._common import read_h5ad, require_file
 
 
 def add_parser(subparsers) -> None:
@@ -37,16 +37,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import anndata as ad
-
     from napari_casper.checkpoint import save_checkpoint
     from napari_casper.train import CasperConfig, train_casper
 
-    for path in (args.st, args.reference):
-        if not path.exists():
-            raise CasperInputError(f"input file {path} does not exist")
-    st = ad.read_h5ad(args.st)
-    reference = ad.read_h5ad(args.reference)
+    require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
+    st = read_h5ad(args.st, "spatial (--st)")
+    reference = read_h5ad(args.reference, "reference (--reference)")
     options = {
         "label_key": args.label_key,
         "centroid_method": args.centroids,
