@@ -14,10 +14,9 @@ that many steps, so no data is lost to validation in the final model.
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,14 +24,14 @@ from anndata import AnnData
 
 from napari_casper.centroids import compute_centroids
 from napari_casper.device import autocast, select_device, torch_threads
-from napari_casper.errors import CasperInputError, TrainingCancelled
+from napari_casper.errors import TrainingCancelled
 from napari_casper.models.bundle import CasperModel, EpochRecord, TrainingHistory
 from napari_casper.models.casper import CentroidCrossAttention, standardize_profiles
 from napari_casper.preprocess import prepare_pair, standardize
+from napari_casper.training_control import CancelFlag, check_options, is_cancelled
 
 #: ``progress(record)`` is called after every epoch with an :class:`EpochRecord`
 ProgressCallback = Callable[[EpochRecord], None]
-CancelFlag = threading.Event | Callable[[], bool]
 
 
 @dataclass
@@ -74,12 +73,7 @@ class CasperConfig:
     @classmethod
     def from_dict(cls, data: dict | None = None, **overrides) -> CasperConfig:
         merged = {**(data or {}), **overrides}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise CasperInputError(
-                f"unknown CASPER option(s) {unknown}; valid options: {sorted(known)}"
-            )
+        check_options(cls, merged, "CASPER")
         return cls(**merged)
 
     def to_dict(self) -> dict:
@@ -107,14 +101,6 @@ def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (p * t).sum(0) / denom
     return np.nan_to_num(r)
-
-
-def _is_cancelled(cancel: CancelFlag | None) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
 
 
 class _Tensors:
@@ -310,7 +296,7 @@ def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel
         progress(history.records[-1])
 
     while step < config.max_steps:
-        if _is_cancelled(cancel):
+        if is_cancelled(cancel):
             err = TrainingCancelled(
                 f"training cancelled at step {step}; the best model so far "
                 f"(epoch {history.best_epoch}) is kept in err.model"
