@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_casper.histology.patches import estimate_spot_diameter
     from napari_casper.histology.predict import HistologyPredictor
     from napari_casper.histology.sections import choose_reduction, read_jpeg
-    from napari_casper.histology.tissue import detect_tissue, virtual_spots
+    from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
 
     predictor = HistologyPredictor.load(args.model)
     obs_names = None
@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(image_path).is_file():
         raise CasperInputError(f"H&E image {image_path} does not exist")
     diameter = args.spot_diameter_px
+    if diameter is None and coords is None:
+        diameter = predictor.config.spot_diameter_px  # recorded at training time, when known
     if diameter is None:
         if coords is None:
             raise CasperInputError("virtual spots need --spot-diameter-px (the physical spot size in pixels)")
@@ -70,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
     image, scale = read_jpeg(image_path, choose_reduction(diameter, predictor.config.patch_size))
     if coords is None:
         tissue = detect_tissue(image)
-        pitch = (args.pitch_px or 2.0 * diameter) * scale
-        coords = virtual_spots(tissue, pitch, layout=args.layout) / scale
-        if len(coords) == 0:
-            raise CasperInputError("no tissue found for virtual spots; check the image or give --spots")
+        pitch = args.pitch_px * scale if args.pitch_px else None
+        coords = virtual_spots_for(tissue, diameter * scale, pitch, layout=args.layout) / scale
         print(f"{len(coords)} virtual spots on a {args.layout} grid over {tissue.tissue_fraction:.0%} tissue")
     result = predictor.predict(image, coords * scale, diameter * scale, genes=read_genes(args.genes), head=args.head)
     result.coords = coords

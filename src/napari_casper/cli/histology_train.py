@@ -127,11 +127,23 @@ def load_sections(paths, images, spot_diameter_px, patch_size):
     return sections, patch_size
 
 
+def full_resolution_diameter(args: argparse.Namespace, sections) -> float:
+    """Spot diameter in full-resolution pixels (recorded in the checkpoint): given, or estimated
+    from the sections' ``obsm["spatial"]`` (full-resolution pixels even when the jpg is decoded smaller)."""
+    import numpy as np
+
+    from napari_casper.histology.patches import estimate_spot_diameter
+
+    if args.spot_diameter_px:
+        return float(args.spot_diameter_px)
+    return float(np.median([estimate_spot_diameter(s.expression.obsm["spatial"][:, :2]) for s in sections]))
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_casper.histology.train import train_histology
 
     sections, args.patch_size = load_sections(args.sections, args.images, args.spot_diameter_px, args.patch_size)
-    config = config_from_args(args, predict_genes=read_genes(args.genes))
+    config = config_from_args(args, predict_genes=read_genes(args.genes), spot_diameter_px=full_resolution_diameter(args, sections))
     predictor = train_histology(sections, config, progress=print_epoch)
     predictor.save(args.out)
     if predictor.selection:

@@ -198,3 +198,22 @@ def _footprint_coverage(tissue: TissueMask, xy: np.ndarray, diameter_px: float) 
     samples = xy[:, None, :] + offsets[None, :, :]
     hits = tissue.contains(samples.reshape(-1, 2)).reshape(len(xy), -1)
     return hits.mean(axis=1)
+
+
+def virtual_spots_for(tissue: TissueMask, spot_diameter_px: float, pitch_px: float | None = None, *, layout: str = "hex") -> np.ndarray:
+    """Virtual spots of a slide without measured spots: :func:`virtual_spots` at ``pitch_px``
+    (default twice the spot diameter, the legacy ST and Visium spacing), refusing an empty result.
+
+    ``spot_diameter_px`` is the physical spot size the model was trained with, in this image's
+    pixels; each spot's footprint (``min(diameter, pitch)``) must be half on tissue.
+    """
+    if not spot_diameter_px or spot_diameter_px <= 0:
+        raise CasperInputError(f"the spot diameter must be a positive number of pixels; got {spot_diameter_px!r}")
+    pitch = float(pitch_px) if pitch_px else 2.0 * float(spot_diameter_px)
+    coords = virtual_spots(tissue, pitch, layout=layout, footprint_px=min(float(spot_diameter_px), pitch))
+    if len(coords) == 0:
+        raise CasperInputError(
+            f"no tissue found for virtual spots ({tissue.tissue_fraction:.1%} of the image detected as tissue, "
+            f"pitch {pitch:.1f} px): check that the image is an H&E slide, lower the pitch, or give measured spots."
+        )
+    return coords

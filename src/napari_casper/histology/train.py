@@ -71,6 +71,9 @@ class HistologyConfig:
     retrieval_temperature: float | None = 0.1
     inner_epochs: int | None = None
     cache_dir: str | None = None
+    # the training sections' spot diameter in their full-resolution image pixels (recorded by the
+    # widget; the default spot size for virtual spots on a new slide of the same resolution)
+    spot_diameter_px: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -1,0 +1,269 @@
+"""SpatialData -> histology sections: the H&E image, its spots in image pixels, their counts.
+
+Spot centres are brought into the image's pixel grid through the SpatialData transformations
+(spots -> coordinate system -> inverse of the image's transformation), never by assuming that
+both share one unit. Images stay lazy (dask); a multiscale image is read at full resolution for
+patches and at a coarse level for tissue detection. Writing predictions back is
+:mod:`napari_casper.histology.store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from napari_casper.errors import CasperInputError
+from napari_casper.histology.sections import HistologySection
+from napari_casper.histology.tissue import TissueMask, detect_tissue
+from napari_casper.layers import affine_yx, default_coordinate_system, mean_scale, spot_element_names, spot_positions
+
+#: ``uns["napari_casper"]["kind"]`` of tables that hold predictions, not measured counts
+PREDICTION_KINDS = ("casper_predictions", "histology_predictions")
+
+
+@dataclass
+class SlideImage:
+    """An H&E image as the histology core reads it.
+
+    Attributes
+    ----------
+    name
+        Element (or layer) name.
+    data
+        ``(H, W, 3)`` channel-last array (dask for SpatialData images), full resolution.
+    affine
+        3x3 ``(y, x)`` affine from image pixels to ``coordinate_system``.
+    coordinate_system
+        Where ``affine`` leads.
+    transformations
+        Every transformation of the image element (given to elements written beside it);
+        ``None`` for an image that does not come from SpatialData.
+    levels
+        Channel-last arrays of the pyramid, full resolution first (``[data]`` when single-scale).
+    """
+
+    name: str
+    data: object
+    affine: np.ndarray
+    coordinate_system: str = "global"
+    transformations: dict | None = None
+    levels: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=float)
+        if not self.levels:
+            self.levels = [self.data]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in full-resolution pixels."""
+        return int(self.data.shape[0]), int(self.data.shape[1])
+
+    def pixels_from(self, xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` ``(x, y)`` points of a frame with ``affine`` (to the coordinate system) in image pixels."""
+        to_pixels = np.linalg.inv(self.affine) @ np.asarray(affine, dtype=float)
+        yx1 = np.c_[np.asarray(xy, dtype=float)[:, ::-1], np.ones(len(xy))]
+        return (yx1 @ to_pixels.T)[:, 1::-1]
+
+    def detect_tissue(self, max_size: int = 1024, **options) -> TissueMask:
+        """:func:`~napari_casper.histology.tissue.detect_tissue` on the coarsest level that still has
+        ``max_size`` pixels on its longer side; the mask maps full-resolution pixels."""
+        height, width = self.shape
+        level = self.levels[0]
+        for candidate in self.levels[1:]:
+            if max(candidate.shape[:2]) >= max_size:
+                level = candidate
+        tissue = detect_tissue(level, max_size=max_size, **options)
+        factor = level.shape[1] / width  # level pixels per full-resolution pixel
+        return TissueMask(tissue.mask, tissue.scale * factor, (height, width), tissue.thresholds)
+
+
+def _channel_last(level) -> object:
+    """An xarray ``(c, y, x)`` image level as a ``(y, x, 3)`` uint8 dask array."""
+    array = level.transpose("y", "x", "c").data[:, :, :3]
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):  # 0..1 or 0..255
+        peak = float(array[::64, ::64].max())
+        scale = 255.0 if peak <= 1.0 else 1.0
+        return (array * scale).clip(0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        top = np.iinfo(array.dtype).max
+        return (array // max(1, (top + 1) // 256)).clip(0, 255).astype(np.uint8)
+    raise CasperInputError(f"image pixels of type {array.dtype} cannot be read as an H&E image; convert it to uint8 RGB.")
+
+
+def _levels(element) -> list:
+    from xarray import DataTree
+
+    if isinstance(element, DataTree):
+        keys = sorted(element.keys(), key=lambda k: int(str(k).replace("scale", "")))
+        return [next(iter(element[key].ds.data_vars.values())) for key in keys]
+    return [element]
+
+
+def rgb_image_names(sdata, coordinate_system: str | None = None) -> list[str]:
+    """Images of ``sdata`` with 3 or 4 channels in ``coordinate_system`` (all when None)."""
+    from spatialdata.transformations import get_transformation
+
+    names = []
+    for name, element in sdata.images.items():
+        first = _levels(element)[0]
+        if first.sizes.get("c", 1) not in (3, 4):
+            continue
+        if coordinate_system is None or coordinate_system in get_transformation(element, get_all=True):
+            names.append(name)
+    return names
+
+
+def slide_image(sdata, image_name: str | None = None, coordinate_system: str | None = None) -> SlideImage:
+    """The H&E image element ``image_name`` of ``sdata`` (default: the only RGB image) as a :class:`SlideImage`."""
+    from spatialdata.transformations import get_transformation
+
+    cs = coordinate_system or default_coordinate_system(sdata)
+    if image_name is None:
+        names = rgb_image_names(sdata, cs)
+        if not names:
+            raise CasperInputError(
+                f"no RGB (H&E) image element in coordinate system {cs!r} (images: {list(sdata.images)}): "
+                "add the slide's H&E image to the SpatialData object, e.g. convert the section with its image."
+            )
+        image_name = names[0]
+    if image_name not in sdata.images:
+        raise CasperInputError(f"no image element named {image_name!r}; the object has images {list(sdata.images)}.")
+    element = sdata.images[image_name]
+    levels = _levels(element)
+    if levels[0].sizes.get("c", 1) not in (3, 4):
+        raise CasperInputError(
+            f"image {image_name!r} has {levels[0].sizes.get('c', 1)} channel(s); histology needs an RGB H&E image."
+        )
+    arrays = [_channel_last(level) for level in levels]
+    return SlideImage(
+        name=image_name,
+        data=arrays[0],
+        affine=affine_yx(element, cs),
+        coordinate_system=cs,
+        transformations=dict(get_transformation(element, get_all=True)),
+        levels=arrays,
+    )
+
+
+def _spot_element(sdata, name: str):
+    return sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
+
+
+def spots_in_image(sdata, spots_name: str, slide: SlideImage, *, min_inside: float = 0.9) -> tuple[np.ndarray, float, pd.Index]:
+    """Centres ``(n, 2)`` ``(x, y)`` of spot element ``spots_name`` in ``slide``'s pixels, the spot
+    diameter in those pixels, and the spots' instance ids."""
+    if spots_name not in spot_element_names(sdata):
+        raise CasperInputError(
+            f"no spot element named {spots_name!r}; spot elements are {spot_element_names(sdata)}."
+        )
+    xy, diameters, ids = spot_positions(sdata, spots_name)
+    if len(xy) == 0:
+        raise CasperInputError(f"spot element {spots_name!r} is empty.")
+    spots_affine = affine_yx(_spot_element(sdata, spots_name), slide.coordinate_system)
+    pixels = slide.pixels_from(xy, spots_affine)
+    diameter = float(np.median(diameters)) * mean_scale(np.linalg.inv(slide.affine) @ spots_affine)
+    height, width = slide.shape
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+    if inside.mean() < min_inside:
+        raise CasperInputError(
+            f"only {inside.mean():.0%} of the spots of {spots_name!r} fall on image {slide.name!r} "
+            f"({width} x {height} px) in coordinate system {slide.coordinate_system!r}: the two elements are "
+            "not aligned. Fix their transformations, or choose the image the spots were measured on."
+        )
+    return pixels, diameter, ids
+
+
+def is_prediction_table(table) -> bool:
+    """True for tables written by napari-casper that hold predictions rather than measured counts."""
+    return table.uns.get("napari_casper", {}).get("kind") in PREDICTION_KINDS
+
+
+def annotating_tables(sdata, spots_name: str, *, measured_only: bool = True) -> list[str]:
+    """Names of the tables that annotate ``spots_name`` (measured expression only, by default)."""
+    names = []
+    for name, table in sdata.tables.items():
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region = attrs.get("region")
+        regions = [region] if isinstance(region, str) else list(region or [])
+        if spots_name in regions and not (measured_only and is_prediction_table(table)):
+            names.append(name)
+    return names
+
+
+def expression_table(sdata, spots_name: str, instance_ids: pd.Index, table_name: str | None = None):
+    """The counts table annotating ``spots_name``, its rows in the order of ``instance_ids``."""
+    names = annotating_tables(sdata, spots_name)
+    if table_name is None:
+        if not names:
+            raise CasperInputError(
+                f"spots {spots_name!r} have no expression table: training needs measured counts per spot. "
+                "Choose a section that has a table annotating its spots, or use this slide for prediction only."
+            )
+        table_name = names[0]
+    elif table_name not in names:
+        raise CasperInputError(f"table {table_name!r} does not annotate spots {spots_name!r} (tables that do: {names}).")
+    table = sdata.tables[table_name]
+    attrs = table.uns["spatialdata_attrs"]
+    sub = table[table.obs[attrs["region_key"]].astype(str).to_numpy() == spots_name]
+    rows = pd.Index(sub.obs[attrs["instance_key"]].to_numpy()).get_indexer(np.asarray(instance_ids))
+    if (rows < 0).any():
+        raise CasperInputError(
+            f"table {table_name!r} has no row for {int((rows < 0).sum())} of the {len(rows)} spots of {spots_name!r}: "
+            "every training spot needs its counts; drop the spots without a row."
+        )
+    return sub[rows].copy()
+
+
+def spot_table_pairs(sdata, coordinate_system: str | None = None) -> list[tuple[str, str]]:
+    """``(spots, table)`` pairs of ``sdata`` usable for training: spot elements with a measured table."""
+    from spatialdata.transformations import get_transformation
+
+    pairs = []
+    for spots in spot_element_names(sdata):
+        if coordinate_system and coordinate_system not in get_transformation(_spot_element(sdata, spots), get_all=True):
+            continue
+        pairs.extend((spots, table) for table in annotating_tables(sdata, spots))
+    return pairs
+
+
+def section_from_spatialdata(
+    sdata,
+    image_name: str | None = None,
+    spots_name: str | None = None,
+    table_name: str | None = None,
+    coordinate_system: str | None = None,
+    *,
+    with_expression: bool = True,
+    name: str | None = None,
+) -> HistologySection:
+    """A :class:`HistologySection` from a SpatialData object.
+
+    Parameters
+    ----------
+    image_name, spots_name, table_name
+        Elements to use; defaults: the only RGB image, the only spot element (circles or
+        points), the table annotating it.
+    coordinate_system
+        Where image and spots meet (default ``"global"`` or the first one).
+    with_expression
+        Attach the counts table (required for training); ``False`` for an H&E-only slide.
+    """
+    cs = coordinate_system or default_coordinate_system(sdata)
+    slide = slide_image(sdata, image_name, cs)
+    if spots_name is None:
+        candidates = [s for s, _ in spot_table_pairs(sdata, cs)] if with_expression else spot_element_names(sdata)
+        candidates = list(dict.fromkeys(candidates))
+        if len(candidates) != 1:
+            raise CasperInputError(
+                f"{'no' if not candidates else 'several'} spot element(s) {'with an expression table ' if with_expression else ''}"
+                f"in this object ({candidates}): name the one to use with spots_name=."
+            )
+        spots_name = candidates[0]
+    coords, diameter, ids = spots_in_image(sdata, spots_name, slide)
+    expression = expression_table(sdata, spots_name, ids, table_name) if with_expression else None
+    return HistologySection(slide.data, coords, diameter, expression=expression, name=name or spots_name)

@@ -1,0 +1,180 @@
+"""SpatialData glue of the histology core on real MOB sections: transformations, genes, saving."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from histology_data import mob_path
+from spatialdata.transformations import Scale, Sequence, Translation, get_transformation, set_transformation
+
+from napari_casper.convert import spots_element
+from napari_casper.errors import CasperInputError
+from napari_casper.histology.genes import parse_gene_names, training_genes, variable_genes
+from napari_casper.histology.predict import HistologyPrediction
+from napari_casper.histology.spatial import (
+    section_from_spatialdata,
+    slide_image,
+    spot_table_pairs,
+    spots_in_image,
+)
+from napari_casper.histology.store import save_histology_predictions
+from napari_casper.histology.tissue import virtual_spots_for
+from napari_casper.histology.train import log_normalised
+from napari_casper.io import read_h5ad_spatial, read_spatialdata, save_spatialdata
+from napari_casper.layers import affine_yx, spatialdata_to_layers
+
+# the image is drawn at half size and shifted; the spots are stored in units of 2 image pixels
+IMAGE_TO_WORLD = Sequence([Scale([0.5, 0.5], axes=("y", "x")), Translation([100.0, -30.0], axes=("y", "x"))])
+SPOT_UNIT = 2.0  # image pixels per intrinsic spot unit
+
+
+def world_of_pixels(xy: np.ndarray) -> np.ndarray:
+    """(x, y) image pixels -> (x, y) in the "global" system of :func:`transformed_mob`."""
+    return xy * 0.5 + np.array([-30.0, 100.0])
+
+
+def transformed_mob(name: str = "MOB1", *, multiscale: bool = False):
+    """MOB section whose image and spots have different, non-identity transformations to "global"."""
+    adata = ad.read_h5ad(mob_path(name))
+    sdata = read_h5ad_spatial(mob_path(name))
+    if multiscale:
+        sdata.images["image"] = _pyramid(np.asarray(sdata.images["image"].data))
+    set_transformation(sdata.images["image"], IMAGE_TO_WORLD, to_coordinate_system="global")
+    # spots: intrinsic units of SPOT_UNIT image px, mapped to world by Scale(0.5 * SPOT_UNIT) + same shift
+    world = world_of_pixels(adata.obsm["spatial"])
+    intrinsic = (world - np.array([-30.0, 100.0])) / (0.5 * SPOT_UNIT)
+    to_world = Sequence([Scale([0.5 * SPOT_UNIT] * 2, axes=("x", "y")), Translation([-30.0, 100.0], axes=("x", "y"))])
+    sdata.shapes["spots"] = spots_element(intrinsic, 15.87 / SPOT_UNIT, transformation=to_world)
+    return sdata, adata
+
+
+def _pyramid(array_cyx: np.ndarray):
+    from spatialdata.models import Image2DModel
+
+    return Image2DModel.parse(array_cyx, dims=("c", "y", "x"), c_coords=["r", "g", "b"], scale_factors=[2], chunks=(3, 512, 512))
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_section_coordinates_go_through_the_transformations():
+    sdata, adata = transformed_mob()
+    section = section_from_spatialdata(sdata)
+    np.testing.assert_allclose(section.coords, adata.obsm["spatial"], atol=1e-6)
+    assert section.spot_diameter_px == pytest.approx(15.87)
+    assert section.image.shape == (1905, 1905, 3) and section.image.dtype == np.uint8
+    assert type(section.image).__module__.startswith("dask")  # lazy
+    assert (section.expression.X != adata.X).nnz == 0 and section.name == "spots"
+    # the spots element without its table is an H&E-only slide: coordinates, no counts
+    del sdata.tables["table"]
+    query = section_from_spatialdata(sdata, with_expression=False)
+    assert query.expression is None and np.allclose(query.coords, adata.obsm["spatial"])
+
+
+def test_multiscale_image_uses_full_resolution_for_spots_and_a_coarse_level_for_tissue():
+    sdata, adata = transformed_mob(multiscale=True)
+    slide = slide_image(sdata)
+    assert [level.shape for level in slide.levels] == [(1905, 1905, 3), (952, 952, 3)]
+    coords, diameter, _ = spots_in_image(sdata, "spots", slide)
+    np.testing.assert_allclose(coords, adata.obsm["spatial"], atol=1e-6)
+    coarse = slide.detect_tissue(max_size=512)  # level 1 (952 px) is read, not the full image
+    fine = slide.detect_tissue(max_size=1905)
+    assert coarse.image_shape == fine.image_shape == (1905, 1905)
+    assert coarse.contains(coords).mean() > 0.95
+    grid = np.mgrid[0:1905:20, 0:1905:20].reshape(2, -1).T[:, ::-1].astype(float)
+    assert (coarse.contains(grid) == fine.contains(grid)).mean() > 0.97
+
+
+def test_inputs_that_cannot_make_a_section_are_explained():
+    sdata, _ = transformed_mob()
+    del sdata.tables["table"]
+    with pytest.raises(CasperInputError, match="no expression table.*prediction only"):
+        section_from_spatialdata(sdata, spots_name="spots")
+    sdata, _ = transformed_mob()
+    set_transformation(sdata.shapes["spots"], Translation([5000.0, 0.0], axes=("x", "y")), to_coordinate_system="global")
+    with pytest.raises(CasperInputError, match="not aligned"):
+        section_from_spatialdata(sdata)
+    sdata, _ = transformed_mob()
+    del sdata.images["image"]
+    with pytest.raises(CasperInputError, match="no RGB \\(H&E\\) image"):
+        section_from_spatialdata(sdata)
+    tissue = slide_image(transformed_mob()[0]).detect_tissue()
+    with pytest.raises(CasperInputError, match="no tissue found.*lower the pitch"):
+        virtual_spots_for(tissue, 16.0, pitch_px=5000.0)  # the only grid point lies off the image
+
+
+def test_training_genes_resolve_symbols_and_refuse_unknown_names():
+    sections = [section_from_spatialdata(read_h5ad_spatial(mob_path(n)), name=n) for n in ("MOB1", "MOB2")]
+    genes, labels = training_genes(sections, 50, parse_gene_names("Penk, Nrgn;Penk"))
+    assert len(genes) >= 50 and [labels[g] for g in genes[:2]] == ["Penk", "Nrgn"]
+    assert sections[0].expression.var.loc[genes[0], "gene_ids"] == "ENSMUSG00000045573"  # Penk's Ensembl id
+    top = variable_genes(sections, 50)
+    values = np.concatenate([log_normalised(s.expression, top) for s in sections])
+    assert np.all(np.diff(values.var(axis=0)) <= 1e-6)  # most variable first
+    with pytest.raises(CasperInputError, match="Doc2g, NoSuchGene not found.*gene_ids"):
+        training_genes(sections, 50, ["Penk", "Doc2g", "NoSuchGene"])  # MOB var_names are biotypes
+
+
+def stand_in_prediction(adata: ad.AnnData, coords: np.ndarray, n_genes: int = 5) -> HistologyPrediction:
+    """A prediction object holding the section's measured values (what is saved is what is read back)."""
+    genes = list(adata.var_names[:n_genes])
+    values = log_normalised(adata, genes)
+    return HistologyPrediction(values, values / 10, genes, coords, np.zeros((len(coords), 4), np.float32), "ensemble")
+
+
+def test_save_round_trip_versions_names_and_never_overwrites(tmp_path):
+    sdata, adata = transformed_mob()
+    store = save_spatialdata(sdata, tmp_path / "mob1.zarr")
+    slide = slide_image(read_spatialdata(store))
+    coords = adata.obsm["spatial"][:50]
+    prediction = stand_in_prediction(adata[:50], coords)
+    names = save_histology_predictions(store, prediction, slide, 15.87, source_spots="spots", source_ids=np.arange(50),
+                                       labels={prediction.genes[0]: "first"})  # fmt: skip
+    assert names == ("histology_spots", "histology_predictions")
+    assert save_histology_predictions(store, prediction, slide, 15.87) == ("histology_spots_2", "histology_predictions_2")
+    before = tree_digest(store)
+    with pytest.raises(CasperInputError, match="already has an element named 'histology_spots'"):
+        save_histology_predictions(store, prediction, slide, 15.87, shapes_name="histology_spots", table_name="new_table")
+    assert tree_digest(store) == before
+
+    back = read_spatialdata(store)
+    assert {"image", "spots", "histology_spots", "histology_spots_2"} <= set(back.images) | set(back.shapes)
+    table = back.tables["histology_predictions"]
+    np.testing.assert_allclose(table.X, prediction.expression, rtol=1e-6)
+    np.testing.assert_allclose(table.layers["uncertainty"], prediction.uncertainty, rtol=1e-6)
+    info = table.uns["napari_casper"]
+    assert info["kind"] == "histology_predictions" and info["spots"] == "spots" and info["image"] == "image"
+    assert list(table.var["name"][:2]) == ["first", prediction.genes[1]]
+    assert table.uns["spatialdata_attrs"]["region"] == "histology_spots"
+    # the spots carry the image's transformation: their world positions are those of the pixels
+    shapes = back.shapes["histology_spots"]
+    assert get_transformation(shapes, get_all=True).keys() == get_transformation(back.images["image"], get_all=True).keys()
+    xy = np.c_[shapes.geometry.x, shapes.geometry.y]
+    yx1 = np.c_[xy[:, ::-1], np.ones(len(xy))]
+    world = (yx1 @ affine_yx(shapes, "global").T)[:, 1::-1]
+    np.testing.assert_allclose(world, world_of_pixels(coords), atol=1e-6)
+    assert shapes["radius"].iloc[0] == pytest.approx(15.87 / 2)
+    # predictions are never offered as training counts
+    assert spot_table_pairs(back) == [("spots", "table")]
+
+
+def test_reader_reopens_a_store_with_predictions(tmp_path):
+    sdata, adata = transformed_mob()
+    store = save_spatialdata(sdata, tmp_path / "mob1.zarr")
+    slide = slide_image(read_spatialdata(store))
+    prediction = stand_in_prediction(adata, adata.obsm["spatial"])
+    save_histology_predictions(store, prediction, slide, 15.87)
+    layers = {kwargs["name"]: (data, kwargs, kind) for data, kwargs, kind in spatialdata_to_layers(read_spatialdata(store))}
+    assert {"image", "spots", "histology_spots"} <= set(layers)
+    data, kwargs, kind = layers["histology_spots"]
+    assert kind == "points" and set(prediction.genes) <= set(kwargs["features"].columns)
+    np.testing.assert_allclose(kwargs["features"][prediction.genes[0]], prediction.expression[:, 0], rtol=1e-6)
+    world = (np.c_[data, np.ones(len(data))] @ kwargs["affine"].T)[:, :2]
+    image_affine = layers["image"][1]["affine"]
+    expected = (np.c_[adata.obsm["spatial"][:, ::-1], np.ones(adata.n_obs)] @ image_affine.T)[:, :2]
+    np.testing.assert_allclose(world, expected, atol=1e-6)
