@@ -24,3 +24,13 @@ def shared_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """Root of ``../shared/data``; skips when the folder is absent."""
     return shared_path()
+
+
+def drosophila_subset():
+    """BDTNP atlas (every 4th location) + the Karaiskos reference restricted to 300 genes (84 shared)."""
+    import anndata as ad
+
+    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))[::4].copy()
+    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    extra = [g for g in ref.var_names if g not in set(st.var_names)][:216]
+    return st, ref[:, list(st.var_names) + extra].copy()

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from conftest import drosophila_subset
 from napari_casper.baselines import (
     _looks_like_raw_counts,
     impute_knn,
@@ -20,12 +21,9 @@ from napari_casper.evaluate.metrics import pearson
 
 
 @pytest.fixture(scope="module")
-def drosophila(shared_data):
+def drosophila():
     """Every 4th BDTNP location, 8 held-out genes, reference restricted to 300 genes."""
-    st = ad.read_h5ad(shared_data / "drosophila" / "bdtnp_insitu.h5ad")[::4].copy()
-    ref = ad.read_h5ad(shared_data / "drosophila" / "karaiskos_scrna.h5ad")
-    extra = [g for g in ref.var_names if g not in set(st.var_names)][:216]
-    ref = ref[:, list(st.var_names) + extra].copy()
+    st, ref = drosophila_subset()
     targets = ["Ama", "Antp", "eve", "ftz", "odd", "h", "Kr", "hb"]
     assert set(targets) <= set(st.var_names)
     visible = st[:, [g for g in st.var_names if g not in targets]].copy()

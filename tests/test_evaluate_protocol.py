@@ -8,19 +8,16 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from conftest import drosophila_subset
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate import METHODS, resolve_method, run_benchmark, split_genes
 from napari_casper.evaluate.metrics import METRICS
 
 
 @pytest.fixture(scope="module")
-def drosophila(shared_data):
+def drosophila():
     """BDTNP atlas (every 4th location) + the Karaiskos reference restricted to 300 genes."""
-    st = ad.read_h5ad(shared_data / "drosophila" / "bdtnp_insitu.h5ad")[::4].copy()
-    ref = ad.read_h5ad(shared_data / "drosophila" / "karaiskos_scrna.h5ad")
-    extra = [g for g in ref.var_names if g not in set(st.var_names)][:216]
-    ref = ref[:, list(st.var_names) + extra].copy()
-    return st, ref
+    return drosophila_subset()
 
 
 def _with_unshared_genes(st: ad.AnnData) -> ad.AnnData:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -35,14 +35,7 @@ class TrainingHistory:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "records": [vars(r) for r in self.records],
-            "best_epoch": self.best_epoch,
-            "best_val_score": self.best_val_score,
-            "stop_reason": self.stop_reason,
-            "validation_genes": list(self.validation_genes),
-            "seconds": self.seconds,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingHistory:
