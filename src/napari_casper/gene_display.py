@@ -133,6 +133,8 @@ class GeneSwitcher:
         self.name = name
         self.colormap = colormap
         self.gene: str | None = None
+        self._buffers: list[np.ndarray] | None = None
+        self._turn = 0
 
     @property
     def is_raster(self) -> bool:
@@ -154,7 +156,12 @@ class GeneSwitcher:
         values = self.genes.values(self.gene)
         limits = contrast_limits(values)
         if self.is_raster:
-            return self.geometry.raster().render(values), limits
+            # two buffers taken in turn: the one the layer shows now is never written to
+            raster = self.geometry.raster()
+            if self._buffers is None:
+                self._buffers = [np.empty(raster.index_map.shape, np.float32) for _ in range(2)]
+            self._turn ^= 1
+            return raster.render(values, out=self._buffers[self._turn]), limits
         return values, limits
 
 
