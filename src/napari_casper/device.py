@@ -1,7 +1,8 @@
 """Torch device selection: CUDA > MPS > CPU, with an explicit override.
 
-Mixed precision is used on CUDA only (bf16 where the GPU supports it, else fp16);
-MPS and CPU train in fp32, which keeps CPU runs bit-for-bit reproducible.
+Mixed precision is used on CUDA only (bf16 where the GPU supports it, else fp16 with a gradient
+scaler); MPS and CPU run in fp32, which keeps CPU runs bit-for-bit reproducible. Batches going
+from host memory to a CUDA device are copied through pinned memory without blocking.
 """
 
 from __future__ import annotations
@@ -70,6 +71,33 @@ def autocast(device: torch.device, enabled: bool = True):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """Loss scaler for fp16 autocast on CUDA; a pass-through (disabled) everywhere else.
+
+    bf16 has fp32's exponent range and needs no scaling; fp16 gradients underflow without it.
+    """
+    active = enabled and autocast_dtype(device) == torch.float16
+    return torch.amp.GradScaler("cuda", enabled=active)
+
+
+def to_device(array, device: torch.device, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    """A host array as a tensor on ``device``: pinned memory + non-blocking copy on CUDA."""
+    tensor = torch.as_tensor(array, dtype=dtype)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def describe(device: torch.device) -> str:
+    """Human-readable device name for logs and benchmark output, e.g. ``cuda (NVIDIA H100, bf16)``."""
+    if device.type == "cuda":
+        dtype = autocast_dtype(device)
+        return f"cuda ({torch.cuda.get_device_name(device)}, mixed precision {str(dtype).replace('torch.', '')})"
+    if device.type == "mps":
+        return "mps (Apple GPU, fp32)"
+    return f"cpu ({torch.get_num_threads()} torch threads, fp32)"
 
 
 @contextlib.contextmanager

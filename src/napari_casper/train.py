@@ -23,7 +23,7 @@ import torch
 from anndata import AnnData
 
 from napari_casper.centroids import compute_centroids
-from napari_casper.device import autocast, select_device, torch_threads
+from napari_casper.device import autocast, grad_scaler, select_device, torch_threads
 from napari_casper.errors import TrainingCancelled
 from napari_casper.models.bundle import CasperModel, EpochRecord, TrainingHistory
 from napari_casper.models.casper import CentroidCrossAttention, standardize_profiles
@@ -272,6 +272,7 @@ def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel
         total_steps=total_steps,
         pct_start=max(0.1, 2.0 / total_steps),
     )
+    scaler = grad_scaler(device, config.mixed_precision)  # fp16 on CUDA only; else a pass-through
     train_genes_t = torch.as_tensor(train_genes)
     train_spots_t = torch.as_tensor(train_spots)
     n_hidden = max(1, int(round(config.mask_fraction * n_panel)))
@@ -324,8 +325,9 @@ def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel
             )
         loss = correlation_loss(pred, data.spots[spots_idx.to(device)][:, targets])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         losses.append(float(loss.detach()))
         step += 1

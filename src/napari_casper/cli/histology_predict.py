@@ -35,10 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import anndata
     import numpy as np
 
-    from napari_casper.cli.histology_train import read_genes
+    from napari_casper.cli._common import read_gene_list, read_h5ad, require_file
     from napari_casper.histology.patches import estimate_spot_diameter
     from napari_casper.histology.predict import HistologyPredictor
     from napari_casper.histology.sections import choose_reduction, read_jpeg
@@ -49,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     coords = None
     image_path = args.image
     if args.spots is not None:
-        if not args.spots.is_file():
-            raise CasperInputError(f"spots file {args.spots} does not exist")
-        spots = anndata.read_h5ad(args.spots)
+        spots = read_h5ad(args.spots, "spots (--spots)")
         if "spatial" not in spots.obsm:
             raise CasperInputError(f"{args.spots} has no obsm['spatial'] spot centres")
         coords = np.asarray(spots.obsm["spatial"], dtype=np.float64)[:, :2]
@@ -60,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
             image_path = args.spots.parent / str(spots.uns["image"])
     if image_path is None:
         raise CasperInputError("give the H&E image with --image (or --spots whose uns['image'] names it)")
-    if not Path(image_path).is_file():
-        raise CasperInputError(f"H&E image {image_path} does not exist")
+    require_file(image_path, "H&E image")
     diameter = args.spot_diameter_px
     if diameter is None and coords is None:
         diameter = predictor.config.spot_diameter_px  # recorded at training time, when known
@@ -75,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         pitch = args.pitch_px * scale if args.pitch_px else None
         coords = virtual_spots_for(tissue, diameter * scale, pitch, layout=args.layout) / scale
         print(f"{len(coords)} virtual spots on a {args.layout} grid over {tissue.tissue_fraction:.0%} tissue")
-    result = predictor.predict(image, coords * scale, diameter * scale, genes=read_genes(args.genes), head=args.head)
+    result = predictor.predict(image, coords * scale, diameter * scale, genes=read_gene_list(args.genes), head=args.head)
     result.coords = coords
     adata = result.to_anndata(obs_names)
     adata.uns["image"] = str(image_path)

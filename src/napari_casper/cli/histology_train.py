@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_casper.cli._common import read_gene_list as read_genes
+from napari_casper.cli._common import require_file
 from napari_casper.errors import CasperInputError
 
 
@@ -72,18 +74,6 @@ def print_epoch(record) -> None:
     )
 
 
-def read_genes(spec: str | None) -> list[str] | None:
-    """``None``/``all`` -> None; ``@file`` -> one gene per line; else comma-separated names."""
-    if not spec or spec == "all":
-        return None
-    if spec.startswith("@"):
-        path = Path(spec[1:])
-        if not path.is_file():
-            raise CasperInputError(f"gene list file {path} does not exist")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [g.strip() for g in spec.split(",") if g.strip()]
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "histology-train",
@@ -112,8 +102,7 @@ def load_sections(paths, images, spot_diameter_px, patch_size):
     if images and len(images) != len(paths):
         raise CasperInputError(f"{len(images)} --images for {len(paths)} sections; give one image per section")
     for path in paths:
-        if not path.is_file():
-            raise CasperInputError(f"section file {path} does not exist")
+        require_file(path, "section", "pass an existing .h5ad file")
     if patch_size is None:
         diameter = spot_diameter_px
         if diameter is None:

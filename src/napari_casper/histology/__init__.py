@@ -9,7 +9,8 @@ AnnData of raw counts. Modules, one concept each:
 - :mod:`.features`  handcrafted colour / stain / texture features (the baseline)
 - :mod:`.encoder`   compact multi-scale CNN (or a frozen local TorchScript backbone)
 - :mod:`.model`     expression encoder, contrastive + cross-modal masked-reconstruction losses
-- :mod:`.train`     training loop, head selection by leave-one-section-out, :func:`train_histology`
+- :mod:`.fit`       the network's training loop (:func:`fit_encoder`), embeddings, CPU thread limits
+- :mod:`.train`     :class:`HistologyConfig`, head selection by leave-one-section-out, :func:`train_histology`
 - :mod:`.predict`   prediction heads and :class:`HistologyPredictor`
 - :mod:`.regressors` ridge (alpha by CV) and top-k retrieval
 - :mod:`.checkpoint` save / load

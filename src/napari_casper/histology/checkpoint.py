@@ -80,7 +80,8 @@ def load_predictor(path, *, expected_genes=None):
     """
     from napari_casper.histology.predict import HistologyPredictor, PredictionHeads, SpotDescriptors
     from napari_casper.histology.regressors import RidgeRegressor, Standardizer
-    from napari_casper.histology.train import HistologyConfig, build_model
+    from napari_casper.histology.fit import build_model
+    from napari_casper.histology.train import HistologyConfig
 
     path = Path(path)
     if not path.is_file():

@@ -172,7 +172,8 @@ def run_benchmark(
     log
         Receives one line per finished fold.
     """
-    from napari_casper.histology.train import HistologyConfig, limited_threads
+    from napari_casper.histology.fit import limited_threads
+    from napari_casper.histology.train import HistologyConfig
 
     config = config or HistologyConfig()
     sections = list(sections)

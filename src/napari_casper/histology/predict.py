@@ -79,7 +79,7 @@ def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None,
 
     ``features_z`` (section-standardised handcrafted features) may be passed when already computed.
     """
-    from napari_casper.histology.train import cpu_threads, embed_patches
+    from napari_casper.histology.fit import cpu_threads, embed_patches
 
     if len(raw_patches) < MIN_SECTION_SPOTS:
         raise CasperInputError(
@@ -307,7 +307,7 @@ class HistologyPredictor:
 
     def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None) -> HistologyPrediction:
         """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches."""
-        from napari_casper.histology.train import limited_threads
+        from napari_casper.histology.fit import limited_threads
 
         columns = self.gene_columns(genes)
         use = head or self.head
