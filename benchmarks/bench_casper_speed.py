@@ -1,6 +1,9 @@
 """CASPER speed: training and inference throughput, cached-attention and one-gene decoding.
 
-    python benchmarks/bench_casper_speed.py [--threads 2] [--steps 100]
+    python benchmarks/bench_casper_speed.py [--threads 2] [--steps 100] [--device auto]
+
+``--device auto`` (the default) runs on whatever is present (CUDA with mixed precision > Apple
+MPS > CPU) and prints which; the CPU targets below were set for 2 CPU cores.
 
 Run from the repository root with ``../shared/data`` beside it. Three measurements:
 
@@ -47,7 +50,7 @@ def _line(name: str, value: float, unit: str, target: float | None = None, lower
     print(text, flush=True)
 
 
-def bench_xenium(steps: int, threads: int) -> None:
+def bench_xenium(steps: int, threads: int, device: str) -> None:
     adata = ad.read_h5ad(XENIUM)
     rng = np.random.default_rng(0)
     order = rng.permutation(adata.n_obs)
@@ -59,7 +62,7 @@ def bench_xenium(steps: int, threads: int) -> None:
     print(f"Xenium: ST {st.n_obs} cells x {st.n_vars} visible genes; reference {reference.n_obs} "
           f"cells x {reference.n_vars} genes; {len(hidden)} genes hidden", flush=True)
     marks: list[tuple[int, float]] = []
-    config = CasperConfig(max_steps=steps, steps_per_epoch=max(steps // 4, 1), device="cpu",
+    config = CasperConfig(max_steps=steps, steps_per_epoch=max(steps // 4, 1), device=device,
                           num_threads=threads, patience=10**6)
     start = time.perf_counter()
     model = train_casper(st, reference, config,
@@ -73,7 +76,7 @@ def bench_xenium(steps: int, threads: int) -> None:
           n_steps * config.batch_size / loop, "spots/s")
     with torch_threads_ctx(threads):
         t0 = time.perf_counter()
-        imputer = CasperImputer(model, st, device="cpu")
+        imputer = CasperImputer(model, st, device=device)
         encode = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred = imputer.predict(hidden)
@@ -115,24 +118,24 @@ def _spots(n_spots: int, genes: list[str], seed: int = 1) -> ad.AnnData:
     return out
 
 
-def bench_cached_attention(threads: int) -> None:
+def bench_cached_attention(threads: int, device: str) -> None:
     model = _synthetic_model(300, 50, 1000)
     st = _spots(100_000, model.panel_genes)
     with torch_threads_ctx(threads):
-        CasperImputer(model, st[:2000].copy(), device="cpu")  # warm-up
+        CasperImputer(model, st[:2000].copy(), device=device)  # warm-up
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            CasperImputer(model, st, device="cpu")
+            CasperImputer(model, st, device=device)
             times.append(time.perf_counter() - t0)
     _line("attention over cached K/V, 100k spots x 300 genes, 50 centroids", min(times), "s", 2.0)
 
 
-def bench_one_gene(threads: int) -> None:
+def bench_one_gene(threads: int, device: str) -> None:
     model = _synthetic_model(20, 50, 1000)
     st = _spots(1_000_000, model.panel_genes)
     with torch_threads_ctx(threads):
-        imputer = CasperImputer(model, st, device="cpu")
+        imputer = CasperImputer(model, st, device=device)
         imputer.predict_gene("g500")  # warm-up
         times = []
         for gene in ("g100", "g200", "g300", "g400", "g999"):
@@ -147,15 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--steps", type=int, default=100, help="training steps on Xenium")
     parser.add_argument("--skip-xenium", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {args.threads} threads", flush=True)
+    from napari_casper.device import describe, select_device
+
+    device = select_device(args.device)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}; device {describe(device)}", flush=True)
+    device = str(device)
     if not args.skip_xenium:
         if XENIUM.exists():
-            bench_xenium(args.steps, args.threads)
+            bench_xenium(args.steps, args.threads, device)
         else:
             print(f"{XENIUM} is absent: skipping the Xenium throughput measurement")
-    bench_cached_attention(args.threads)
-    bench_one_gene(args.threads)
+    bench_cached_attention(args.threads, device)
+    bench_one_gene(args.threads, device)
     return 0
 
 
