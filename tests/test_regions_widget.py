@@ -262,8 +262,9 @@ def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widg
     assert "not saved" in widget.message.text() and messages(start) == []
 
     chosen = tmp_path / "elsewhere.zarr"
+    widget.synchronous = True  # inline, as scripts may run it
     widget.save(path=chosen)  # what the dialog answers
-    widget.wait()
+    assert not widget.busy
     assert widget.last_saved.shapes_name == "regions" and widget.store_edit.text() == str(chosen)
     assert any("new store created" in m for m in messages(start)), messages(start)
     assert "regions" in read_spatialdata(chosen).shapes and not beside.exists()

@@ -125,3 +125,28 @@ class BackgroundRunner:
         while self.worker is not None and timer.elapsed() < timeout_ms:
             QCoreApplication.processEvents()
             threading.Event().wait(0.01)
+
+
+class RunsInBackground:
+    """Mixin for a dock widget that keeps its :class:`BackgroundRunner` in ``self.runner``.
+
+    Gives the widget the ``busy`` / ``synchronous`` / ``wait`` API that tests and scripts use.
+    """
+
+    runner: BackgroundRunner
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
+
+    @property
+    def synchronous(self) -> bool:
+        return self.runner.synchronous
+
+    @synchronous.setter
+    def synchronous(self, value: bool) -> None:
+        self.runner.synchronous = bool(value)
+
+    def wait(self, timeout_ms: int = 600_000) -> None:
+        """Block (processing Qt events) until the running worker ends."""
+        self.runner.wait(timeout_ms)

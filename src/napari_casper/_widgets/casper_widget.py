@@ -15,7 +15,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari_casper._widgets._attention_panel import AttentionPanel
-from napari_casper._widgets._background import BackgroundRunner, notify_info
+from napari_casper._widgets._background import BackgroundRunner, RunsInBackground, notify_info
 from napari_casper._widgets._data_panel import DataPanel
 from napari_casper._widgets._impute_panel import ImputePanel
 from napari_casper._widgets._layer_sync import add_or_update
@@ -36,7 +36,7 @@ class _Relay(QObject):
     event = Signal(object)
 
 
-class CasperWidget(QWidget):
+class CasperWidget(RunsInBackground, QWidget):
     """Train CASPER on the open spots and impute any reference gene over the tissue."""
 
     def __init__(self, napari_viewer):
@@ -80,19 +80,7 @@ class CasperWidget(QWidget):
         self.attention_panel.dominant_button.clicked.connect(self.show_dominant_centroid)
         self.save_button.clicked.connect(lambda: self.save_results())
 
-    # -- helpers -------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self.runner.busy
-
-    @property
-    def synchronous(self) -> bool:
-        return self.runner.synchronous
-
-    @synchronous.setter
-    def synchronous(self, value: bool) -> None:
-        self.runner.synchronous = bool(value)
-
+    # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------
     def _fail(self, err: Exception) -> None:
         self.runner.fail(err)
 
@@ -105,10 +93,6 @@ class CasperWidget(QWidget):
         if self._progress_bar is not None:
             self._progress_bar.close()
             self._progress_bar = None
-
-    def wait(self, timeout_ms: int = 600_000) -> None:
-        """Block (processing Qt events) until the running worker ends."""
-        self.runner.wait(timeout_ms)
 
     def _spots_layer(self):
         layer = self.data.spots_layer()

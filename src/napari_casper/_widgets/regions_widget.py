@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from napari_casper._widgets._background import BackgroundRunner
+from napari_casper._widgets._background import BackgroundRunner, RunsInBackground
 from napari_casper._widgets._regions_classes_panel import ClassesPanel
 from napari_casper._widgets._regions_layers import (
     PREVIEW_NAME,
@@ -52,7 +52,7 @@ PANEL_CONTROLS = {
 }
 
 
-class RegionsWidget(QWidget):
+class RegionsWidget(RunsInBackground, QWidget):
     """Annotate regions (tumour, stroma, ...), suggest tumour from biomarkers, save and compare them."""
 
     def __init__(self, napari_viewer, *, synchronous: bool = False):
@@ -102,23 +102,7 @@ class RegionsWidget(QWidget):
         self._refresh_layer_lists()
         self.classes_panel.refresh()
 
-    # -- background work -------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self.runner.busy
-
-    @property
-    def synchronous(self) -> bool:
-        return self.runner.synchronous
-
-    @synchronous.setter
-    def synchronous(self, value: bool) -> None:
-        self.runner.synchronous = bool(value)
-
-    def wait(self, timeout_ms: int = 120_000) -> None:
-        """Block (processing Qt events) until the running worker ends."""
-        self.runner.wait(timeout_ms)
-
+    # -- background work (busy / synchronous / wait come from RunsInBackground) ------------
     def _guard(self, function, *args):
         """Call ``function``; a failure becomes an error notification and the widget stays usable."""
         return self.runner.guard(function, *args)
