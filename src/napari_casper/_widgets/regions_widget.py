@@ -300,4 +300,5 @@ class RegionsWidget(RunsInBackground, QWidget):
         return self.stats_panel.export_csv(path)
 
 
-__all__ = ["PREVIEW_NAME", "REGIONS_KIND", "SLIDER_STEPS", "RegionsWidget"]
+# layer_affine lives in _regions_layers; importable from here as before (the histology widget uses it)
+__all__ = ["PREVIEW_NAME", "REGIONS_KIND", "SLIDER_STEPS", "RegionsWidget", "layer_affine"]
