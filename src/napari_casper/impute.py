@@ -1,18 +1,19 @@
 """Lazy imputation with a trained CASPER model.
 
-:class:`CasperImputer` encodes the centroids once (keys/values cached), runs the spot queries once,
-and keeps per spot only the head-averaged attention ``(n_spots, C)`` and the hidden state
-``(n_spots, D)``. Predicting a gene is then two mat-vecs over spots::
+:class:`SpotEncoder` holds what depends only on the model: the centroid keys/values (encoded
+once, cached), the spot encoder and the per-gene decoding terms. :class:`CasperImputer` runs
+the spot queries of one ST dataset once and keeps per spot only the head-averaged attention
+``(n_spots, C)`` and the hidden state ``(n_spots, D)``. Predicting a gene is then two mat-vecs
+over spots (:func:`decode_block`)::
 
     pred[:, g] = attention @ centroid_expression[:, g] + gamma * std_g * hidden @ embed(g)
 
-so one gene never requires the others, and :meth:`CasperImputer.write` streams many genes to a
-chunked zarr/h5ad AnnData (dask) without holding the spots x genes matrix in memory.
+so one gene never requires the others. Writing many genes for many spots in chunks, with
+resume and distributed workers, lives in :mod:`napari_casper.batch_impute`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,14 +22,114 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from napari_casper.batch_store import decode_block
 from napari_casper.checkpoint import check_panel
 from napari_casper.device import select_device
 from napari_casper.errors import CasperInputError
 from napari_casper.models.bundle import CasperModel
 from napari_casper.preprocess import prepare_st, standardize
 
-#: above this many bytes the (n_spots, C) attention is recomputed per chunk instead of cached
+#: above this many bytes the per-spot state (attention (n, C) + hidden (n, D), float32) is
+#: recomputed per chunk instead of cached
 ATTENTION_CACHE_LIMIT = 2 * 1024**3
+
+
+class SpotEncoder:
+    """The model's side of imputation: cached centroid keys/values, spot encoding, gene terms.
+
+    ``hide_genes`` are panel genes masked out of every spot's input and every centroid's key
+    (see :class:`CasperImputer`).
+    """
+
+    def __init__(self, model: CasperModel, *, device: str = "cpu", hide_genes: Sequence[str] = ()):
+        self.model = model
+        self.device = select_device(device)
+        self._net = model.network.to(self.device).eval()
+        self.hide_genes = [str(g) for g in hide_genes]
+        unknown = sorted(set(self.hide_genes) - set(model.panel_genes))
+        if unknown:
+            raise CasperInputError(f"cannot hide {unknown}: they are not panel genes of this model.")
+        self._mask = torch.ones(len(model.panel_genes), device=self.device)
+        self._mask[[model.panel_genes.index(g) for g in self.hide_genes]] = 0.0
+        with torch.no_grad():
+            centroid_panel = torch.as_tensor(model.centroid_panel(), device=self.device)
+            self._cache = self._net.encode_centroids(centroid_panel, self._mask)
+        self._profiles = np.ascontiguousarray(model.centroids.expression, dtype=np.float32)
+        self._gamma = float(self._net.residual_scale.detach()) if self._net.gene_residual else 0.0
+
+    @property
+    def genes(self) -> list[str]:
+        """Every gene that can be imputed (the reference genes)."""
+        return self.model.centroids.genes
+
+    @property
+    def state_width(self) -> int:
+        """Floats kept per spot: centroids (attention) + ``d_model`` (hidden state)."""
+        return self.model.centroids.n_centroids + self._net.d_model
+
+    def prepare(self, st: AnnData, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+        """Panel z-scores ``(n, P)`` of ``st`` (normalised as in training; training statistics
+        unless ``mean``/``std`` are given). Row-wise, so chunks of spots give the same rows."""
+        check_panel(self.model, st.var_names)
+        x, _ = prepare_st(st, self.model.panel_genes, normalize=self.model.st_normalization)
+        if mean is None:
+            mean, std = self.model.st_mean, self.model.st_std
+        return standardize(x, mean, std)[0]
+
+    @torch.no_grad()
+    def encode(self, z: np.ndarray, batch_size: int = 16384, per_head: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(attention, hidden)`` for consecutive batches of the z-scored spots ``z``."""
+        for start in range(0, len(z), batch_size):
+            x = torch.as_tensor(z[start : start + batch_size], device=self.device)
+            attention, hidden = self._net.attend(x, self._mask, self._cache)
+            att = attention if per_head else attention.mean(0)
+            yield att.float().cpu().numpy(), hidden.float().cpu().numpy()
+
+    def state(self, z: np.ndarray, batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+        """Head-averaged attention ``(n, C)`` and hidden state ``(n, D)`` of ``z``, whole."""
+        parts = list(self.encode(z, batch_size))
+        if not parts:
+            return np.zeros((0, self.model.centroids.n_centroids), np.float32), np.zeros((0, self._net.d_model), np.float32)
+        return np.concatenate([a for a, _ in parts]), np.concatenate([h for _, h in parts])
+
+    def resolve_genes(self, genes: Sequence[str]) -> np.ndarray:
+        """Column indices of ``genes`` in the reference (case-insensitive if trained so)."""
+        genes = [str(g) for g in genes]
+        index = {g: i for i, g in enumerate(self.genes)}
+        lower = None
+        out = []
+        missing = []
+        for g in genes:
+            if g in index:
+                out.append(index[g])
+                continue
+            if self.model.config.get("case_insensitive"):
+                if lower is None:
+                    lower = {k.lower(): v for k, v in index.items()}
+                if g.lower() in lower:
+                    out.append(lower[g.lower()])
+                    continue
+            missing.append(g)
+        if missing:
+            raise CasperInputError(
+                f"{len(missing)} requested genes are not in the model's reference "
+                f"(e.g. {missing[:5]}); only the {len(self.genes)} reference genes can be imputed"
+            )
+        return np.asarray(out, dtype=np.int64)
+
+    def gene_terms(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(profiles (C, G), residual weights (D, G))`` for the gene columns ``idx``."""
+        profiles = np.ascontiguousarray(self._profiles[:, idx])
+        if not self._gamma:
+            return profiles, np.zeros((self._net.d_model, len(idx)), np.float32)
+        mean = profiles.mean(0, keepdims=True)
+        std = profiles.std(0, keepdims=True)
+        std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        with torch.no_grad():
+            z = torch.as_tensor((profiles - mean) / std, device=self.device)
+            emb = self._net.embed_genes(z).float().cpu().numpy()  # G, D
+        weights = (emb * (self._gamma * std.T)).T.astype(np.float32)
+        return profiles, np.ascontiguousarray(weights)
 
 
 class CasperImputer:
@@ -65,39 +166,20 @@ class CasperImputer:
     ):
         self.model = model
         self.obs_names = pd.Index(st.obs_names.astype(str))
-        self.device = select_device(device)
+        self.encoder = SpotEncoder(model, device=device, hide_genes=hide_genes)
+        self.device = self.encoder.device
         self.batch_size = int(batch_size)
+        self.restandardize = bool(restandardize)
         check_panel(model, st.var_names)
-        x, _ = prepare_st(st, model.panel_genes, normalize=model.st_normalization)
         if restandardize:
-            self._spots, _, _ = standardize(x)
+            x, _ = prepare_st(st, model.panel_genes, normalize=model.st_normalization)
+            self._spots = standardize(x)[0]
         else:
-            self._spots, _, _ = standardize(x, model.st_mean, model.st_std)
-        net = model.network.to(self.device).eval()
-        self._net = net
-        n_panel = len(model.panel_genes)
-        self._mask = torch.ones(n_panel, device=self.device)
-        hidden = [g for g in hide_genes if g in model.panel_genes]
-        if len(hidden) != len(list(hide_genes)):
-            unknown = sorted(set(hide_genes) - set(model.panel_genes))
-            raise CasperInputError(f"cannot hide {unknown}: they are not panel genes of this model.")
-        self._mask[[model.panel_genes.index(g) for g in hidden]] = 0.0
-        with torch.no_grad():
-            centroid_panel = torch.as_tensor(model.centroid_panel(), device=self.device)
-            self._cache = net.encode_centroids(centroid_panel, self._mask)
-        self._profiles = np.ascontiguousarray(model.centroids.expression, dtype=np.float32)
-        self._gamma = float(net.residual_scale.detach()) if net.gene_residual else 0.0
-        n_spots, n_cent = self.n_spots, model.centroids.n_centroids
+            self._spots = self.encoder.prepare(st)
         self._attention: np.ndarray | None = None
         self._hidden: np.ndarray | None = None
-        if n_spots * n_cent * 4 <= ATTENTION_CACHE_LIMIT:
-            self._attention = np.empty((n_spots, n_cent), np.float32)
-            self._hidden = np.empty((n_spots, net.d_model), np.float32)
-            start = 0
-            for att, hid in self._encode_chunks(self.batch_size):
-                self._attention[start : start + len(att)] = att
-                self._hidden[start : start + len(att)] = hid
-                start += len(att)
+        if self.n_spots * self.encoder.state_width * 4 <= ATTENTION_CACHE_LIMIT:
+            self._attention, self._hidden = self.encoder.state(self._spots, self.batch_size)
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -107,89 +189,45 @@ class CasperImputer:
     @property
     def genes(self) -> list[str]:
         """Every gene that can be imputed (the reference genes)."""
-        return self.model.centroids.genes
+        return self.encoder.genes
 
     @property
     def centroid_labels(self) -> list[str]:
         return self.model.centroids.labels
 
-    @torch.no_grad()
-    def _encode_chunks(self, size: int, per_head: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, self.n_spots, size):
-            x = torch.as_tensor(self._spots[start : start + size], device=self.device)
-            attention, hidden = self._net.attend(x, self._mask, self._cache)
-            att = attention if per_head else attention.mean(0)
-            yield att.float().cpu().numpy(), hidden.float().cpu().numpy()
-
-    def _state_chunks(self, size: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """``(spot slice, attention (n, C), hidden (n, D))`` for consecutive spot chunks."""
+    def spot_state(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Attention ``(n, C)`` and hidden state ``(n, D)`` of spots ``start:stop``."""
         if self._attention is not None:
-            for start in range(0, self.n_spots, size):
-                sl = slice(start, min(start + size, self.n_spots))
-                yield sl, self._attention[sl], self._hidden[sl]
-        else:
-            for i, (att, hid) in enumerate(self._encode_chunks(size)):
-                yield slice(i * size, i * size + len(att)), att, hid
+            return self._attention[start:stop], self._hidden[start:stop]
+        return self.encoder.state(self._spots[start:stop], self.batch_size)
+
+    def state_chunks(self, size: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """``(spot slice, attention (n, C), hidden (n, D))`` for consecutive spot chunks."""
+        for start in range(0, self.n_spots, size):
+            stop = min(start + size, self.n_spots)
+            yield (slice(start, stop), *self.spot_state(start, stop))
 
     def attention(self) -> np.ndarray:
         """Head-averaged attention ``(n_spots, n_centroids)``; rows sum to 1."""
         if self._attention is not None:
             return self._attention
-        return np.concatenate([a for a, _ in self._encode_chunks(self.batch_size)])
+        return np.concatenate([a for a, _ in self.encoder.encode(self._spots, self.batch_size)])
 
     def attention_per_head(self, spots: slice | np.ndarray | None = None) -> np.ndarray:
         """Per-head attention ``(heads, n_selected_spots, n_centroids)`` (recomputed on demand)."""
         idx = np.arange(self.n_spots)[spots if spots is not None else slice(None)]
-        with torch.no_grad():
-            x = torch.as_tensor(self._spots[idx], device=self.device)
-            attention, _ = self._net.attend(x, self._mask, self._cache)
-        return attention.float().cpu().numpy()
+        return next(self.encoder.encode(self._spots[idx], max(len(idx), 1), per_head=True))[0]
 
     def hidden_state(self) -> np.ndarray:
         """Per-spot hidden state ``(n_spots, d_model)`` after attention + LayerNorm."""
         if self._hidden is not None:
             return self._hidden
-        return np.concatenate([h for _, h in self._encode_chunks(self.batch_size)])
+        return np.concatenate([h for _, h in self.encoder.encode(self._spots, self.batch_size)])
 
     # -- decoding --------------------------------------------------------------------------
     def resolve_genes(self, genes: Sequence[str]) -> np.ndarray:
         """Column indices of ``genes`` in the reference (case-insensitive if trained so)."""
-        genes = [str(g) for g in genes]
-        index = {g: i for i, g in enumerate(self.genes)}
-        lower = None
-        out = []
-        missing = []
-        for g in genes:
-            if g in index:
-                out.append(index[g])
-                continue
-            if self.model.config.get("case_insensitive"):
-                if lower is None:
-                    lower = {k.lower(): v for k, v in index.items()}
-                if g.lower() in lower:
-                    out.append(lower[g.lower()])
-                    continue
-            missing.append(g)
-        if missing:
-            raise CasperInputError(
-                f"{len(missing)} requested genes are not in the model's reference "
-                f"(e.g. {missing[:5]}); only the {len(self.genes)} reference genes can be imputed"
-            )
-        return np.asarray(out, dtype=np.int64)
-
-    def _gene_terms(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(profiles (C, G), residual weights (D, G))`` for the gene columns ``idx``."""
-        profiles = self._profiles[:, idx]
-        if not self._gamma:
-            return profiles, np.zeros((self._net.d_model, len(idx)), np.float32)
-        mean = profiles.mean(0, keepdims=True)
-        std = profiles.std(0, keepdims=True)
-        std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-        with torch.no_grad():
-            z = torch.as_tensor((profiles - mean) / std, device=self.device)
-            emb = self._net.embed_genes(z).float().cpu().numpy()  # G, D
-        weights = (emb * (self._gamma * std.T)).T.astype(np.float32)
-        return profiles, np.ascontiguousarray(weights)
+        return self.encoder.resolve_genes(genes)
 
     def predict(self, genes: Sequence[str] | str, spot_chunk: int = 65536) -> np.ndarray:
         """Predictions ``(n_spots, len(genes))`` (or ``(n_spots,)`` for one gene name).
@@ -198,10 +236,10 @@ class CasperImputer:
         """
         single = isinstance(genes, str)
         idx = self.resolve_genes([genes] if single else list(genes))
-        profiles, weights = self._gene_terms(idx)
+        profiles, weights = self.encoder.gene_terms(idx)
         out = np.empty((self.n_spots, len(idx)), dtype=np.float32)
-        for sl, att, hid in self._state_chunks(spot_chunk):
-            out[sl] = att @ profiles + hid @ weights
+        for sl, att, hid in self.state_chunks(spot_chunk):
+            out[sl] = decode_block(att, hid, profiles, weights)
         return out[:, 0] if single else out
 
     def predict_gene(self, gene: str) -> np.ndarray:
@@ -215,17 +253,16 @@ class CasperImputer:
         if self._attention is None:
             raise CasperInputError(
                 "too many spots x centroids to cache the attention for lazy blocks; use write(), "
-                "which streams gene chunks, or fewer centroids (Leiden / labels)"
+                "which streams spot chunks, or fewer centroids (Leiden / labels)"
             )
-        genes = [str(g) for g in genes]
-        idx = self.resolve_genes(genes)
+        idx = self.resolve_genes([str(g) for g in genes])
         spot_chunks = _chunk_sizes(self.n_spots, spot_chunk)
         gene_chunks = _chunk_sizes(len(idx), gene_chunk)
 
         def block(block_info=None):
             (s0, s1), (g0, g1) = block_info[None]["array-location"]
-            profiles, weights = self._gene_terms(idx[g0:g1])
-            return self._attention[s0:s1] @ profiles + self._hidden[s0:s1] @ weights
+            profiles, weights = self.encoder.gene_terms(idx[g0:g1])
+            return decode_block(self._attention[s0:s1], self._hidden[s0:s1], profiles, weights)
 
         return da.map_blocks(block, chunks=(spot_chunks, gene_chunks), dtype=np.float32)
 
@@ -241,52 +278,23 @@ class CasperImputer:
     ) -> Path:
         """Write imputed ``genes`` as an AnnData to ``path`` (``.zarr`` or ``.h5ad``) in chunks.
 
-        Only one ``spot_chunk x gene_chunk`` block is computed at a time. Refuses to overwrite.
+        ``.zarr`` is a chunked, resumable SpatialData table
+        (:func:`napari_casper.batch_impute.impute_to_zarr`); ``.h5ad`` is written from a lazy
+        dask matrix. Only a few ``spot_chunk x gene_chunk`` blocks are in memory at a time.
+        Refuses to overwrite.
         """
-        import dask
+        from napari_casper import batch_impute
 
         path = Path(path)
         if path.exists():
             raise CasperInputError(f"{path} already exists; choose another output path or delete it")
-        suffix = path.suffix.lower()
-        if suffix not in (".zarr", ".h5ad"):
+        if path.suffix.lower() == ".h5ad":
+            return batch_impute.write_h5ad(self, genes, path, spot_chunk=spot_chunk, gene_chunk=gene_chunk, obs=obs, obsm=obsm)
+        if path.suffix.lower() != ".zarr":
             raise CasperInputError(f"output {path} must end in .zarr or .h5ad")
-        genes = [str(g) for g in genes]
-        X = self._lazy_matrix(genes, spot_chunk, gene_chunk)
-        var = pd.DataFrame(index=pd.Index(genes, name=None))
-        obs_df = obs.copy() if obs is not None else pd.DataFrame(index=self.obs_names)
-        obs_df.index = self.obs_names
-        adata = AnnData(X=X, obs=obs_df, var=var, obsm=obsm or None)
-        adata.uns["casper"] = {
-            "centroids": self.model.centroids.method,
-            "panel_genes": list(self.model.panel_genes),
-            "units": "normalised reference expression (imputed)",
-        }
-        with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Writing zarr v2", category=UserWarning)
-            if suffix == ".zarr":
-                adata.write_zarr(path)
-            else:
-                adata.write_h5ad(path)
-        return path
-
-    def _lazy_matrix(self, genes, spot_chunk, gene_chunk):
-        if self._attention is not None:
-            return self.to_dask(genes, spot_chunk=spot_chunk, gene_chunk=gene_chunk)
-        import dask.array as da
-
-        idx = self.resolve_genes(genes)
-        blocks = []
-        for g0 in range(0, len(idx), gene_chunk):
-            sub = [genes[i] for i in range(g0, min(g0 + gene_chunk, len(idx)))]
-            blocks.append(da.from_delayed(_delayed_predict(self, sub), (self.n_spots, len(sub)), np.float32))
-        return da.concatenate(blocks, axis=1)
-
-
-def _delayed_predict(imputer: CasperImputer, genes: list[str]):
-    import dask
-
-    return dask.delayed(imputer.predict)(genes)
+        return batch_impute.impute_to_zarr(
+            self, None, genes, path, spot_chunk=spot_chunk, gene_chunk=gene_chunk, obs=obs, obsm=obsm
+        ).path
 
 
 def _chunk_sizes(n: int, size: int) -> tuple[int, ...]:

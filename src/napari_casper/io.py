@@ -42,6 +42,17 @@ def is_spatialdata_store(path: str | Path) -> bool:
     return False
 
 
+def element_names_on_disk(store: str | Path, group: str = "tables") -> list[str]:
+    """Names of the ``group`` elements of a store, from its folders (nothing is read)."""
+    folder = Path(store) / group
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name for p in folder.iterdir()
+        if not p.name.startswith(".") and ((p / "zarr.json").is_file() or (p / ".zgroup").is_file())
+    )
+
+
 def read_spatialdata(path: str | Path):
     """Open a SpatialData ``.zarr`` store (lazily: images stay on disk as dask arrays)."""
     import spatialdata as sd
@@ -213,20 +224,40 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
         with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
             warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
             sd.SpatialData(**{group: {name: element}}).write(scratch_root)
-        target_group = store / group
-        if not target_group.exists():
-            shutil.copytree(scratch_root / group, target_group, ignore=shutil.ignore_patterns(name))
-        target = target_group / name
-        backup = None
-        if target.exists():
-            backup = target_group / f".{name}.casper-old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, backup)
-        os.replace(scratch_root / group / name, target)
-        if backup is not None:
-            shutil.rmtree(backup)
+        if not (store / group).exists():
+            shutil.copytree(scratch_root / group, store / group, ignore=shutil.ignore_patterns(name))
+        target = install_element(store, group, name, scratch_root / group / name, overwrite=overwrite)
     finally:
         shutil.rmtree(scratch_root, ignore_errors=True)
+    return target
+
+
+def install_element(store: Path, group: str, name: str, source: Path, *, overwrite: bool = False) -> Path:
+    """Move the finished element folder ``source`` to ``store/group/name`` and refresh the
+    store's metadata. ``source`` must be on the store's file system (beside the store)."""
+    store = Path(store)
+    target_group = store / group
+    if not target_group.exists():
+        import zarr
+
+        zarr.open_group(str(store), mode="r+").require_group(group)
+    target = move_into_place(source, target_group / name, overwrite=overwrite)
     _reconsolidate(store)
+    return target
+
+
+def move_into_place(source: Path, target: Path, *, overwrite: bool = False) -> Path:
+    """Rename ``source`` to ``target``. An existing ``target`` is replaced only with
+    ``overwrite``, and is kept aside (``.NAME.casper-old-*``) until ``source`` is in place."""
+    if target.exists() and not overwrite:
+        raise CasperInputError(f"{target} already exists; nothing was replaced. Choose a new name or path.")
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.casper-old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, backup)
+    os.replace(source, target)
+    if backup is not None:
+        shutil.rmtree(backup)
     return target
 
 
@@ -259,13 +290,7 @@ def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Pat
     scratch = path.parent / f".{path.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
     try:
         sdata.write(scratch)
-        if path.exists():
-            old = path.parent / f".{path.name}.casper-old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(scratch, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(scratch, path)
+        move_into_place(scratch, path, overwrite=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path

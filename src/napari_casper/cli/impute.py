@@ -1,4 +1,4 @@
-"""``napari-casper impute``: impute genes with a saved CASPER model, written in chunks."""
+"""``napari-casper impute``: impute genes with a saved CASPER model, in chunks, resumably."""
 
 from __future__ import annotations
 
@@ -11,19 +11,38 @@ from napari_casper.errors import CasperInputError
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "impute",
-        help="impute genes for ST spots with a trained CASPER model",
-        description="Impute reference genes for every spot of --st and write an AnnData "
-        "(.h5ad or chunked .zarr) with spots x imputed genes; obs and obsm are copied from --st.",
+        help="impute genes for ST spots with a trained CASPER model (chunked, resumable, distributed)",
+        description="Impute reference genes for every spot of --st. A .zarr output (or a new table inside a "
+        "SpatialData --st store) is a SpatialData table whose X is chunked --spot-chunk x --gene-chunk and "
+        "written block by block with bounded memory; re-running the same command after an interruption "
+        "computes only the missing blocks, and on a finished output does nothing. An .h5ad output is "
+        "written in one pass (not resumable). obs and obsm['spatial'] are copied from --st.",
     )
     p.add_argument("--model", required=True, type=Path, help="model file from `napari-casper train`")
-    p.add_argument("--st", required=True, type=Path, help="spatial data with the model's panel genes (.h5ad)")
+    p.add_argument("--st", required=True, type=Path,
+                   help="spots with the model's panel genes: an .h5ad (read backed, a chunk of rows at a time) "
+                   "or a SpatialData .zarr store")
+    p.add_argument("--table", help="the table of the --st store to impute from (default: its only table)")
     genes = p.add_mutually_exclusive_group(required=True)
     genes.add_argument("--genes", help="comma-separated genes to impute, e.g. Gad1,Sst")
     genes.add_argument("--all-reference-genes", action="store_true", help="impute every reference gene")
-    p.add_argument("--out", required=True, type=Path, help="output .h5ad or .zarr (must not exist)")
+    p.add_argument("--out", type=Path,
+                   help="output .zarr (chunked, resumable) or .h5ad; required unless --st is a SpatialData store, "
+                   "in which case the result becomes a new table of that store")
+    p.add_argument("--out-table",
+                   help="name of the new table in the --st store (default casper_imputed, then casper_imputed_v2, "
+                   "... when a run with other settings took the name)")
+    p.add_argument("--spot-chunk", type=int, default=50_000, help="spots per block/chunk (default 50000)")
+    p.add_argument("--gene-chunk", type=int, default=256, help="genes per block/chunk (default 256)")
+    p.add_argument("--scheduler",
+                   help="run the blocks on dask.distributed: a scheduler address (tcp://host:8786; workers must "
+                   "see the output path) or local:N for a local cluster of N worker processes")
+    p.add_argument("--threads", type=int, help="local decoding threads without --scheduler (default: all CPUs)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard an interrupted run (or replace a finished output once the new one is complete) "
+                   "instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no per-block progress lines")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
-    p.add_argument("--gene-chunk", type=int, default=256, help="genes per written chunk (default 256)")
-    p.add_argument("--spot-chunk", type=int, default=50_000, help="spots per written chunk (default 50000)")
     p.add_argument(
         "--restandardize", action="store_true",
         help="standardise the ST panel with this data's own statistics (a new section)",
@@ -31,31 +50,70 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import anndata as ad
+def _genes(args, model) -> list[str]:
+    if args.all_reference_genes:
+        return list(model.centroids.genes)
+    genes = [g.strip() for g in args.genes.split(",") if g.strip()]
+    if not genes:
+        raise CasperInputError("--genes is empty; give comma-separated gene names")
+    return genes
 
+
+def _print_progress(update) -> None:
+    b = update.block
+    print(f"block {update.done}/{update.total} (spots {b.s0}-{b.s1}, genes {b.g0}-{b.g1}): "
+          f"{update.spots_per_s:,.0f} spots/s, {update.elapsed:.1f} s", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_casper.checkpoint import load_checkpoint
+    from napari_casper.spot_source import open_spots
+
+    out = args.out
+    if out is not None and out.suffix.lower() not in (".zarr", ".h5ad"):
+        raise CasperInputError(f"output {out} must end in .zarr (chunked, resumable) or .h5ad")
+    if out is not None and args.out_table:
+        raise CasperInputError("give either --out (a separate output) or --out-table (a new table in the --st store)")
+    if out is not None and out.suffix.lower() == ".h5ad":
+        if args.scheduler or args.restart or args.table:
+            raise CasperInputError("--scheduler, --restart and --table need a .zarr output or a SpatialData --st store")
+        return _run_h5ad(args)
+    source = open_spots(args.st, args.table)
+    try:
+        if out is None and source.store is None:
+            raise CasperInputError(f"--out is required: {args.st} is not a SpatialData store to add the table to")
+        model = load_checkpoint(args.model, panel_genes=source.var_names)
+        from napari_casper.batch_impute import impute_to_zarr
+
+        genes = _genes(args, model)
+        result = impute_to_zarr(
+            model, source, genes, out, store=source.store if out is None else None, table_name=args.out_table,
+            spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, scheduler=args.scheduler,
+            restart=args.restart, device=args.device, restandardize=args.restandardize, threads=args.threads,
+            progress=None if args.quiet else _print_progress,
+        )
+    finally:
+        source.close()
+    where = f"table {result.table!r} of {source.store}" if result.table else str(result.path)
+    if result.status == "already complete":
+        print(f"{where} is already complete ({result.total} blocks); nothing to do (--restart recomputes it)")
+    else:
+        print(f"imputed {len(genes)} genes for {source.n_obs} spots -> {where}: {result.computed} of "
+              f"{result.total} blocks computed in {result.seconds:.1f} s ({result.spots_per_s:,.0f} spots/s)")
+    return 0
+
+
+def _run_h5ad(args: argparse.Namespace) -> int:
     from napari_casper.checkpoint import load_checkpoint
     from napari_casper.impute import CasperImputer
+    from napari_casper.io import _read_h5ad
 
-    if not args.st.exists():
-        raise CasperInputError(f"input file {args.st} does not exist")
-    st = ad.read_h5ad(args.st)
+    st = _read_h5ad(args.st, "input ")
     model = load_checkpoint(args.model, panel_genes=st.var_names)
     imputer = CasperImputer(model, st, device=args.device, restandardize=args.restandardize)
-    if args.all_reference_genes:
-        genes = list(imputer.genes)
-    else:
-        genes = [g.strip() for g in args.genes.split(",") if g.strip()]
-        if not genes:
-            raise CasperInputError("--genes is empty; give comma-separated gene names")
-        imputer.resolve_genes(genes)
-    imputer.write(
-        genes,
-        args.out,
-        spot_chunk=args.spot_chunk,
-        gene_chunk=args.gene_chunk,
-        obs=st.obs,
-        obsm={k: v for k, v in st.obsm.items()},
-    )
+    genes = _genes(args, model)
+    imputer.resolve_genes(genes)
+    imputer.write(genes, args.out, spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, obs=st.obs,
+                  obsm={k: v for k, v in st.obsm.items()})
     print(f"imputed {len(genes)} genes for {imputer.n_spots} spots -> {args.out}")
     return 0
