@@ -24,7 +24,7 @@ from anndata import AnnData
 
 from napari_casper.batch_store import decode_block
 from napari_casper.checkpoint import check_panel
-from napari_casper.device import select_device
+from napari_casper.device import autocast, select_device, to_device
 from napari_casper.errors import CasperInputError
 from napari_casper.models.bundle import CasperModel
 from napari_casper.preprocess import prepare_st, standardize
@@ -80,9 +80,10 @@ class SpotEncoder:
     def encode(self, z: np.ndarray, batch_size: int = 16384, per_head: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(attention, hidden)`` for consecutive batches of the z-scored spots ``z``."""
         for start in range(0, len(z), batch_size):
-            x = torch.as_tensor(z[start : start + batch_size], device=self.device)
-            attention, hidden = self._net.attend(x, self._mask, self._cache)
-            att = attention if per_head else attention.mean(0)
+            x = to_device(z[start : start + batch_size], self.device)  # pinned, non-blocking on CUDA
+            with autocast(self.device):  # mixed precision on CUDA, fp32 elsewhere
+                attention, hidden = self._net.attend(x, self._mask, self._cache)
+            att = attention.float() if per_head else attention.float().mean(0)
             yield att.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     def state(self, z: np.ndarray, batch_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
