@@ -9,7 +9,8 @@ Run from the repository root with ``../shared/data`` beside it. Three measuremen
 
 1. **Xenium** (``../shared/data/xenium``, 36,602 cells x 248 genes, raw counts): the cells are
    split in two halves; one half is the "ST" data with half of the panel hidden (every second
-   gene), the other half is the scRNA-like reference with all genes. Reports training spots/s
+   gene), the other half is the scRNA-like reference with all genes (``--copies 55`` replicates
+   the ST half to ~1M cells). Reports training spots/s
    (optimisation loop only), inference spots/s (encoding every spot once), and the accuracy of
    the hidden half of the panel as a sanity check.
 2. **Attention over cached keys/values** for 100,000 spots x 300 panel genes with 50 centroids
@@ -50,7 +51,7 @@ def _line(name: str, value: float, unit: str, target: float | None = None, lower
     print(text, flush=True)
 
 
-def bench_xenium(steps: int, threads: int, device: str) -> None:
+def bench_xenium(steps: int, threads: int, device: str, copies: int = 1) -> None:
     adata = ad.read_h5ad(XENIUM)
     rng = np.random.default_rng(0)
     order = rng.permutation(adata.n_obs)
@@ -59,6 +60,10 @@ def bench_xenium(steps: int, threads: int, device: str) -> None:
     visible = list(adata.var_names[0::2])
     st = adata[st_cells, visible].copy()
     reference = adata[ref_cells].copy()
+    if copies > 1:  # the ST half replicated (identical cells): throughput at 1M-cell scale
+        st_cells = np.tile(st_cells, copies)
+        st = ad.concat([st] * copies)
+        st.obs_names = [f"c{i}" for i in range(st.n_obs)]
     print(f"Xenium: ST {st.n_obs} cells x {st.n_vars} visible genes; reference {reference.n_obs} "
           f"cells x {reference.n_vars} genes; {len(hidden)} genes hidden", flush=True)
     marks: list[tuple[int, float]] = []
@@ -150,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--steps", type=int, default=100, help="training steps on Xenium")
     parser.add_argument("--skip-xenium", action="store_true")
+    parser.add_argument("--copies", type=int, default=1, help="replicate the Xenium ST half (55: ~1M cells)")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     args = parser.parse_args(argv)
     from napari_casper.device import describe, select_device
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     device = str(device)
     if not args.skip_xenium:
         if XENIUM.exists():
-            bench_xenium(args.steps, args.threads, device)
+            bench_xenium(args.steps, args.threads, device, args.copies)
         else:
             print(f"{XENIUM} is absent: skipping the Xenium throughput measurement")
     bench_cached_attention(args.threads, device)
