@@ -196,3 +196,38 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
     assert "--out is required" in capsys.readouterr().err
     assert main([*args, "--st", str(store), "--out", str(tmp_path / "x.zarr"), "--spot-chunk", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+
+def test_killed_process_resumes_in_another_with_identical_values(setup, tmp_path):
+    """A real interruption: the CLI is killed (SIGKILL) mid-run; this process resumes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root, model, _, genes, _ = setup
+    chunks = {"spot_chunk": 50, "gene_chunk": 8}  # 61 x 6 = 366 small blocks
+    expected = impute_to_zarr(model, root / "st.h5ad", genes, tmp_path / "whole.zarr", **chunks)
+    out = tmp_path / "killed.zarr"
+    code = "import sys; from napari_casper.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "impute", "--model", str(root / "model.pt"), "--st", str(root / "st.h5ad"),
+         "--genes", ",".join(genes), "--out", str(out), "--spot-chunk", "50", "--gene-chunk", "8", "--threads", "1",
+         "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # other thread settings than this process: the values must not depend on them
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
+    for line in proc.stdout:
+        if line.startswith("block 2/"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    partial = tmp_path / ".killed.zarr.casper-partial"
+    finished = batch_store.done_blocks(partial)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert 2 <= len(finished) < expected.total
+    result = impute_to_zarr(model, root / "st.h5ad", genes, out, **chunks)
+    assert result.computed == expected.total - len(finished)
+    np.testing.assert_array_equal(np.asarray(ad.read_zarr(out).X), np.asarray(ad.read_zarr(expected.path).X))

@@ -9,9 +9,10 @@ cached), and a block is two small matrix products of that chunk's state (attenti
 pool or on ``dask.distributed`` workers; each worker receives a spot chunk's state once (tens of
 MB, never the model or the whole dataset) and writes its chunk directly into the zarr store.
 
-Determinism: a block's inputs do not depend on where it runs and the BLAS of every process that
-decodes is pinned to one thread, so a distributed run writes the same float32 values as a local
-one, and a resumed run the same values as an uninterrupted one.
+Determinism: the encoder runs on one torch thread from 64-byte aligned copies, a block's inputs do
+not depend on where it runs, and the BLAS of every process that decodes is pinned to one thread,
+so a distributed run writes the same float32 values as a local one, and a resumed run the same
+values as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -119,12 +120,17 @@ class _State:
             return self.imputer.spot_state(s0, s1)
         if self.restandardize and self._stats is None:
             self._stats = self._statistics()
+        from napari_casper.device import torch_threads
+
         atts, hids = [], []
-        for r0 in range(s0, s1, self.read_rows):
-            z = self.encoder.prepare(self.source.rows(r0, min(r0 + self.read_rows, s1)), *(self._stats or ()))
-            att, hid = self.encoder.state(z, self.encode_batch)
-            atts.append(att)
-            hids.append(hid)
+        # one torch thread: no run-time choice of how to split the work, so the same spots always
+        # give the same bits (and no OpenMP spinning against the decoding threads)
+        with torch_threads(1):
+            for r0 in range(s0, s1, self.read_rows):
+                z = self.encoder.prepare(self.source.rows(r0, min(r0 + self.read_rows, s1)), *(self._stats or ()))
+                att, hid = self.encoder.state(z, self.encode_batch)
+                atts.append(att)
+                hids.append(hid)
         return np.concatenate(atts), np.concatenate(hids)
 
 

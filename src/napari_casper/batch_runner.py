@@ -81,6 +81,7 @@ class DaskRunner:
                 workers = 0
             if workers < 1:
                 raise CasperInputError(f"--scheduler {scheduler!r}: write local:N with N >= 1 worker processes, e.g. local:2")
+            self._environ = dict(os.environ)  # LocalCluster leaves OMP_NUM_THREADS=1 etc. behind
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                          dashboard_address=None, silence_logs=40)
             self.client = Client(self._cluster)
@@ -102,6 +103,8 @@ class DaskRunner:
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+            os.environ.clear()
+            os.environ.update(self._environ)
         return False
 
     def scatter(self, obj, broadcast: bool = False):

@@ -24,7 +24,7 @@ from anndata import AnnData
 
 from napari_casper.batch_store import decode_block
 from napari_casper.checkpoint import check_panel
-from napari_casper.device import autocast, select_device, to_device
+from napari_casper.device import autocast, select_device, to_device, torch_threads
 from napari_casper.errors import CasperInputError
 from napari_casper.models.bundle import CasperModel
 from napari_casper.preprocess import prepare_st, standardize
@@ -32,6 +32,22 @@ from napari_casper.preprocess import prepare_st, standardize
 #: above this many bytes the per-spot state (attention (n, C) + hidden (n, D), float32) is
 #: recomputed per chunk instead of cached
 ATTENTION_CACHE_LIMIT = 2 * 1024**3
+
+
+def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A float32 C-contiguous copy of ``array`` starting on an ``alignment``-byte boundary.
+
+    Vectorised float32 kernels (MKL under torch on CPU) may take another code path, and round
+    differently, when their input starts elsewhere in memory, and numpy guarantees no alignment:
+    encoding from aligned copies keeps the same values giving the same bits in any process and
+    any run (resumed batch imputation, dask workers).
+    """
+    array = np.asarray(array, dtype=np.float32)
+    buffer = np.empty(array.nbytes + alignment, dtype=np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    out = buffer[offset : offset + array.nbytes].view(np.float32).reshape(array.shape)
+    out[...] = array
+    return out
 
 
 class SpotEncoder:
@@ -51,8 +67,9 @@ class SpotEncoder:
             raise CasperInputError(f"cannot hide {unknown}: they are not panel genes of this model.")
         self._mask = torch.ones(len(model.panel_genes), device=self.device)
         self._mask[[model.panel_genes.index(g) for g in self.hide_genes]] = 0.0
-        with torch.no_grad():
-            centroid_panel = torch.as_tensor(model.centroid_panel(), device=self.device)
+        # small products, on one thread: the same bits whatever the process's thread settings
+        with torch.no_grad(), torch_threads(1):
+            centroid_panel = to_device(aligned(model.centroid_panel()), self.device)
             self._cache = self._net.encode_centroids(centroid_panel, self._mask)
         self._profiles = np.ascontiguousarray(model.centroids.expression, dtype=np.float32)
         self._gamma = float(self._net.residual_scale.detach()) if self._net.gene_residual else 0.0
@@ -80,7 +97,7 @@ class SpotEncoder:
     def encode(self, z: np.ndarray, batch_size: int = 16384, per_head: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(attention, hidden)`` for consecutive batches of the z-scored spots ``z``."""
         for start in range(0, len(z), batch_size):
-            x = to_device(z[start : start + batch_size], self.device)  # pinned, non-blocking on CUDA
+            x = to_device(aligned(z[start : start + batch_size]), self.device)  # pinned, non-blocking on CUDA
             with autocast(self.device):  # mixed precision on CUDA, fp32 elsewhere
                 attention, hidden = self._net.attend(x, self._mask, self._cache)
             att = attention.float() if per_head else attention.float().mean(0)
@@ -126,8 +143,8 @@ class SpotEncoder:
         mean = profiles.mean(0, keepdims=True)
         std = profiles.std(0, keepdims=True)
         std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-        with torch.no_grad():
-            z = torch.as_tensor((profiles - mean) / std, device=self.device)
+        with torch.no_grad(), torch_threads(1):  # thread-count independent bits (see __init__)
+            z = to_device(aligned((profiles - mean) / std), self.device)
             emb = self._net.embed_genes(z).float().cpu().numpy()  # G, D
         weights = (emb * (self._gamma * std.T)).T.astype(np.float32)
         return profiles, np.ascontiguousarray(weights)
