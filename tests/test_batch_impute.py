@@ -136,6 +136,23 @@ def test_manifest_mismatch_is_refused_and_restart_works(setup, tmp_path, monkeyp
         impute_to_zarr(model, root / "st.h5ad", ["eve", "eve"], tmp_path / "dup.zarr")
 
 
+
+def test_restandardize_streams_the_statistics(setup, tmp_path):
+    """A 'new section' measured twice as bright: its own statistics undo the scaling."""
+    root, model, visible, genes, written = setup
+    assert model.st_normalization == "none"  # relative in situ intensities, used as given
+    brighter = visible.copy()
+    brighter.X = np.asarray(brighter.X) * 2.0
+    brighter.write_h5ad(tmp_path / "brighter.h5ad")
+    result = impute_to_zarr(model, tmp_path / "brighter.h5ad", genes[:8], tmp_path / "own.zarr", spot_chunk=700,
+                            restandardize=True)
+    got = np.asarray(ad.read_zarr(result.path).X)
+    np.testing.assert_allclose(got, CasperImputer(model, brighter, restandardize=True).predict(genes[:8]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, written[:, :8], rtol=1e-4, atol=1e-4)
+    plain = impute_to_zarr(model, tmp_path / "brighter.h5ad", genes[:8], tmp_path / "plain.zarr", spot_chunk=700)
+    assert np.abs(np.asarray(ad.read_zarr(plain.path).X) - written[:, :8]).max() > 0.1
+
+
 def test_local_cluster_equals_local_run(setup, tmp_path):
     root, model, _, genes, written = setup
     result = impute_to_zarr(model, root / "st.h5ad", genes, tmp_path / "dask.zarr", **CHUNKS, scheduler="local:2")

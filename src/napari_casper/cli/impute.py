@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--st", required=True, type=Path,
                    help="spots with the model's panel genes: an .h5ad (read backed, a chunk of rows at a time) "
                    "or a SpatialData .zarr store")
-    p.add_argument("--table", help="the table of the --st store to impute from (default: its only table)")
+    p.add_argument("--table", help="the table of the --st store to impute from (default: its only table of "
+                   "measured spots; tables written by this command are skipped)")
     genes = p.add_mutually_exclusive_group(required=True)
     genes.add_argument("--genes", help="comma-separated genes to impute, e.g. Gad1,Sst")
     genes.add_argument("--all-reference-genes", action="store_true", help="impute every reference gene")
