@@ -36,7 +36,6 @@ Measured for each size:
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys

@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ class _State:
         from napari_casper.impute import CasperImputer, SpotEncoder
 
         self.imputer = model_or_imputer if isinstance(model_or_imputer, CasperImputer) else None
+        self.owned = False
         if self.imputer is not None:
             self.encoder = self.imputer.encoder
             self.restandardize = self.imputer.restandardize
@@ -91,6 +93,7 @@ class _State:
             return
         if spots is None:
             raise CasperInputError("give the spots to impute (an AnnData, an .h5ad path or a SpatialData store)")
+        self.owned = not isinstance(spots, (SpotSource, AnnData))  # opened here: closed here
         self.source = spots if isinstance(spots, SpotSource) else (
             spots_from_anndata(spots) if isinstance(spots, AnnData) else open_spots(spots))
         self.encoder = SpotEncoder(model_or_imputer, device=device, hide_genes=hide_genes)
@@ -280,10 +283,19 @@ def impute_to_zarr(
     spot_chunk, gene_chunk = int(spot_chunk), int(gene_chunk)
     state = _State(model_or_imputer, spots, device=device, restandardize=restandardize,
                    hide_genes=hide_genes, encode_batch=encode_batch)
-    genes = [str(g) for g in genes]
+    try:
+        return _impute(state, [str(g) for g in genes], out, store, table_name, spot_chunk, gene_chunk, scheduler,
+                       restart, threads, obs, obsm, progress)
+    finally:
+        if state.owned:
+            state.source.close()
+
+
+def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, scheduler, restart, threads, obs, obsm,
+            progress) -> BatchResult:
     if not genes:
         raise CasperInputError("no genes to impute: give at least one reference gene")
-    repeated = sorted({g for g in genes if genes.count(g) > 1}) if len(set(genes)) != len(genes) else []
+    repeated = sorted(g for g, n in Counter(genes).items() if n > 1)
     if repeated:
         raise CasperInputError(f"genes {repeated[:5]} are requested more than once; each output column needs a unique gene")
     idx = state.encoder.resolve_genes(genes)
@@ -367,30 +379,4 @@ def _run_blocks(state, grid, partial: Path, terms, scheduler, threads, progress,
             runner.cancel(list(inflight))
             raise
     return computed, elements
-
-
-def write_h5ad(imputer, genes: Sequence[str], path: str | Path, *, spot_chunk: int = 50_000, gene_chunk: int = 256,
-               obs: pd.DataFrame | None = None, obsm: dict | None = None) -> Path:
-    """Write imputed ``genes`` as an ``.h5ad`` from a lazy dask matrix (not resumable)."""
-    import warnings
-
-    import dask
-    import dask.array as da
-
-    path = Path(path)
-    genes = [str(g) for g in genes]
-    if imputer._attention is not None:
-        X = imputer.to_dask(genes, spot_chunk=spot_chunk, gene_chunk=gene_chunk)
-    else:
-        parts = [genes[g0 : g0 + gene_chunk] for g0 in range(0, len(genes), gene_chunk)]
-        X = da.concatenate([da.from_delayed(dask.delayed(imputer.predict)(p), (imputer.n_spots, len(p)), np.float32) for p in parts], axis=1)
-    obs_df = obs.copy() if obs is not None else pd.DataFrame(index=imputer.obs_names)
-    obs_df.index = imputer.obs_names
-    adata = AnnData(X=X, obs=obs_df, var=pd.DataFrame(index=pd.Index(genes, name=None)), obsm=obsm or None)
-    adata.uns["casper"] = {"centroids": imputer.model.centroids.method, "panel_genes": list(imputer.model.panel_genes),
-                           "units": "normalised reference expression (imputed)"}
-    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Writing zarr v2", category=UserWarning)
-        adata.write_h5ad(path)
-    return path
 
