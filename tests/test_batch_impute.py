@@ -154,10 +154,26 @@ def test_restandardize_streams_the_statistics(setup, tmp_path):
 
 
 def test_local_cluster_equals_local_run(setup, tmp_path):
+    """A scheduler address (a LocalCluster of two worker processes) and ``local:2``: same bits."""
+    import os
+
+    from distributed import LocalCluster
+
     root, model, _, genes, written = setup
-    result = impute_to_zarr(model, root / "st.h5ad", genes, tmp_path / "dask.zarr", **CHUNKS, scheduler="local:2")
+    environ = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 etc. for good: undone below
+    try:
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+            result = impute_to_zarr(model, root / "st.h5ad", genes, tmp_path / "dask.zarr", **CHUNKS,
+                                    scheduler=cluster.scheduler_address)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     assert result.computed == N_BLOCKS
     np.testing.assert_array_equal(np.asarray(ad.read_zarr(result.path).X), written)
+    before = dict(os.environ)
+    again = impute_to_zarr(model, root / "st.h5ad", genes, tmp_path / "local2.zarr", **CHUNKS, scheduler="local:2")
+    np.testing.assert_array_equal(np.asarray(ad.read_zarr(again.path).X), written)
+    assert dict(os.environ) == before  # local:N leaves the caller's environment as it was
 
 
 def _files(store: Path) -> dict[str, str]:
