@@ -308,8 +308,9 @@ def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, schedu
         "genes": {"n": len(genes), "sha256": batch_store.ids_digest(genes)},
         "spot_chunk": spot_chunk,
         "gene_chunk": gene_chunk,
+        # the encoder's device is part of the run: CUDA (mixed precision) and CPU give other bits
         "options": {"restandardize": state.restandardize, "hide_genes": list(state.encoder.hide_genes),
-                    "st_normalization": model.st_normalization},
+                    "st_normalization": model.st_normalization, "device": state.encoder.device.type},
         "written_by": f"napari-casper {__version__}",
     }
     if store is not None:
