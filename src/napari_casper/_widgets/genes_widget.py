@@ -22,25 +22,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_casper._widgets._background import BackgroundRunner
+from napari_casper._widgets._background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets._data_panel import spot_layers
 from napari_casper.errors import CasperInputError
 from napari_casper.layers import METADATA_KEY
 
 LAYER_PREFIX = "genes:"
 
 
-def spot_layers_with_data(viewer) -> list:
-    """Points layers opened from SpatialData by napari-casper (they know their element)."""
-    return [
-        layer
-        for layer in viewer.layers
-        if type(layer).__name__ == "Points"
-        and layer.metadata.get(METADATA_KEY, {}).get("kind") == "spots"
-        and layer.metadata[METADATA_KEY].get("sdata") is not None
-    ]
-
-
-class GenesWidget(QWidget):
+class GenesWidget(RunsInBackground, QWidget):
     """Show one gene of a spots table at a time; switch with the list, arrow keys or Prev/Next."""
 
     def __init__(self, napari_viewer):
@@ -92,16 +82,9 @@ class GenesWidget(QWidget):
         self.refresh()
 
     # -- choices -------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self.runner.busy
-
-    def wait(self, timeout_ms: int = 600_000) -> None:
-        self.runner.wait(timeout_ms)
-
     def refresh(self, *_) -> None:
         current = self.spots.currentText()
-        names = [layer.name for layer in spot_layers_with_data(self.viewer)]
+        names = [layer.name for layer in spot_layers(self.viewer, with_table=False)]
         self.spots.blockSignals(True)
         self.spots.clear()
         self.spots.addItems(names)
