@@ -60,11 +60,12 @@ def resolve_gene_names(names: Sequence[str], sections) -> dict[str, str]:
 def training_genes(sections, n_variable: int, requested: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """Genes to train on: the requested ones first, then the ``n_variable`` most variable genes.
 
-    Returns ``(genes, labels)`` where ``labels`` maps a gene to the name it was asked for by
-    (only where the two differ, e.g. ``{"protein_coding-421": "Penk"}``).
+    Returns ``(genes, labels)`` where ``labels`` maps each requested gene, in the order asked, to
+    the name it was asked for by (e.g. ``{"protein_coding-421": "Penk"}``; the first name wins).
     """
     resolved = resolve_gene_names(list(requested), sections) if requested else {}
-    chosen = list(dict.fromkeys(resolved.values()))
-    chosen += [g for g in variable_genes(sections, n_variable) if g not in set(chosen)]
-    labels = {gene: name for name, gene in resolved.items() if name != gene}
+    labels: dict[str, str] = {}
+    for name, gene in resolved.items():
+        labels.setdefault(gene, name)
+    chosen = list(labels) + [g for g in variable_genes(sections, n_variable) if g not in labels]
     return chosen, labels

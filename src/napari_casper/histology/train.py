@@ -93,8 +93,11 @@ class HistologyConfig:
     inner_epochs: int | None = None
     cache_dir: str | None = None
     # the training sections' spot diameter in their full-resolution image pixels (recorded by the
-    # widget; the default spot size for virtual spots on a new slide of the same resolution)
+    # widget and histology-train; the default spot size for virtual spots on a new slide)
     spot_diameter_px: float | None = None
+    # genes the user asked for, in order, with the name each was asked by (e.g. a symbol for a
+    # var name); shown first by the widget. Not used by training.
+    gene_labels: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
