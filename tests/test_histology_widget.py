@@ -194,10 +194,11 @@ def test_train_then_predict_on_an_he_only_slide_aligned_accurate_and_saved(histo
     assert widget.predict_panel.gene.currentText() == "Penk"
 
 
-def test_cancel_stops_training_within_a_batch_and_the_widget_stays_usable(histology, qtbot):
+def test_cancel_within_a_batch_then_retrain_and_predict_on_a_plain_image_layer(histology, qtbot, tmp_path):
     viewer, widget = histology
     open_section(viewer, "MOB1")
-    open_section(viewer, "MOB2")
+    assert widget.sections.add_file(str(shared_path("mob", "MOB2.h5ad"))) == ["MOB2:spots"]  # not shown, listed
+    assert widget.sections.labels() == ["MOB1:spots", "MOB2:spots"]
     widget.sections.n_variable.setValue(50)
     widget.train_panel.epochs.setValue(30)
     widget.train_panel.head.setCurrentText("ensemble")
@@ -213,6 +214,33 @@ def test_cancel_stops_training_within_a_batch_and_the_widget_stays_usable(histol
     assert widget.train_panel.train_button.isEnabled() and not widget.train_panel.cancel_button.isEnabled()
     train(widget, qtbot, epochs=1, n_variable=50, genes="")  # usable again
     assert not widget.cancelled and len(widget.predictor.genes) == 50
+    assert widget.trained_on == ["MOB1:spots", "MOB2:spots"]
+
+    # a plain RGB image layer (not from SpatialData), scaled and shifted: virtual spots follow its transform
+    pixels = read_image_file(shared_path("mob", "MOB4.jpg"))
+    image = viewer.add_image(pixels, rgb=True, name="MOB4 jpg", scale=(2.0, 2.0), translate=(500.0, -40.0))
+    predict(widget, qtbot, "MOB4 jpg", VIRTUAL)
+    layer = viewer.layers[f"histology:{widget.predict_panel.gene.currentText()}"]
+    spots = np.array([image.world_to_data(p) for p in world_positions(layer)])[:, ::-1]
+    np.testing.assert_allclose(spots, widget.result.prediction.coords, atol=1e-6)
+    assert detect_tissue(pixels).contains(spots).mean() > 0.9
+    store = tmp_path / "mob4.zarr"
+    assert widget.save_predictions(path=str(store)) == ("histology_spots", "histology_predictions")
+    back = read_spatialdata(store)
+    assert set(back.images) == {"image"} and back.tables["histology_predictions"].n_obs == len(spots)
+    reopened = {kwargs["name"]: (data, kwargs) for data, kwargs, _ in spatialdata_to_layers(back)}
+    data, kwargs = reopened["histology_spots"]  # the saved spots, drawn by the reader, land where they were
+    world = (np.c_[data, np.ones(len(data))] @ kwargs["affine"].T)[:, :2]
+    np.testing.assert_allclose(world, world_positions(layer), atol=1e-4)
+
+
+def test_manifest_offers_the_widget():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(Path(__file__).parents[1] / "src" / "napari_casper" / "napari.yaml")
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    widgets = {w.display_name: commands[w.command] for w in manifest.contributions.widgets}
+    assert widgets["Histology"] == "napari_casper._widgets.histology_widget:HistologyWidget"
 
 
 def test_wrong_steps_are_explained(histology, qtbot):
