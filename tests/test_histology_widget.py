@@ -87,6 +87,7 @@ def predict(widget, qtbot, image: str, spots: str) -> None:
     widget.start_prediction()
     qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
     assert widget.result is not None and widget.result.image_layer == image, widget.message.text()
+    assert widget.predict_panel.status.text().startswith("predicted"), widget.message.text()
 
 
 def world_positions(layer) -> np.ndarray:
@@ -192,6 +193,9 @@ def test_train_then_predict_on_an_he_only_slide_aligned_accurate_and_saved(histo
     predict(widget, qtbot, "MOB3 image", VIRTUAL)
     np.testing.assert_allclose(widget.result.prediction.expression, before, atol=1e-5)
     assert widget.predict_panel.gene.currentText() == "Penk"
+    # back to the (fewer) measured spots: the layers are rebuilt, not broken
+    predict(widget, qtbot, "MOB3 image", "spots")
+    assert len(viewer.layers["histology:Penk"].data) == truth.n_obs == len(viewer.layers["histology:Nrgn"].data)
 
 
 def test_cancel_within_a_batch_then_retrain_and_predict_on_a_plain_image_layer(histology, qtbot, tmp_path):

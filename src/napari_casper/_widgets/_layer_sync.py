@@ -14,7 +14,12 @@ def add_or_update(viewer, layer_tuple: tuple):
     data, kwargs, kind = layer_tuple
     name = kwargs["name"]
     existing = viewer.layers[name] if name in viewer.layers else None
-    if existing is not None and type(existing).__name__.lower() == kind:
+    same_kind = existing is not None and type(existing).__name__.lower() == kind
+    # napari cannot shrink a Points layer whose features colour it in place (IndexError in its
+    # view); a layer whose point count changes is replaced instead
+    if same_kind and kind == "points" and len(existing.data) != len(data):
+        same_kind = False
+    if same_kind:
         _update(existing, data, kwargs, kind)
         return existing
     if existing is not None:

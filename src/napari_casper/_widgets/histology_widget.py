@@ -76,12 +76,12 @@ class HistologyWidget(QWidget):
         for part in (self.sections, self.train_panel, self.predict_panel, self.message):
             layout.addWidget(part)
         layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(body)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(self.scroll)
 
         self.sections.add_h5ad.clicked.connect(lambda: self.runner.guard(lambda: self.sections.add_file(kind="h5ad")))
         self.sections.add_zarr.clicked.connect(lambda: self.runner.guard(lambda: self.sections.add_file(kind="zarr")))
@@ -287,7 +287,7 @@ class HistologyWidget(QWidget):
             self.show_gene(self.label(gene))
         where = job.source_spots or "virtual spots"
         self.predict_panel.status.setText(
-            f"predicted {len(genes)} genes at {len(coords)} spots ({where}, diameter {job.diameter_px:.1f} px, "
+            f"predicted {len(genes)} genes at {len(job.prediction.coords)} spots ({where}, diameter {job.diameter_px:.1f} px, "
             f"head {job.prediction.head}); showing {', '.join(self.label(g) for g in shown)}"
         )
 
