@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from qtpy.QtCore import QObject, Signal
+
 from napari_casper.errors import CasperInputError
 
 
@@ -29,6 +31,18 @@ def notify_info(message: str) -> None:
 def error_text(err: BaseException) -> str:
     """What the user reads: our input errors as written, anything else with its type."""
     return str(err) if isinstance(err, CasperInputError) else f"{type(err).__name__}: {err}"
+
+
+class _Relay(QObject):
+    event = Signal(object)
+
+
+def progress_relay(handler: Callable[[object], None]) -> _Relay:
+    """A Qt signal carrier: ``relay.event.emit(x)`` from a worker thread calls ``handler(x)`` on
+    the GUI thread (queued connection). Keep the returned object alive with the widget."""
+    relay = _Relay()
+    relay.event.connect(handler)
+    return relay
 
 
 class BackgroundRunner:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QSpinBox, QWidget
 
-from napari_casper._widgets._loss_plot import make_loss_plot
+from napari_casper._widgets._train_panel import TrainingGroup
 
 AUTO = "auto"
 
 
-class HistologyTrainPanel(QGroupBox):
+class HistologyTrainPanel(TrainingGroup):
     """Options and buttons; the owning widget runs the work."""
 
     def __init__(self, parent: QWidget | None = None):
@@ -33,36 +23,7 @@ class HistologyTrainPanel(QGroupBox):
         self.head = QComboBox()
         self.head.addItems([AUTO, *HEADS])
         self.head.setToolTip("auto: chosen by leave-one-section-out on the training sections (one extra model per section)")
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.train_button = QPushButton("Train")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.load_button = QPushButton("Load checkpoint...")
-        self.save_button = QPushButton("Save checkpoint...")
-        self.status = QLabel("not trained")
-        self.status.setWordWrap(True)
-        self.plot = make_loss_plot()
-
-        form = QFormLayout()
-        form.addRow("epochs", self.epochs)
-        form.addRow("prediction head", self.head)
-        form.addRow("device", self.device)
-        form.addRow("seed", self.seed)
-        run_row = QHBoxLayout()
-        run_row.addWidget(self.train_button)
-        run_row.addWidget(self.cancel_button)
-        checkpoint_row = QHBoxLayout()
-        checkpoint_row.addWidget(self.load_button)
-        checkpoint_row.addWidget(self.save_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(run_row)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.status)
-        layout.addLayout(checkpoint_row)
+        self._lay_out([("epochs", self.epochs), ("prediction head", self.head)])
 
     def config(self, **values):
         """A :class:`HistologyConfig` from the options (``values`` add or override fields)."""
@@ -75,11 +36,6 @@ class HistologyTrainPanel(QGroupBox):
             seed=self.seed.value(),
             **values,
         )
-
-    def set_running(self, running: bool) -> None:
-        for button in (self.train_button, self.load_button, self.save_button):
-            button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
 
     def show_epoch(self, record, stage_history: list[dict]) -> None:
         """Plot the current model's losses and say where training is."""

@@ -25,20 +25,14 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
     return box
 
 
-class TrainPanel(QGroupBox):
-    """Hyper-parameters and the buttons; the owning widget runs the work."""
+class TrainingGroup(QGroupBox):
+    """Options form + Train/Cancel + live loss plot + status + checkpoint buttons.
 
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__("2. Train", parent)
-        self.epochs = _spin(1, 10_000, 12)
-        self.epochs.setToolTip("an epoch is 25 batches; training stops early when validation stops improving")
-        self.learning_rate = QDoubleSpinBox()
-        self.learning_rate.setDecimals(5)
-        self.learning_rate.setRange(1e-5, 1.0)
-        self.learning_rate.setSingleStep(1e-4)
-        self.learning_rate.setValue(1e-3)
-        self.batch_size = _spin(16, 1_000_000, 512)
-        self.heads = _spin(1, 16, 2)
+    Subclasses create their option widgets and call :meth:`_lay_out` with the form rows; the
+    owning widget connects the buttons and runs the work.
+    """
+
+    def _lay_out(self, rows: list[tuple[str, QWidget]]) -> None:
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.seed = _spin(0, 2**31 - 1, 0)
@@ -52,12 +46,8 @@ class TrainPanel(QGroupBox):
         self.plot = make_loss_plot()
 
         form = QFormLayout()
-        form.addRow("epochs", self.epochs)
-        form.addRow("learning rate", self.learning_rate)
-        form.addRow("batch size", self.batch_size)
-        form.addRow("attention heads", self.heads)
-        form.addRow("device", self.device)
-        form.addRow("seed", self.seed)
+        for label, field in [*rows, ("device", self.device), ("seed", self.seed)]:
+            form.addRow(label, field)
         run_row = QHBoxLayout()
         run_row.addWidget(self.train_button)
         run_row.addWidget(self.cancel_button)
@@ -70,6 +60,35 @@ class TrainPanel(QGroupBox):
         layout.addWidget(self.plot)
         layout.addWidget(self.status)
         layout.addLayout(checkpoint_row)
+
+    def set_running(self, running: bool) -> None:
+        for button in (self.train_button, self.load_button, self.save_button):
+            button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+
+class TrainPanel(TrainingGroup):
+    """CASPER's hyper-parameters and the buttons; the owning widget runs the work."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("2. Train", parent)
+        self.epochs = _spin(1, 10_000, 12)
+        self.epochs.setToolTip("an epoch is 25 batches; training stops early when validation stops improving")
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setValue(1e-3)
+        self.batch_size = _spin(16, 1_000_000, 512)
+        self.heads = _spin(1, 16, 2)
+        self._lay_out(
+            [
+                ("epochs", self.epochs),
+                ("learning rate", self.learning_rate),
+                ("batch size", self.batch_size),
+                ("attention heads", self.heads),
+            ]
+        )
 
     def config(self) -> dict:
         """Training options as keyword arguments for :meth:`CasperWorkflow.train`."""
@@ -85,9 +104,3 @@ class TrainPanel(QGroupBox):
             "device": self.device.currentText(),
             "seed": self.seed.value(),
         }
-
-    def set_running(self, running: bool) -> None:
-        self.train_button.setEnabled(not running)
-        self.load_button.setEnabled(not running)
-        self.save_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)

@@ -11,14 +11,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QWidget
 
 from napari_casper._widgets._attention_panel import AttentionPanel
-from napari_casper._widgets._background import BackgroundRunner, RunsInBackground, notify_info
+from napari_casper._widgets._background import BackgroundRunner, RunsInBackground, notify_info, progress_relay
 from napari_casper._widgets._data_panel import DataPanel
 from napari_casper._widgets._impute_panel import ImputePanel
 from napari_casper._widgets._layer_sync import add_or_update
+from napari_casper._widgets._layout import scrolled_body
 from napari_casper._widgets._train_panel import TrainPanel
 from napari_casper.errors import CasperInputError
 from napari_casper.layers import METADATA_KEY
@@ -28,12 +28,6 @@ def grid_of(viewer):
     """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9, else ``viewer.grid``)."""
     canvas = getattr(viewer, "canvas", None)
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
-
-
-class _Relay(QObject):
-    """Carries progress events from a worker thread to the GUI thread (queued connection)."""
-
-    event = Signal(object)
 
 
 class CasperWidget(RunsInBackground, QWidget):
@@ -46,8 +40,7 @@ class CasperWidget(RunsInBackground, QWidget):
         self._cancel = threading.Event()
         self._progress_bar = None
         self._geometry = None
-        self._relay = _Relay()
-        self._relay.event.connect(self._on_progress)
+        self._relay = progress_relay(self._on_progress)
 
         self.data = DataPanel(napari_viewer)
         self.train_panel = TrainPanel()
@@ -58,17 +51,7 @@ class CasperWidget(RunsInBackground, QWidget):
         self.message.setWordWrap(True)
         self.runner = BackgroundRunner(self.message.setText, on_finish=self._finished)
 
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        for part in (self.data, self.train_panel, self.impute, self.attention_panel, self.save_button, self.message):
-            layout.addWidget(part)
-        layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrolled_body(self, [self.data, self.train_panel, self.impute, self.attention_panel, self.save_button, self.message])
 
         self.train_panel.train_button.clicked.connect(self.start_training)
         self.train_panel.cancel_button.clicked.connect(self.cancel)

@@ -13,15 +13,15 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QFileDialog, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
-from napari_casper._widgets._background import BackgroundRunner, notify_info
+from napari_casper._widgets._background import BackgroundRunner, RunsInBackground, notify_info, progress_relay
 from napari_casper._widgets._histology_predict_panel import PredictPanel
 from napari_casper._widgets._histology_sections import SectionsPanel
 from napari_casper._widgets._histology_slide import SlidePrediction, slide_of, slide_sdata, spot_geometry
 from napari_casper._widgets._histology_train_panel import HistologyTrainPanel
 from napari_casper._widgets._layer_sync import add_or_update
+from napari_casper._widgets._layout import scrolled_body
 from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.layers import METADATA_KEY
 
@@ -37,13 +37,7 @@ def uncertainty_layer_name(label: str) -> str:
     return f"{UNCERTAINTY_PREFIX}{label}"
 
 
-class _Relay(QObject):
-    """Carries epoch logs from the worker thread to the GUI thread (queued connection)."""
-
-    event = Signal(object)
-
-
-class HistologyWidget(QWidget):
+class HistologyWidget(RunsInBackground, QWidget):
     """Train on sections with H&E + counts; predict genes and uncertainty on the open slide."""
 
     def __init__(self, napari_viewer):
@@ -61,8 +55,7 @@ class HistologyWidget(QWidget):
         self._stage_history: list[dict] = []
         self._stage = None
         self._progress_bar = None
-        self._relay = _Relay()
-        self._relay.event.connect(self._on_epoch)
+        self._relay = progress_relay(self._on_epoch)
 
         self.sections = SectionsPanel(napari_viewer)
         self.train_panel = HistologyTrainPanel()
@@ -71,17 +64,7 @@ class HistologyWidget(QWidget):
         self.message.setWordWrap(True)
         self.runner = BackgroundRunner(self.message.setText, on_finish=self._finished)
 
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        for part in (self.sections, self.train_panel, self.predict_panel, self.message):
-            layout.addWidget(part)
-        layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setWidget(body)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
+        self.scroll = scrolled_body(self, [self.sections, self.train_panel, self.predict_panel, self.message])
 
         self.sections.add_h5ad.clicked.connect(lambda: self.runner.guard(lambda: self.sections.add_file(kind="h5ad")))
         self.sections.add_zarr.clicked.connect(lambda: self.runner.guard(lambda: self.sections.add_file(kind="zarr")))
@@ -95,21 +78,6 @@ class HistologyWidget(QWidget):
         self.predict_panel.save_button.clicked.connect(lambda: self.save_predictions())
 
     # -- plumbing ------------------------------------------------------------------------
-    @property
-    def busy(self) -> bool:
-        return self.runner.busy
-
-    @property
-    def synchronous(self) -> bool:
-        return self.runner.synchronous
-
-    @synchronous.setter
-    def synchronous(self, value: bool) -> None:
-        self.runner.synchronous = bool(value)
-
-    def wait(self, timeout_ms: int = 600_000) -> None:
-        self.runner.wait(timeout_ms)
-
     def _finished(self) -> None:
         self.train_panel.set_running(False)
         self.predict_panel.predict_button.setEnabled(True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from napari_casper._widgets._background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets._layout import scrolled_body
 from napari_casper._widgets._regions_classes_panel import ClassesPanel
 from napari_casper._widgets._regions_layers import (
     PREVIEW_NAME,
@@ -80,22 +81,11 @@ class RegionsWidget(RunsInBackground, QWidget):
                 setattr(self, name, getattr(getattr(self, panel), name))
         self.classes_panel.changed.connect(self.suggest_panel.set_classes)
 
-        body = QWidget()
-        layout = QVBoxLayout(body)
         source = QFormLayout()
         source.addRow("spots", self.spots_combo)
         source.addRow("regions layer", self.regions_combo)
-        layout.addLayout(source)
-        for panel in (self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel):
-            layout.addWidget(panel)
-        layout.addWidget(self.message)
-        layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setWidget(body)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
+        panels = [self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel]
+        self.scroll = scrolled_body(self, [source, *panels, self.message])
 
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)

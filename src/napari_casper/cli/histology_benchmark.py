@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"# Histology-to-expression benchmark: {args.dataset_dir.name} ({', '.join(names)})",
         "",
-        f"- leave-one-section-out; targets log1p(counts per 1e4); per-gene PCC over the test section's spots",
+        "- leave-one-section-out; targets log1p(counts per 1e4); per-gene PCC over the test section's spots",
         f"- {int(summary['n_genes'].iloc[0])} genes predicted; HEG-50 / HVG-50: top 50 genes by mean / variance in the test section",
         "- `model` = the head chosen by inner leave-one-section-out validation on the training sections "
         "(`model:<head>` rows show every head, for transparency; they were not chosen on the test section)",
