@@ -14,31 +14,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import napari
-from PIL import Image
-from qtpy.QtWidgets import QApplication
 
+from _screenshots import new_viewer, shot
 from napari_casper._widgets._histology_predict_panel import VIRTUAL
 from napari_casper._widgets.histology_widget import HistologyWidget
 from napari_casper.io import read_h5ad_spatial
 from napari_casper.layers import spatialdata_to_layers
 
-OUT = Path(__file__).parent / "images"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mob"
 
 
-def shot(viewer, name: str, widget_part=None, widget=None) -> None:
-    if widget_part is not None:
-        widget.scroll.ensureWidgetVisible(widget_part)
-    for _ in range(5):
-        QApplication.instance().processEvents()
-    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(OUT / name)
-    print("wrote", OUT / name)
-
-
 def main() -> None:
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1650, 1050)
+    viewer = new_viewer()
     slide = read_h5ad_spatial(DATA / "MOB3.h5ad")
     del slide.tables["table"]  # H&E-only: the measured counts are not used anywhere below
     for data, kwargs, kind in spatialdata_to_layers(slide, source=str(DATA / "MOB3.h5ad")):

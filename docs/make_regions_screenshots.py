@@ -11,29 +11,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import napari
 import numpy as np
-from PIL import Image
-from qtpy.QtWidgets import QApplication
 
+from _screenshots import new_viewer, shot
 from napari_casper._widgets.regions_widget import RegionsWidget
 
-OUT = Path(__file__).parent / "images"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "her2st"
 
 
-def shot(viewer, name: str, widget_part=None, widget=None) -> None:
-    if widget_part is not None:
-        widget.scroll.ensureWidgetVisible(widget_part)
-    for _ in range(5):
-        QApplication.instance().processEvents()
-    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(OUT / name)
-    print("wrote", OUT / name)
-
-
 def main() -> None:
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1650, 1050)
+    viewer = new_viewer()
     viewer.open(str(DATA / "C2.h5ad"), plugin="napari-casper")
     widget = RegionsWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Regions", area="right")
@@ -85,8 +72,7 @@ def main() -> None:
 
     # 5. a fresh viewer: reopen the store from disk and load the saved regions
     viewer.close()
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1650, 1050)
+    viewer = new_viewer()
     viewer.open(str(store), plugin="napari-casper")
     widget = RegionsWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Regions", area="right")

@@ -12,27 +12,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import napari
-from PIL import Image
-from qtpy.QtWidgets import QApplication
 
+from _screenshots import new_viewer, shot
 from napari_casper._widgets.genes_widget import GenesWidget
 
-OUT = Path(__file__).parent / "images"
 ROOT = Path(__file__).resolve().parents[1]
 XENIUM = ROOT.parent / "shared" / "data" / "xenium" / "xenium_mouse_brain.h5ad"
 
 
-def shot(viewer, name: str) -> None:
-    for _ in range(5):
-        QApplication.instance().processEvents()
-    Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(OUT / name)
-    print("wrote", OUT / name)
-
-
 def show(path: Path, gene: str, name: str) -> None:
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1650, 1050)
+    viewer = new_viewer()
     viewer.open(str(path), plugin="napari-casper")
     widget = GenesWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Genes", area="right")
