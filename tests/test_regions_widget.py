@@ -64,7 +64,9 @@ def open_her2_spots(viewer, section: str = "C2", store=None, *, gene_features: b
         getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
-def test_draw_every_shape_kind_save_versioned_and_reopen_from_disk(regions_widget, mob_store, qtbot):
+def test_draw_every_shape_kind_save_versioned_and_reopen_from_disk(mob_store, regions_widget, qtbot):
+    # mob_store first: without ../shared it skips before a viewer exists (napari's viewer
+    # fixture cannot tear down after a skip in set-up)
     viewer, widget = regions_widget(show=True)
     viewer.open(str(mob_store), plugin="napari-casper")
     assert widget.spots_combo.currentText() == "spots" and widget.store_edit.text() == str(mob_store)
