@@ -223,6 +223,15 @@ def test_cancel_within_a_batch_then_retrain_and_predict_on_a_plain_image_layer(h
     # a plain RGB image layer (not from SpatialData), scaled and shifted: virtual spots follow its transform
     pixels = read_image_file(shared_path("mob", "MOB4.jpg"))
     image = viewer.add_image(pixels, rgb=True, name="MOB4 jpg", scale=(2.0, 2.0), translate=(500.0, -40.0))
+    n_layers = len(viewer.layers)
+    widget.predict_panel.image.setCurrentText("MOB4 jpg")
+    widget.predict_panel.spots.setCurrentText(VIRTUAL)
+    widget.start_prediction()  # cancelled while its patches are read: stops at the first batch
+    assert widget.predict_panel.cancel_button.isEnabled() and not widget.predict_panel.predict_button.isEnabled()
+    widget.cancel_prediction()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert "cancelled" in widget.predict_panel.status.text() and widget.result is None
+    assert len(viewer.layers) == n_layers and widget.predict_panel.predict_button.isEnabled()
     predict(widget, qtbot, "MOB4 jpg", VIRTUAL)
     layer = viewer.layers[f"histology:{widget.predict_panel.gene.currentText()}"]
     spots = np.array([image.world_to_data(p) for p in world_positions(layer)])[:, ::-1]

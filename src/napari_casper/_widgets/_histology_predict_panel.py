@@ -71,6 +71,9 @@ class PredictPanel(QGroupBox):
         self.layout_box = QComboBox()
         self.layout_box.addItems(["hex", "square"])
         self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("stop the prediction at its next batch; shown layers stay as they are")
         self.gene = QComboBox()
         self.gene.setToolTip("the predicted gene shown as 'histology:<gene>' (other genes are hidden)")
         self.show_uncertainty = QCheckBox("show uncertainty")
@@ -89,7 +92,10 @@ class PredictPanel(QGroupBox):
         gene_row.addWidget(self.show_uncertainty)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.predict_button)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.predict_button)
+        run_row.addWidget(self.cancel_button)
+        layout.addLayout(run_row)
         layout.addWidget(QLabel("gene shown"))
         layout.addLayout(gene_row)
         layout.addWidget(self.status)
@@ -139,6 +145,10 @@ class PredictPanel(QGroupBox):
         """The chosen spot element, or None for virtual spots."""
         choice = self.spots.currentText()
         return None if choice in ("", VIRTUAL) else choice
+
+    def set_running(self, running: bool) -> None:
+        self.predict_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
 
     def set_genes(self, labels: list[str], shown: str | None = None) -> None:
         self.gene.blockSignals(True)

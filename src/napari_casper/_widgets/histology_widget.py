@@ -73,6 +73,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         self.train_panel.save_button.clicked.connect(lambda: self.save_checkpoint())
         self.train_panel.load_button.clicked.connect(lambda: self.load_checkpoint())
         self.predict_panel.predict_button.clicked.connect(self.start_prediction)
+        self.predict_panel.cancel_button.clicked.connect(self.cancel_prediction)
         self.predict_panel.gene.currentTextChanged.connect(self.show_gene)
         self.predict_panel.show_uncertainty.toggled.connect(lambda _on: self.show_gene())
         self.predict_panel.save_button.clicked.connect(lambda: self.save_predictions())
@@ -80,7 +81,7 @@ class HistologyWidget(RunsInBackground, QWidget):
     # -- plumbing ------------------------------------------------------------------------
     def _finished(self) -> None:
         self.train_panel.set_running(False)
-        self.predict_panel.predict_button.setEnabled(True)
+        self.predict_panel.set_running(False)
         if self._progress_bar is not None:
             self._progress_bar.close()
             self._progress_bar = None
@@ -223,7 +224,7 @@ class HistologyWidget(RunsInBackground, QWidget):
             self.runner.fail(err)
             return
         self._cancel.clear()
-        self.predict_panel.predict_button.setEnabled(False)
+        self.predict_panel.set_running(True)
         self.predict_panel.status.setText("predicting...")
         meta = layer.metadata.get(METADATA_KEY, {})
         job = SlidePrediction(None, slide, 0.0, layer.name, spots, sdata=meta.get("sdata"), store=meta.get("path"))
@@ -240,10 +241,21 @@ class HistologyWidget(RunsInBackground, QWidget):
         else:
             coords = virtual_spots_for(job.slide.detect_tissue(), diameter, pitch, layout=layout)
         job.diameter_px = float(diameter)
-        job.prediction = predictor.predict(job.slide.data, coords, diameter, cancel=self._cancel)
+        try:
+            job.prediction = predictor.predict(job.slide.data, coords, diameter, cancel=self._cancel)
+        except TrainingCancelled:
+            return None
         return job
 
-    def _predicted(self, job: SlidePrediction) -> None:
+    def cancel_prediction(self) -> None:
+        """Stop the running prediction at its next batch; the layers shown stay as they are."""
+        self._cancel.set()
+        self.predict_panel.status.setText("cancelling...")
+
+    def _predicted(self, job: SlidePrediction | None) -> None:
+        if job is None:
+            self.predict_panel.status.setText("prediction cancelled; the layers shown are unchanged")
+            return
         if job.image_layer not in self.viewer.layers:
             raise CasperInputError(f"image layer {job.image_layer!r} was closed while predicting; predict again.")
         job.geometry = spot_geometry(job, self.viewer.layers[job.image_layer])
