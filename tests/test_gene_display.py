@@ -81,3 +81,13 @@ def test_switcher_renders_each_spot_at_its_centre(xenium):
     shown = image[pix[:, 0], pix[:, 1]]
     expected = np.log1p(adata.X[:, 10].toarray().ravel())
     assert np.mean(np.isclose(shown, expected, rtol=1e-5)) > 0.95
+
+
+def test_a_table_layer_such_as_uncertainty_is_read_instead_of_x():
+    X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    table = _table(X, [0, 1, 2], ["g1", "g2"])
+    table.layers["uncertainty"] = X / 10
+    genes = TableGenes(table, "spots", [2, 0, 1], layer="uncertainty", transform="none")
+    np.testing.assert_allclose(genes.values("g2"), [0.5, 0.1, 0.3], rtol=1e-6)
+    with pytest.raises(CasperInputError, match="no layer 'spread'"):
+        TableGenes(table, "spots", [0, 1, 2], layer="spread")

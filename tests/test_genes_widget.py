@@ -85,3 +85,24 @@ def test_unknown_gene_is_reported_not_raised(make_napari_viewer, qtbot):
     widget.gene.setEditText("not-a-gene")
     widget._chosen()
     assert "not in this table" in widget.message.text()
+
+
+def test_a_table_layer_is_shown_in_its_own_layer(make_napari_viewer, qtbot):
+    """E.g. the uncertainty of saved histology predictions: matrix = a layer of the table."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-casper", "mob")
+    widget = GenesWidget(viewer)
+    meta = viewer.layers[widget.spots.currentText()].metadata["napari_casper"]
+    table = meta["sdata"].tables[widget.table.currentText()]
+    table.layers["doubled"] = table.X * 2
+    widget._fill_tables()
+    assert [widget.matrix.itemText(i) for i in range(widget.matrix.count())] == ["X", "doubled"]
+    widget.matrix.setCurrentText("doubled")
+    widget.transform.setCurrentText("none")
+    gene = widget.gene.itemText(3)
+    widget.show_gene(gene)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert widget.layer.name.endswith("[doubled]")
+    measured = table[:, gene].X
+    measured = 2 * np.asarray(measured.todense() if hasattr(measured, "todense") else measured).ravel()
+    np.testing.assert_allclose(np.sort(widget.layer.features["value"].to_numpy()), np.sort(measured), rtol=1e-6)

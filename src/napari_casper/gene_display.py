@@ -36,6 +36,8 @@ class TableGenes:
     transform
         ``"log1p"`` shows ``log1p(value)``; ``"none"`` the stored values; ``"auto"`` applies
         log1p when the table holds raw counts (:func:`napari_casper.preprocess.detect_normalization`).
+    layer
+        Read ``table.layers[layer]`` (e.g. a prediction's ``"uncertainty"``) instead of ``X``.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class TableGenes:
         region_key: str | None = None,
         instance_key: str | None = None,
         transform: str = "auto",
+        layer: str | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise CasperInputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}.")
@@ -76,13 +79,15 @@ class TableGenes:
         self.genes = [str(g) for g in table.var_names]
         self._column = {g: i for i, g in enumerate(self.genes)}
         self._lower = {g.lower(): i for i, g in reversed(list(enumerate(self.genes)))}
-        self._X = table.X
+        if layer is not None and layer not in table.layers:
+            raise CasperInputError(f"the table has no layer {layer!r} (it has {list(table.layers)}); choose X or one of those.")
+        self._X = table.X if layer is None else table.layers[layer]
         if sp.issparse(self._X) and not sp.isspmatrix_csc(self._X):
             self._X = sp.csc_matrix(self._X)
         if transform == "auto":
             from napari_casper.preprocess import detect_normalization
 
-            transform = "log1p" if detect_normalization(_sample_rows(table.X)) == "counts" else "none"
+            transform = "log1p" if detect_normalization(_sample_rows(self._X)) == "counts" else "none"
         self.transform = transform
 
     def resolve(self, gene: str) -> str:
@@ -176,8 +181,10 @@ def tables_for_element(sdata, element: str) -> list[str]:
     return names
 
 
-def table_genes(sdata, element: str, table_name: str, instance_ids, *, transform: str = "auto") -> TableGenes:
-    """:class:`TableGenes` for table ``table_name`` of ``sdata`` and spot element ``element``."""
+def table_genes(
+    sdata, element: str, table_name: str, instance_ids, *, transform: str = "auto", layer: str | None = None
+) -> TableGenes:
+    """:class:`TableGenes` for table ``table_name`` (``X`` or its ``layer``) of ``sdata`` and spot element ``element``."""
     if table_name not in sdata.tables:
         raise CasperInputError(f"no table {table_name!r} in this object (it has {list(sdata.tables)}).")
-    return TableGenes(sdata.tables[table_name], element, instance_ids, transform=transform)
+    return TableGenes(sdata.tables[table_name], element, instance_ids, transform=transform, layer=layer)

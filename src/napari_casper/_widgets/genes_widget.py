@@ -43,6 +43,8 @@ class GenesWidget(RunsInBackground, QWidget):
 
         self.spots = QComboBox()
         self.table = QComboBox()
+        self.matrix = QComboBox()
+        self.matrix.setToolTip("X: the table's values; or one of its layers (e.g. a prediction's uncertainty)")
         self.transform = QComboBox()
         self.transform.addItems(["auto", "log1p", "none"])
         self.transform.setToolTip("auto: log1p for raw counts, values as stored otherwise")
@@ -59,6 +61,7 @@ class GenesWidget(RunsInBackground, QWidget):
         form = QFormLayout()
         form.addRow("spots", self.spots)
         form.addRow("table", self.table)
+        form.addRow("matrix", self.matrix)
         form.addRow("values", self.transform)
         form.addRow("gene", self.gene)
         steps = QHBoxLayout()
@@ -73,6 +76,7 @@ class GenesWidget(RunsInBackground, QWidget):
         self.spots.currentIndexChanged.connect(self._fill_tables)
         self.table.currentIndexChanged.connect(self._fill_genes)
         self.transform.currentIndexChanged.connect(lambda *_: self._chosen())
+        self.matrix.currentIndexChanged.connect(lambda *_: self._chosen())
         self.gene.activated.connect(lambda *_: self._chosen())
         self.gene.lineEdit().returnPressed.connect(self._chosen)
         self.previous_button.clicked.connect(lambda: self.step(-1))
@@ -114,9 +118,13 @@ class GenesWidget(RunsInBackground, QWidget):
     def _fill_genes(self, *_) -> None:
         self.gene.blockSignals(True)
         self.gene.clear()
+        self.matrix.blockSignals(True)
+        self.matrix.clear()
         if self.table.currentText():
             meta = self._spots_layer().metadata[METADATA_KEY]
-            genes = [str(g) for g in meta["sdata"].tables[self.table.currentText()].var_names]
+            table = meta["sdata"].tables[self.table.currentText()]
+            self.matrix.addItems(["X", *map(str, table.layers.keys())])
+            genes = [str(g) for g in table.var_names]
             self.gene.addItems(genes)
             completer = QCompleter(genes, self.gene)
             completer.setCaseSensitivity(Qt.CaseInsensitive)
@@ -124,6 +132,7 @@ class GenesWidget(RunsInBackground, QWidget):
             self.gene.setCompleter(completer)
         self.gene.setCurrentIndex(-1)
         self.gene.blockSignals(False)
+        self.matrix.blockSignals(False)
 
     def _chosen(self) -> None:
         text = self.gene.currentText().strip()
@@ -140,7 +149,7 @@ class GenesWidget(RunsInBackground, QWidget):
 
     # -- showing ---------------------------------------------------------------------------
     def _wanted_key(self) -> tuple:
-        return (self.spots.currentText(), self.table.currentText(), self.transform.currentText())
+        return (self.spots.currentText(), self.table.currentText(), self.matrix.currentText(), self.transform.currentText())
 
     def show_gene(self, gene: str) -> None:
         """Show ``gene``: the first time for these spots/table in a worker (the raster is built
@@ -152,20 +161,23 @@ class GenesWidget(RunsInBackground, QWidget):
         table = self.table.currentText()
         if not table:
             raise CasperInputError(f"no table annotates the spots of {spots.name!r}: nothing to show.")
-        self.runner.run(self._build, self._built, spots, table, self.transform.currentText(), gene)
+        matrix = self.matrix.currentText()
+        self.runner.run(self._build, self._built, spots, table, matrix, self.transform.currentText(), gene)
         self.runner.say(f"preparing {spots.name} / {table} (once)...")
 
-    def _build(self, spots, table: str, transform: str, gene: str):
+    def _build(self, spots, table: str, matrix: str, transform: str, gene: str):
         from napari_casper.gene_display import GeneSwitcher, table_genes
         from napari_casper.value_layers import SpotGeometry
 
         meta = spots.metadata[METADATA_KEY]
         kwargs = {"size": spots.size, "affine": spots.affine.affine_matrix, "metadata": spots.metadata}
         geometry = SpotGeometry.from_points_kwargs(spots.data, kwargs)
-        genes = table_genes(meta["sdata"], meta["element"], table, meta["instance_ids"], transform=transform)
-        switcher = GeneSwitcher(geometry, genes, f"{LAYER_PREFIX}{meta['element']}/{table}")
+        layer = None if matrix in ("", "X") else matrix
+        genes = table_genes(meta["sdata"], meta["element"], table, meta["instance_ids"], transform=transform, layer=layer)
+        suffix = f" [{layer}]" if layer else ""
+        switcher = GeneSwitcher(geometry, genes, f"{LAYER_PREFIX}{meta['element']}/{table}{suffix}")
         layer_tuple = switcher.layer_tuple(gene)  # builds the raster for large sets
-        return (spots.name, table, transform), switcher, layer_tuple
+        return (spots.name, table, matrix, transform), switcher, layer_tuple
 
     def _built(self, result) -> None:
         from napari_casper._widgets._layer_sync import add_or_update
