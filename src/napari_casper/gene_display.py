@@ -149,7 +149,11 @@ class GeneSwitcher:
         """Layer-data tuple for the first display (builds the raster once for large sets)."""
         self.gene = self.genes.resolve(gene)
         values = self.genes.values(self.gene)
-        return value_layer(self.geometry, values, self.name, colormap=self.colormap, extra_metadata={"gene": self.gene})
+        layer = value_layer(self.geometry, values, self.name, colormap=self.colormap, extra_metadata={"gene": self.gene})
+        if self.is_raster:  # the switch buffers, touched now (in the worker) so no switch pays the page faults
+            shape = self.geometry.raster().index_map.shape
+            self._buffers = [np.full(shape, np.nan, np.float32) for _ in range(2)]
+        return layer
 
     def switch(self, gene: str) -> tuple[np.ndarray, tuple[float, float]]:
         """``(layer data or per-spot values, contrast limits)`` for ``gene``.
