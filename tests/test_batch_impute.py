@@ -201,6 +201,11 @@ def test_new_table_in_a_spatialdata_store_leaves_other_elements_alone(setup, tmp
     assert imputed.uns["spatialdata_attrs"]["region"] == "spots"
     np.testing.assert_array_equal(imputed.obs["spot_id"].to_numpy(), sdata.tables["table"].obs["spot_id"].to_numpy())
     np.testing.assert_allclose(np.asarray(imputed.X), written, rtol=1e-5, atol=1e-5)
+    # reopened, the spots keep their measured table (the imputed one sorts first but is a prediction)
+    from napari_casper.layers import spatialdata_to_layers
+
+    (spots_layer,) = [k for _, k, kind in spatialdata_to_layers(sdata) if kind == "points"]
+    assert spots_layer["metadata"]["napari_casper"]["table"] == "table"
 
     assert impute_to_zarr(model, store, genes, store=store, **CHUNKS).status == "already complete"
     other = impute_to_zarr(model, store, genes[:3], store=store, **CHUNKS)

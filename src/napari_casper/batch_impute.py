@@ -33,6 +33,7 @@ from anndata import AnnData
 from napari_casper import __version__, batch_store
 from napari_casper.batch_store import Block
 from napari_casper.errors import CasperInputError
+from napari_casper.layers import METADATA_KEY
 from napari_casper.spot_source import SpotSource, open_spots, spots_from_anndata
 
 DEFAULT_TABLE = "casper_imputed"
@@ -157,6 +158,7 @@ def _skeleton(state: _State, genes: list[str], manifest: dict, obs, obsm) -> Ann
     else:
         table = table_for_spots(AnnData(obs=obs_df, var=var, obsm=obsm or None), "spots")
     model = state.encoder.model
+    table.uns[METADATA_KEY] = {"kind": "casper_imputed"}  # predictions: never read back as measurements
     table.uns["casper"] = {
         "centroids": model.centroids.method,
         "panel_genes": list(model.panel_genes),

@@ -174,17 +174,6 @@ class GeneSwitcher:
         return values, limits
 
 
-def tables_for_element(sdata, element: str) -> list[str]:
-    """Names of every table that annotates the spot element ``element`` (measured and results)."""
-    names = []
-    for name, table in sdata.tables.items():
-        region = table.uns.get("spatialdata_attrs", {}).get("region")
-        regions = [region] if isinstance(region, str) else list(region or [])
-        if element in regions and table.n_vars > 0:
-            names.append(name)
-    return names
-
-
 def table_genes(
     sdata, element: str, table_name: str, instance_ids, *, transform: str = "auto", layer: str | None = None
 ) -> TableGenes:

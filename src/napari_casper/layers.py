@@ -25,6 +25,8 @@ MAX_FEATURE_VALUES = 20_000_000
 #: instead (software OpenGL redraws 1M points in 3-4 s per frame; the raster in ~20 ms)
 LARGE_SPOT_SET = 100_000
 METADATA_KEY = "napari_casper"
+#: ``uns["napari_casper"]["kind"]`` of tables that hold predictions, not measured expression
+PREDICTION_KINDS = ("casper_predictions", "casper_imputed", "histology_predictions")
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,43 @@ def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
     return (data if len(data) > 1 else data[0], kwargs, "image")
 
 
+def table_regions(table) -> list[str]:
+    """The elements a SpatialData table annotates (``uns["spatialdata_attrs"]["region"]``, as a list)."""
+    region = table.uns.get("spatialdata_attrs", {}).get("region")
+    return [region] if isinstance(region, str) else list(region or [])
+
+
+def is_prediction_table(table) -> bool:
+    """True for tables napari-casper wrote with predictions (CASPER, batch imputation, histology)."""
+    return table.uns.get(METADATA_KEY, {}).get("kind") in PREDICTION_KINDS
+
+
+def annotating_tables(sdata, element_name: str, *, measured_only: bool = True) -> list[str]:
+    """Names of the tables that annotate ``element_name`` (measured expression only, by default)."""
+    return [
+        name
+        for name, table in sdata.tables.items()
+        if element_name in table_regions(table) and not (measured_only and is_prediction_table(table))
+    ]
+
+
 def spot_table(sdata, element_name: str) -> SpotTable | None:
-    """The table that annotates ``element_name`` (first one found), or None."""
-    for table_name, table in sdata.tables.items():
-        if table.uns.get("napari_casper", {}).get("kind") == "casper_predictions":
-            continue  # results tables are shown as their own layers
-        attrs = table.uns.get("spatialdata_attrs", {})
-        region = attrs.get("region")
-        regions = [region] if isinstance(region, str) else list(region or [])
-        if element_name in regions:
-            return SpotTable(table_name, attrs["region_key"], attrs["instance_key"])
-    return None
+    """The table that annotates ``element_name``, or None.
+
+    A measured table when there is one: napari-casper's prediction tables beside it (e.g. a batch
+    imputation written into the store) are never taken for the measurements. Spots that only
+    predictions annotate (saved histology spots) get their prediction table; CASPER results
+    tables are left out, they are shown as their own layers.
+    """
+    names = annotating_tables(sdata, element_name) or [
+        name
+        for name in annotating_tables(sdata, element_name, measured_only=False)
+        if sdata.tables[name].uns[METADATA_KEY]["kind"] != "casper_predictions"
+    ]
+    if not names:
+        return None
+    attrs = sdata.tables[names[0]].uns["spatialdata_attrs"]
+    return SpotTable(names[0], attrs["region_key"], attrs["instance_key"])
 
 
 def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd.Index]:

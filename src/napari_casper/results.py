@@ -109,6 +109,7 @@ def results_layers(sdata, coordinate_system: str, spot_layers: dict[str, tuple])
     ``spot_layers`` maps spot element names to their Points layer-data tuples (which give
     positions, sizes and the affine).
     """
+    from napari_casper.layers import table_regions
     from napari_casper.value_layers import (
         DOMINANT_NAME,
         SpotGeometry,
@@ -122,7 +123,7 @@ def results_layers(sdata, coordinate_system: str, spot_layers: dict[str, tuple])
         if not is_results_table(table):
             continue
         attrs = table.uns["spatialdata_attrs"]
-        element = attrs["region"] if isinstance(attrs["region"], str) else attrs["region"][0]
+        element = table_regions(table)[0]
         if element not in spot_layers:
             continue
         data, kwargs, _ = spot_layers[element]

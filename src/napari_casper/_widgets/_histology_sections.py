@@ -62,7 +62,7 @@ def _stem(path: str | None, fallback: str) -> str:
 
 def sources_in_layers(viewer) -> list[SectionSource]:
     """Sections behind the open spots layers whose spots have a measured expression table."""
-    from napari_casper.histology.spatial import annotating_tables
+    from napari_casper.layers import annotating_tables
 
     found = []
     for layer in viewer.layers:

@@ -105,13 +105,14 @@ class GenesWidget(RunsInBackground, QWidget):
         return self.viewer.layers[name]
 
     def _fill_tables(self, *_) -> None:
-        from napari_casper.gene_display import tables_for_element
+        from napari_casper.layers import annotating_tables
 
         self.table.blockSignals(True)
         self.table.clear()
         if self.spots.currentText():
             meta = self._spots_layer().metadata[METADATA_KEY]
-            self.table.addItems(tables_for_element(meta["sdata"], meta["element"]))
+            tables = annotating_tables(meta["sdata"], meta["element"], measured_only=False)
+            self.table.addItems([name for name in tables if meta["sdata"].tables[name].n_vars > 0])
         self.table.blockSignals(False)
         self._fill_genes()
 

@@ -17,11 +17,14 @@ import pandas as pd
 from napari_casper.errors import CasperInputError
 from napari_casper.histology.sections import HistologySection
 from napari_casper.histology.tissue import TissueMask, detect_tissue
-from napari_casper.layers import affine_yx, default_coordinate_system, mean_scale, spot_element_names, spot_positions
-
-#: ``uns["napari_casper"]["kind"]`` of tables that hold predictions, not measured counts
-PREDICTION_KINDS = ("casper_predictions", "histology_predictions")
-
+from napari_casper.layers import (
+    affine_yx,
+    annotating_tables,
+    default_coordinate_system,
+    mean_scale,
+    spot_element_names,
+    spot_positions,
+)
 
 @dataclass
 class SlideImage:
@@ -176,23 +179,6 @@ def spots_in_image(sdata, spots_name: str, slide: SlideImage, *, min_inside: flo
             "not aligned. Fix their transformations, or choose the image the spots were measured on."
         )
     return pixels, diameter, ids
-
-
-def is_prediction_table(table) -> bool:
-    """True for tables written by napari-casper that hold predictions rather than measured counts."""
-    return table.uns.get("napari_casper", {}).get("kind") in PREDICTION_KINDS
-
-
-def annotating_tables(sdata, spots_name: str, *, measured_only: bool = True) -> list[str]:
-    """Names of the tables that annotate ``spots_name`` (measured expression only, by default)."""
-    names = []
-    for name, table in sdata.tables.items():
-        attrs = table.uns.get("spatialdata_attrs", {})
-        region = attrs.get("region")
-        regions = [region] if isinstance(region, str) else list(region or [])
-        if spots_name in regions and not (measured_only and is_prediction_table(table)):
-            names.append(name)
-    return names
 
 
 def expression_table(sdata, spots_name: str, instance_ids: pd.Index, table_name: str | None = None):

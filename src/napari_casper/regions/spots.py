@@ -88,6 +88,7 @@ def spot_context(
         spot_element_names,
         spot_positions,
         spot_table,
+        table_regions,
     )
 
     if spots not in spot_element_names(sdata):
@@ -106,10 +107,9 @@ def spot_context(
     if table not in sdata.tables:
         raise CasperInputError(f"no table named {table!r}; the data has tables {list(sdata.tables)}.")
     attrs = sdata.tables[table].uns.get("spatialdata_attrs", {})
-    region = attrs.get("region")
-    if spots not in ([region] if isinstance(region, str) else list(region or [])):
+    if spots not in table_regions(sdata.tables[table]):
         raise CasperInputError(
-            f"table {table!r} does not annotate spots {spots!r} (it annotates {region!r}): pick its table."
+            f"table {table!r} does not annotate spots {spots!r} (it annotates {attrs.get('region')!r}): pick its table."
         )
     cs = coordinate_system or default_coordinate_system(sdata)
     element = sdata.shapes[spots] if spots in sdata.shapes else sdata.points[spots]
