@@ -2,8 +2,8 @@
 
 A :class:`TableGenes` reads single gene columns of a table that annotates a spot element
 (measured counts, CASPER predictions, histology predictions), in the element's spot order.
-Sparse tables are converted to CSC once, so a column is a slice; dense, backed and dask
-tables are read column by column. Nothing holds more than the one gene being shown.
+Sparse tables are converted to CSC once (at the first gene read), so a column is a slice;
+dense, backed and dask tables are read column by column. Nothing holds more than the one gene being shown.
 
 A :class:`GeneSwitcher` turns such a column into the data of one value layer (a Points
 layer's feature up to :data:`~napari_casper.value_layers.POINTS_LIMIT` spots, a raster image
@@ -82,8 +82,6 @@ class TableGenes:
         if layer is not None and layer not in table.layers:
             raise CasperInputError(f"the table has no layer {layer!r} (it has {list(table.layers)}); choose X or one of those.")
         self._X = table.X if layer is None else table.layers[layer]
-        if sp.issparse(self._X) and not sp.isspmatrix_csc(self._X):
-            self._X = sp.csc_matrix(self._X)
         if transform == "auto":
             from napari_casper.preprocess import detect_normalization
 
@@ -104,6 +102,8 @@ class TableGenes:
         """``(n_spots,)`` float32 values of ``gene`` (NaN for spots without a row)."""
         j = self._column[self.resolve(gene)]
         X = self._X
+        if sp.issparse(X) and not sp.isspmatrix_csc(X):  # once, on the first gene: columns become slices
+            X = self._X = sp.csc_matrix(X)
         if sp.issparse(X):
             column = X[:, j].toarray().ravel()
         elif hasattr(X, "compute"):  # dask
@@ -113,10 +113,15 @@ class TableGenes:
         column = column.astype(np.float32, copy=False)
         if self.transform == "log1p":
             column = np.log1p(np.maximum(column, 0), dtype=np.float32)
+        return self.in_spot_order(column)
+
+    def in_spot_order(self, per_row: np.ndarray) -> np.ndarray:
+        """A vector over the table's rows ``(n_obs,)`` in the element's spot order (NaN: no row)."""
+        per_row = np.asarray(per_row, dtype=np.float32)
         if self._identity:
-            return column
+            return per_row
         out = np.full(self.n_spots, np.nan, dtype=np.float32)
-        out[self._present] = column[self._rows]
+        out[self._present] = per_row[self._rows]
         return out
 
 

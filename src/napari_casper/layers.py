@@ -266,12 +266,12 @@ def spots_overview_layer(sdata, element_name: str, data: np.ndarray, kwargs: dic
     link = spot_table(sdata, element_name)
     what = "spots"
     if link is not None:
+        from napari_casper.gene_display import TableGenes
+
         table = sdata.tables[link.name]
-        rows = table.obs[link.region_key].astype(str).to_numpy() == element_name
-        totals = np.asarray(table.X[np.flatnonzero(rows)].sum(axis=1)).ravel().astype(np.float32)
-        ids = table.obs[link.instance_key].to_numpy()[rows]
-        order = pd.Series(totals, index=ids).reindex(kwargs["metadata"][METADATA_KEY]["instance_ids"])
-        values = np.log1p(np.clip(order.to_numpy(dtype=np.float32), 0, None))
+        rows = TableGenes(table, element_name, kwargs["metadata"][METADATA_KEY]["instance_ids"], transform="none")
+        totals = rows.in_spot_order(np.asarray(table.X.sum(axis=1)).ravel())
+        values = np.log1p(np.clip(totals, 0, None))
         what = "total counts (log1p)"
     layer = value_layer(geometry, values, f"{element_name}: {what}", colormap="viridis", extra_metadata={"kind": "spots_overview"})
     return layer
