@@ -42,9 +42,7 @@ def build_drosophila() -> None:
 
 def build_mob() -> None:
     mob = ad.read_h5ad(SHARED / "mob" / "MOB1.h5ad")
-    # the shared file's var_names are gene biotypes ("protein_coding-13"); Ensembl ids identify genes
-    mob.var["biotype"] = [name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name for name in mob.var_names]
-    mob.var_names = mob.var["gene_ids"].astype(str).to_numpy()
+    # gene symbols as var_names, Ensembl ids in var["gene_ids"], biotype in var["gene_type"] (categorical)
     mob.uns["image"] = "mob1.jpg"
     mob.X = sp.csr_matrix(mob.X, dtype=np.float32)
     mob.write_h5ad(OUT / "mob1.h5ad", compression="gzip")

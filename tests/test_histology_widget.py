@@ -270,8 +270,8 @@ def test_wrong_steps_are_explained(histology, qtbot):
     open_section(viewer, "MOB3", drop_table=True)
     assert widget.sections.labels() == []  # an H&E-only slide is no training section
     open_section(viewer, "MOB1")
-    widget.sections.genes.setText("Penk, Doc2g")
+    widget.sections.genes.setText("Penk, NoSuchGene")
     start = len(notification_manager.records)
     widget.start_training()
-    assert any("Doc2g not found" in m and "gene_ids" in m for m in messages(start)), messages(start)
+    assert any("NoSuchGene not found" in m and "gene_ids" in m for m in messages(start)), messages(start)
     assert widget.predictor is None and widget.train_panel.train_button.isEnabled()

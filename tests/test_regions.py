@@ -33,8 +33,8 @@ from napari_casper.regions import (
     suggest_regions,
 )
 
-#: mouse olfactory bulb markers by Ensembl id (MOB var_names are gene biotypes, a data defect)
-PENK, NRGN = "ENSMUSG00000045573", "ENSMUSG00000053310"
+#: mouse olfactory bulb markers (gene symbols are the MOB var_names)
+PENK, NRGN = "Penk", "Nrgn"
 #: a layer whose data coordinates are a 2x-downsampled, shifted view of the spots' pixels
 HALF_RES_AFFINE = np.array([[2.0, 0.0, 100.0], [0.0, 2.0, -50.0], [0.0, 0.0, 1.0]])
 
@@ -272,8 +272,10 @@ def test_bad_inputs_give_clear_messages(c2, mob, tmp_path):
     ctx = spot_context(c2)
     with pytest.raises(CasperInputError, match=r"\['ERBB'\] are not in table.*ERBB2.*Fix"):
         suggest_regions(ctx, ["ERBB", "GRB7"])
-    with pytest.raises(CasperInputError, match="Ensembl"):
-        gene_values(spot_context(mob), ["Penk"])
+    with pytest.raises(CasperInputError, match="symbols vs Ensembl ids"):
+        gene_values(spot_context(mob), ["Penkk"])
+    by_id = gene_values(spot_context(mob), ["ENSMUSG00000045573"])["ENSMUSG00000045573"]  # via var["gene_ids"]
+    assert np.allclose(by_id, gene_values(spot_context(mob), ["Penk"])["Penk"])
     with pytest.raises(CasperInputError, match="no genes given"):
         suggest_regions(ctx, [])
     # an empty region: far away from every spot

@@ -26,7 +26,7 @@ def test_mob_sample():
     sdata = load_mob()
     table = sdata.tables["table"]
     assert table.shape == (379, 1000)
-    assert table.var_names[0].startswith("ENSMUSG")  # genes identified by Ensembl id
+    assert "Penk" in table.var_names and table.var.loc["Penk", "gene_ids"] == "ENSMUSG00000045573"  # symbols; ids in var
     assert np.allclose(table.X.data, np.round(table.X.data))  # raw counts
     assert sdata.images["image"].shape == (3, 1905, 1905)
 

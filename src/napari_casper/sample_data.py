@@ -5,7 +5,8 @@
   Karaiskos et al. 2017 scRNA-seq reference (1297 cells; the 2000 most variable genes plus all
   atlas genes) as a second table. BSD-3 (novosparc).
 * :func:`load_mob` -- mouse olfactory bulb section 1 (Stahl et al. 2016, legacy ST): H&E,
-  379 spots, raw counts of 1000 genes identified by Ensembl id. MIT (STUtility).
+  379 spots, raw counts of 1000 genes (symbols as var_names, Ensembl ids in
+  ``var["gene_ids"]``). MIT (STUtility).
 
 ``scripts/build_sample_data.py`` rebuilds the files from ``../shared/data``.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from histology_data import her2_sections, mob_sections  # noqa: F401 - fixtures
 
@@ -59,8 +60,15 @@ def test_baselines_reproduce_the_anchors(dataset, request):
 def test_markers_resolve_through_var_columns(mob_sections, her2_sections):
     mob = mob_sections[0].expression
     resolved = resolve_genes(MARKERS["mob"], mob, list(mob.var_names))
-    assert set(resolved) == {"Penk", "Cdhr1", "Nrgn"}  # MOB var_names are biotypes; ids in var["gene_ids"]
-    assert mob.var.loc[resolved["Penk"], "gene_ids"] == "ENSMUSG00000045573"
+    assert resolved == {g: g for g in MARKERS["mob"]}  # symbols as var_names
+    # a table named by Ensembl id, its symbols in a categorical var column (as 10x files have)
+    by_id = mob.copy()
+    by_id.var["symbol"] = pd.Categorical(by_id.var_names)
+    by_id.var_names = by_id.var["gene_ids"].astype(str).to_numpy()
+    assert resolve_genes(["Penk", "Nrgn"], by_id, list(by_id.var_names)) == {
+        "Penk": "ENSMUSG00000045573",
+        "Nrgn": "ENSMUSG00000053310",
+    }
     her2 = her2_sections[0].expression
     assert resolve_genes(MARKERS["her2st"], her2, list(her2.var_names)) == {g: g for g in MARKERS["her2st"]}
 

@@ -116,8 +116,9 @@ def test_training_genes_resolve_symbols_and_refuse_unknown_names():
     top = variable_genes(sections, 50)
     values = np.concatenate([log_normalised(s.expression, top) for s in sections])
     assert np.all(np.diff(values.var(axis=0)) <= 1e-6)  # most variable first
-    with pytest.raises(CasperInputError, match="Doc2g, NoSuchGene not found.*gene_ids"):
-        training_genes(sections, 50, ["Penk", "Doc2g", "NoSuchGene"])  # MOB var_names are biotypes
+    assert training_genes(sections, 50, ["ENSMUSG00000045573"])[0][0] == "Penk"  # an Ensembl id via var["gene_ids"]
+    with pytest.raises(CasperInputError, match="NoSuchGene, Penkk not found.*gene_ids"):
+        training_genes(sections, 50, ["Penk", "NoSuchGene", "Penkk"])
 
 
 def stand_in_prediction(adata: ad.AnnData, coords: np.ndarray, n_genes: int = 5) -> HistologyPrediction:

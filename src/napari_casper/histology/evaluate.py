@@ -41,13 +41,6 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "her2st": ("ERBB2", "GRB7", "KRT19", "EPCAM", "CD74", "MGP", "COL1A1"),
     "mob": ("Penk", "Doc2g", "Cdhr1", "Nrgn"),
 }
-#: Ensembl ids of the MOB markers, for data whose var_names are not symbols (checked against
-#: public tables; Doc2g's id could not be verified offline, so it resolves only by symbol)
-KNOWN_IDS: dict[str, str] = {
-    "Penk": "ENSMUSG00000045573",
-    "Nrgn": "ENSMUSG00000053310",
-    "Cdhr1": "ENSMUSG00000021803",
-}
 N_TOP = 50
 
 
@@ -55,20 +48,22 @@ def resolve_genes(names: Sequence[str], adata, available: Sequence[str]) -> dict
     """Map marker names to entries of ``available`` (a subset of ``adata.var_names``).
 
     A name matches a ``var_names`` entry directly, or a value of any text ``var`` column (e.g.
-    ``gene_ids``), also through its id in :data:`KNOWN_IDS`. Unresolved names are left out.
+    ``gene_ids``, categorical columns included). Unresolved names are left out.
     """
     available_set = set(available)
-    columns = [adata.var[c].astype(str).to_numpy() for c in adata.var.columns if not np.issubdtype(adata.var[c].dtype, np.number)]
+    columns = [
+        adata.var[c].astype(str).to_numpy()
+        for c in adata.var.columns
+        if not pd.api.types.is_numeric_dtype(adata.var[c])  # categorical and object columns hold names
+    ]
     out: dict[str, str] = {}
     for name in names:
-        for key in (name, KNOWN_IDS.get(name)):
-            if key in available_set:
-                out[name] = key
-                break
-            hits = [n for col in columns for n in adata.var_names[col == key] if n in available_set] if key else []
-            if hits:
-                out[name] = hits[0]
-                break
+        if name in available_set:
+            out[name] = name
+            continue
+        hits = [n for col in columns for n in adata.var_names[col == name] if n in available_set]
+        if hits:
+            out[name] = hits[0]
     return out
 
 
