@@ -99,9 +99,9 @@ def replicate(st: ad.AnnData, n_cells: int, seed: int = 1) -> ad.AnnData:
 
 def bench_inference(model, st: ad.AnnData, threads: int) -> dict:
     """Encoder throughput with 1 and ``threads`` torch threads; decode from the cached state."""
-    from napari_casper.batch_store import decode_block
-    from napari_casper.device import torch_threads
-    from napari_casper.impute import SpotEncoder
+    from napari_casper.casper.batch.store import decode_block
+    from napari_casper.casper.imputation import SpotEncoder
+    from napari_casper.runtime.device import torch_threads
 
     encoder = SpotEncoder(model, device="cpu")
     chunk, out = 65536, {}
@@ -190,7 +190,7 @@ def same_values(a: Path, b: Path) -> bool:
 
 
 def bench_size(label, model_path, model, st, workdir: Path, args) -> None:
-    from napari_casper.train import pearson_per_gene
+    from napari_casper.casper.training import pearson_per_gene
 
     print(f"\n== {label}: {st.n_obs:,} cells x {st.n_vars} panel genes -> {len(model.centroids.genes):,} genes ==", flush=True)
     inf = bench_inference(model, st, args.threads)
@@ -241,8 +241,8 @@ def bench_size(label, model_path, model, st, workdir: Path, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_casper.checkpoint import save_checkpoint
-    from napari_casper.train import train_casper
+    from napari_casper.casper.checkpoint import save_checkpoint
+    from napari_casper.casper.training import train_casper
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1_000_000, help="replicated size (0: native size only)")

@@ -14,10 +14,10 @@ Run from the repository root with ``../shared/data`` beside it. Three measuremen
    (optimisation loop only), inference spots/s (encoding every spot once), and the accuracy of
    the hidden half of the panel as a sanity check.
 2. **Attention over cached keys/values** for 100,000 spots x 300 panel genes with 50 centroids
-   (:class:`~napari_casper.impute.CasperImputer` construction: input checks, standardisation,
+   (:class:`~napari_casper.casper.imputation.CasperImputer` construction: input checks, standardisation,
    queries, attention, hidden state). Target: < 2 s on 2 CPU cores.
 3. **Decoding one gene for 1,000,000 spots** from the cached state
-   (:meth:`~napari_casper.impute.CasperImputer.predict_gene`). Target: < 0.1 s.
+   (:meth:`~napari_casper.casper.imputation.CasperImputer.predict_gene`). Target: < 0.1 s.
 
 Measurements 2 and 3 time the real code path with random (untrained) weights and random
 non-negative inputs: the cost does not depend on the values.
@@ -33,11 +33,11 @@ import anndata as ad
 import numpy as np
 import torch
 
-from napari_casper.centroids import Centroids
-from napari_casper.impute import CasperImputer
-from napari_casper.models.bundle import CasperModel
-from napari_casper.models.casper import CentroidCrossAttention
-from napari_casper.train import CasperConfig, pearson_per_gene, train_casper
+from napari_casper.casper.centroids import Centroids
+from napari_casper.casper.imputation import CasperImputer
+from napari_casper.casper.model import CasperModel
+from napari_casper.casper.network import CentroidCrossAttention
+from napari_casper.casper.training import CasperConfig, pearson_per_gene, train_casper
 
 XENIUM = Path("..") / "shared" / "data" / "xenium" / "xenium_mouse_brain.h5ad"
 
@@ -95,7 +95,7 @@ def bench_xenium(steps: int, threads: int, device: str, copies: int = 1) -> None
 
 
 def torch_threads_ctx(threads: int):
-    from napari_casper.device import torch_threads
+    from napari_casper.runtime.device import torch_threads
 
     return torch_threads(threads)
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=1, help="replicate the Xenium ST half (55: ~1M cells)")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     args = parser.parse_args(argv)
-    from napari_casper.device import describe, select_device
+    from napari_casper.runtime.device import describe, select_device
 
     device = select_device(args.device)
     torch.set_num_threads(args.threads)

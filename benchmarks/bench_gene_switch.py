@@ -39,7 +39,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_casper.value_layers import SpotGeometry, value_layer
+    from napari_casper.display.value_layers import SpotGeometry, value_layer
 
     coords, values = xenium_spots(args.copies)
     n = len(coords)

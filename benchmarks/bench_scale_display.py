@@ -46,8 +46,8 @@ def tiled_xenium(copies: int, seed: int = 0):
 
 def store_for(copies: int, cache: Path) -> tuple[Path, float]:
     """A SpatialData store of the tiled cells (written once; returns its path and write time)."""
-    from napari_casper.convert import anndata_to_spatialdata
-    from napari_casper.io import save_spatialdata
+    from napari_casper.io.convert import anndata_to_spatialdata
+    from napari_casper.io.stores import save_spatialdata
 
     path = cache / f"xenium_x{copies}.zarr"
     if path.exists():
@@ -69,9 +69,9 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_casper._widgets.genes_widget import GenesWidget
-    from napari_casper.io import read_spatialdata
-    from napari_casper.layers import spatialdata_to_layers
+    from napari_casper._widgets.genes.widget import GenesWidget
+    from napari_casper.display.layers import spatialdata_to_layers
+    from napari_casper.io.stores import read_spatialdata
 
     path, write_s = store_for(args.copies, args.cache)
     viewer = napari.Viewer(show=True)

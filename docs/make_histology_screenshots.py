@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from _screenshots import new_viewer, shot
-from napari_casper._widgets._histology_predict_panel import VIRTUAL
-from napari_casper._widgets.histology_widget import HistologyWidget
-from napari_casper.io import read_h5ad_spatial
-from napari_casper.layers import spatialdata_to_layers
+
+from napari_casper._widgets.histology.predict_panel import VIRTUAL
+from napari_casper._widgets.histology.widget import HistologyWidget
+from napari_casper.display.layers import spatialdata_to_layers
+from napari_casper.io.stores import read_h5ad_spatial
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mob"
 

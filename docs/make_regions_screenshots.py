@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _screenshots import new_viewer, shot
-from napari_casper._widgets.regions_widget import RegionsWidget
+
+from napari_casper._widgets.regions.widget import RegionsWidget
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "her2st"
 

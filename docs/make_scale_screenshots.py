@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from _screenshots import new_viewer, shot
-from napari_casper._widgets.genes_widget import GenesWidget
+
+from napari_casper._widgets.genes.widget import GenesWidget
 
 ROOT = Path(__file__).resolve().parents[1]
 XENIUM = ROOT.parent / "shared" / "data" / "xenium" / "xenium_mouse_brain.h5ad"

@@ -11,7 +11,7 @@ import napari
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 
-from napari_casper._widgets.casper_widget import CasperWidget, grid_of
+from napari_casper._widgets.casper.widget import CasperWidget, grid_of
 
 OUT = Path(__file__).parent / "images"
 

@@ -7,16 +7,16 @@ import sys
 import anndata as ad
 import numpy as np
 import pytest
-
 from conftest import drosophila_subset
-from napari_casper.baselines import (
+
+from napari_casper.errors import CasperInputError
+from napari_casper.evaluate.baselines import (
     _looks_like_raw_counts,
     impute_knn,
     impute_reference_mean,
     impute_tangram,
     impute_tangram_clusters,
 )
-from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.metrics import pearson
 
 

@@ -14,16 +14,16 @@ import anndata as ad
 import numpy as np
 import pytest
 import zarr
-
-from napari_casper import batch_store
-from napari_casper.batch_impute import impute_to_zarr
-from napari_casper.checkpoint import save_checkpoint
-from napari_casper.cli import main
-from napari_casper.convert import anndata_to_spatialdata
-from napari_casper.errors import CasperInputError
-from napari_casper.impute import CasperImputer
-from napari_casper.train import train_casper
 from conftest import shared_path
+
+from napari_casper.casper.batch import store as batch_store
+from napari_casper.casper.batch.impute import impute_to_zarr
+from napari_casper.casper.checkpoint import save_checkpoint
+from napari_casper.casper.imputation import CasperImputer
+from napari_casper.casper.training import train_casper
+from napari_casper.cli import main
+from napari_casper.errors import CasperInputError
+from napari_casper.io.convert import anndata_to_spatialdata
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr", "run"]
 CHUNKS = {"spot_chunk": 700, "gene_chunk": 8}
@@ -202,7 +202,7 @@ def test_new_table_in_a_spatialdata_store_leaves_other_elements_alone(setup, tmp
     np.testing.assert_array_equal(imputed.obs["spot_id"].to_numpy(), sdata.tables["table"].obs["spot_id"].to_numpy())
     np.testing.assert_allclose(np.asarray(imputed.X), written, rtol=1e-5, atol=1e-5)
     # reopened, the spots keep their measured table (the imputed one sorts first but is a prediction)
-    from napari_casper.layers import spatialdata_to_layers
+    from napari_casper.display.layers import spatialdata_to_layers
 
     (spots_layer,) = [k for _, k, kind in spatialdata_to_layers(sdata) if kind == "points"]
     assert spots_layer["metadata"]["napari_casper"]["table"] == "table"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_casper._widgets.casper_widget import CasperWidget, grid_of
-from napari_casper.impute import CasperImputer
+from napari_casper._widgets.casper.widget import CasperWidget, grid_of
+from napari_casper.casper.imputation import CasperImputer
 
 pytestmark = pytest.mark.gui
 

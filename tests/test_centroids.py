@@ -5,11 +5,11 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-
-from napari_casper.centroids import compute_centroids
-from napari_casper.errors import CasperInputError
-from napari_casper.preprocess import dense
 from conftest import shared_path
+
+from napari_casper.casper.centroids import compute_centroids
+from napari_casper.casper.preprocess import dense
+from napari_casper.errors import CasperInputError
 
 
 @pytest.fixture(scope="module")

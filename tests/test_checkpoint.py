@@ -6,13 +6,13 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 
 from napari_casper import __version__
-from napari_casper.checkpoint import load_checkpoint, save_checkpoint
+from napari_casper.casper.checkpoint import load_checkpoint, save_checkpoint
+from napari_casper.casper.imputation import CasperImputer
+from napari_casper.casper.training import train_casper
 from napari_casper.errors import CheckpointMismatchError
-from napari_casper.impute import CasperImputer
-from napari_casper.train import train_casper
-from conftest import shared_path
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr"]
 

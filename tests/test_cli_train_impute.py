@@ -5,9 +5,9 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from napari_casper.cli import main
-from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import shared_path
-from napari_casper.convert import (
+
+from napari_casper.errors import CasperInputError
+from napari_casper.io.convert import (
     anndata_to_spatialdata,
     estimate_spot_diameter,
     legacy_st_to_spatialdata,
     read_image_file,
 )
-from napari_casper.errors import CasperInputError
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_casper.device import autocast, autocast_dtype, describe, grad_scaler, select_device, to_device
 from napari_casper.errors import CasperInputError
+from napari_casper.runtime.device import autocast, autocast_dtype, describe, grad_scaler, select_device, to_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
 
 def test_auto_falls_back_to_cpu_without_accelerators(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("napari_casper.device._mps_available", lambda: False)
+    monkeypatch.setattr("napari_casper.runtime.device._mps_available", lambda: False)
     device = select_device("auto")
     assert device.type == "cpu"
     assert autocast_dtype(device) is None and not grad_scaler(device).is_enabled()
@@ -36,12 +36,12 @@ def test_cpu_copies_and_autocast_are_plain_fp32():
 
 def test_training_on_auto_device_without_gpu_matches_cpu(monkeypatch):
     """"auto" on a CPU-only machine gives exactly the CPU model (clean fallback)."""
-    from napari_casper.impute import CasperImputer
-    from napari_casper.sample_data import load_drosophila_atlas, load_drosophila_reference
-    from napari_casper.train import train_casper
+    from napari_casper.casper.imputation import CasperImputer
+    from napari_casper.casper.training import train_casper
+    from napari_casper.io.samples import load_drosophila_atlas, load_drosophila_reference
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("napari_casper.device._mps_available", lambda: False)
+    monkeypatch.setattr("napari_casper.runtime.device._mps_available", lambda: False)
     st, ref = load_drosophila_atlas()[:, :30].copy(), load_drosophila_reference()
     a = train_casper(st, ref, max_steps=10, steps_per_epoch=5, device="auto", seed=1, refit=False)
     b = train_casper(st, ref, max_steps=10, steps_per_epoch=5, device="cpu", seed=1, refit=False)
@@ -52,9 +52,9 @@ def test_training_on_auto_device_without_gpu_matches_cpu(monkeypatch):
 
 @needs_cuda
 def test_cuda_mixed_precision_training_and_inference_track_cpu():
-    from napari_casper.impute import CasperImputer
-    from napari_casper.sample_data import load_drosophila_atlas, load_drosophila_reference
-    from napari_casper.train import train_casper
+    from napari_casper.casper.imputation import CasperImputer
+    from napari_casper.casper.training import train_casper
+    from napari_casper.io.samples import load_drosophila_atlas, load_drosophila_reference
 
     device = select_device("cuda")
     assert autocast_dtype(device) in (torch.bfloat16, torch.float16)

@@ -7,8 +7,8 @@ import importlib
 import anndata as ad
 import numpy as np
 import pytest
-
 from conftest import drosophila_subset
+
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate import METHODS, resolve_method, run_benchmark, split_genes
 from napari_casper.evaluate.metrics import METRICS
@@ -151,12 +151,12 @@ def test_label_key_reaches_methods_that_take_it(drosophila):
 def test_every_registered_baseline_resolves():
     for name in ("knn", "mean", "tangram", "tangram_clusters"):
         assert callable(resolve_method(name))
-    assert METHODS["casper"] == "napari_casper.impute:impute_with_casper"
+    assert METHODS["casper"] == "napari_casper.casper.imputation:impute_with_casper"
 
 
 def _casper_available() -> bool:
     try:
-        module = importlib.import_module("napari_casper.impute")
+        module = importlib.import_module("napari_casper.casper.imputation")
     except ModuleNotFoundError:
         return False
     return hasattr(module, "impute_with_casper")
@@ -164,7 +164,7 @@ def _casper_available() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not _casper_available(), reason="napari_casper.impute has no impute_with_casper yet"
+    not _casper_available(), reason="napari_casper.casper.imputation has no impute_with_casper yet"
 )
 def test_casper_runs_under_the_protocol(drosophila):
     st, ref = drosophila
@@ -180,6 +180,6 @@ def test_casper_runs_under_the_protocol(drosophila):
 def test_unavailable_method_is_an_input_error(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "napari_casper.impute", None)  # as if the engine were absent
+    monkeypatch.setitem(sys.modules, "napari_casper.casper.imputation", None)  # as if the engine were absent
     with pytest.raises(CasperInputError, match="'casper' is not available"):
         resolve_method("casper")

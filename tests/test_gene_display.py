@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import shared_path
 from spatialdata.models import TableModel
 
-from conftest import shared_path
+from napari_casper.display.gene_display import GeneSwitcher, TableGenes
+from napari_casper.display.value_layers import POINTS_LIMIT, SpotGeometry
 from napari_casper.errors import CasperInputError
-from napari_casper.gene_display import GeneSwitcher, TableGenes
-from napari_casper.value_layers import POINTS_LIMIT, SpotGeometry
 
 
 def _table(X, ids, genes, element="spots"):

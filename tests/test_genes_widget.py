@@ -5,9 +5,9 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-
 from conftest import shared_path
-from napari_casper._widgets.genes_widget import GenesWidget
+
+from napari_casper._widgets.genes.widget import GenesWidget
 
 pytestmark = pytest.mark.gui
 

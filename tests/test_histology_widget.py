@@ -15,20 +15,19 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import shared_path
 from napari.utils.notifications import notification_manager
 from scipy.spatial import cKDTree
 from spatialdata.transformations import Scale, Sequence, Translation, set_transformation
 
-from conftest import shared_path
-from napari_casper._widgets._histology_predict_panel import VIRTUAL
-from napari_casper._widgets.histology_widget import HistologyWidget
-from napari_casper.convert import read_image_file, spots_element
+from napari_casper._widgets.histology.predict_panel import VIRTUAL
+from napari_casper._widgets.histology.widget import HistologyWidget
+from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.evaluate.metrics import pearson
-from napari_casper.histology.evaluate import resolve_genes
+from napari_casper.histology.genes import log_normalised, resolve_genes
 from napari_casper.histology.tissue import detect_tissue
-from napari_casper.histology.train import log_normalised
-from napari_casper.io import read_h5ad_spatial, read_spatialdata
-from napari_casper.layers import spatialdata_to_layers
+from napari_casper.io.convert import read_image_file, spots_element
+from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata
 
 pytestmark = pytest.mark.gui
 
@@ -253,7 +252,7 @@ def test_manifest_offers_the_widget():
     manifest = PluginManifest.from_file(Path(__file__).parents[1] / "src" / "napari_casper" / "napari.yaml")
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     widgets = {w.display_name: commands[w.command] for w in manifest.contributions.widgets}
-    assert widgets["Histology"] == "napari_casper._widgets.histology_widget:HistologyWidget"
+    assert widgets["Histology"] == "napari_casper._widgets.histology.widget:HistologyWidget"
 
 
 def test_wrong_steps_are_explained(histology, qtbot):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-
-from napari_casper.errors import CasperInputError
-from napari_casper.impute import CasperImputer, impute_with_casper
-from napari_casper.train import train_casper
 from conftest import shared_path
+
+from napari_casper.casper.batch.output import write_imputation
+from napari_casper.casper.imputation import CasperImputer, impute_with_casper
+from napari_casper.casper.training import train_casper
+from napari_casper.errors import CasperInputError
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr", "run"]
 
@@ -58,7 +59,7 @@ def test_attention_maps(imputer):
 @pytest.mark.parametrize("suffix", [".zarr", ".h5ad"])
 def test_chunked_output_equals_in_memory(imputer, tmp_path, suffix):
     genes = imputer.genes[:37] + HELD_OUT
-    path = imputer.write(genes, tmp_path / f"out{suffix}", spot_chunk=700, gene_chunk=8)
+    path = write_imputation(imputer, genes, tmp_path / f"out{suffix}", spot_chunk=700, gene_chunk=8)
     out = ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
     assert list(out.var_names) == genes and list(out.obs_names) == list(imputer.obs_names)
     # blocks are computed independently: equal up to float32 summation order
@@ -67,7 +68,7 @@ def test_chunked_output_equals_in_memory(imputer, tmp_path, suffix):
     assert lazy.chunks[1][0] == 16
     np.testing.assert_allclose(lazy[:, 40:].compute(), imputer.predict(genes[40:]), rtol=1e-5, atol=1e-5)
     with pytest.raises(CasperInputError, match="already exists"):
-        imputer.write(genes, path)
+        write_imputation(imputer, genes, path)
 
 
 def test_unknown_gene_raises(imputer):

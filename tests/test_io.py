@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
-from napari_casper.convert import spots_element
+
 from napari_casper.errors import CasperInputError
-from napari_casper.io import (
+from napari_casper.io.convert import spots_element
+from napari_casper.io.stores import (
     read_any,
     read_h5ad_spatial,
     read_spatialdata,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-
 from conftest import shared_path
-from napari_casper.convert import anndata_to_spatialdata, read_image_file
+
+from napari_casper.display.layers import spatialdata_to_layers, spots_layer
 from napari_casper.errors import CasperInputError
-from napari_casper.layers import spatialdata_to_layers, spots_layer
-from napari_casper.sample_data import load_drosophila
+from napari_casper.io.convert import anndata_to_spatialdata, read_image_file
+from napari_casper.io.samples import load_drosophila
 
 
 def tissue_mask(rgb: np.ndarray) -> np.ndarray:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
-
 from conftest import shared_path
-from napari_casper.convert import anndata_to_spatialdata
-from napari_casper.layers import LARGE_SPOT_SET, spatialdata_to_layers
+
+from napari_casper.display.layers import LARGE_SPOT_SET, spatialdata_to_layers
+from napari_casper.io.convert import anndata_to_spatialdata
 
 
 def test_large_section_gets_a_total_counts_raster_and_hidden_points():

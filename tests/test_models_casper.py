@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_casper.models.casper import CentroidCrossAttention, standardize_profiles
+from napari_casper.casper.network import CentroidCrossAttention, standardize_profiles
 
 P, C, B = 12, 30, 40
 

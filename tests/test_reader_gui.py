@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
-from napari_casper.io import read_h5ad_spatial, save_spatialdata
+
+from napari_casper.io.stores import read_h5ad_spatial, save_spatialdata
 
 pytestmark = pytest.mark.gui
 

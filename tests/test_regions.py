@@ -9,12 +9,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from shapely.geometry import Point, Polygon
 
-from conftest import shared_path
-from napari_casper.convert import anndata_to_spatialdata
 from napari_casper.errors import CasperInputError
-from napari_casper.io import read_spatialdata, save_spatialdata
+from napari_casper.io.convert import anndata_to_spatialdata
+from napari_casper.io.stores import read_spatialdata, save_spatialdata
 from napari_casper.regions import (
     HER2_TUMOUR_MARKERS,
     RegionClasses,

@@ -6,14 +6,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from napari.utils.notifications import notification_manager
 
-from conftest import shared_path
-from napari_casper._widgets.regions_widget import PREVIEW_NAME, RegionsWidget
-from napari_casper.convert import anndata_to_spatialdata
+from napari_casper._widgets.regions.layers import PREVIEW_NAME
+from napari_casper._widgets.regions.widget import RegionsWidget
+from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.errors import CasperInputError
-from napari_casper.io import read_h5ad_spatial, read_spatialdata, save_spatialdata
-from napari_casper.layers import spatialdata_to_layers
+from napari_casper.io.convert import anndata_to_spatialdata
+from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata, save_spatialdata
 from napari_casper.regions import (
     HER2_TUMOUR_MARKERS,
     RegionSet,

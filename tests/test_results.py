@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_casper.casper.results import ATTENTION_KEY, predictions_table, save_predictions
+from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.errors import CasperInputError
-from napari_casper.io import read_spatialdata, save_spatialdata
-from napari_casper.layers import spatialdata_to_layers
-from napari_casper.results import ATTENTION_KEY, next_free_name, predictions_table, save_predictions
-from napari_casper.sample_data import load_drosophila
+from napari_casper.io.samples import load_drosophila
+from napari_casper.io.stores import next_free_name, read_spatialdata, save_spatialdata
 
 
 @pytest.fixture(scope="module")

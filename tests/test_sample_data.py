@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_casper.sample_data import SAMPLE_DIR, load_drosophila, load_mob
+from napari_casper.io.samples import SAMPLE_DIR, load_drosophila, load_mob
 
 
 def test_packaged_data_is_small():

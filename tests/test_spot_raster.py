@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_casper.display.spot_raster import SpotRaster
 from napari_casper.errors import CasperInputError
-from napari_casper.sample_data import load_drosophila_atlas
-from napari_casper.spot_raster import SpotRaster
+from napari_casper.io.samples import load_drosophila_atlas
 
 
 def pixel_centres_world(raster: SpotRaster, rows, cols):

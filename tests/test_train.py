@@ -8,11 +8,11 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
-
-from napari_casper.errors import CasperInputError, TrainingCancelled
-from napari_casper.impute import CasperImputer
-from napari_casper.train import CasperConfig, pearson_per_gene, train_casper
 from conftest import shared_path
+
+from napari_casper.casper.imputation import CasperImputer
+from napari_casper.casper.training import CasperConfig, pearson_per_gene, train_casper
+from napari_casper.errors import CasperInputError, TrainingCancelled
 
 #: ten Drosophila atlas genes held out of the ST panel (never seen in training)
 HELD_OUT = ["eve", "ftz", "h", "run", "odd", "prd", "sna", "gt", "Kr", "hb"]

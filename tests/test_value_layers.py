@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_casper import value_layers
-from napari_casper.layers import spots_layer
-from napari_casper.sample_data import load_drosophila
-from napari_casper.value_layers import SpotGeometry, category_colours, value_layer
+from napari_casper.display import value_layers
+from napari_casper.display.layers import spots_layer
+from napari_casper.display.value_layers import SpotGeometry, category_colours, value_layer
+from napari_casper.io.samples import load_drosophila
 
 
 def drosophila_geometry():

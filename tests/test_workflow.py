@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_casper.casper.workflow import CasperWorkflow
+from napari_casper.display.layers import spots_layer
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
-from napari_casper.layers import spots_layer
-from napari_casper.sample_data import load_drosophila, load_mob
-from napari_casper.workflow import CasperWorkflow
+from napari_casper.io.samples import load_drosophila, load_mob
 
 HELD_OUT = ["eve", "ftz", "hb", "Kr"]
 

@@ -7,8 +7,8 @@ import pytest
 
 from napari_casper._writer import write_layers
 from napari_casper.errors import CasperInputError
-from napari_casper.io import read_spatialdata, save_spatialdata
-from napari_casper.sample_data import load_mob
+from napari_casper.io.samples import load_mob
+from napari_casper.io.stores import read_spatialdata, save_spatialdata
 
 
 @pytest.fixture()

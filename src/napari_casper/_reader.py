@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_casper.io import is_spatialdata_store
+from napari_casper.io.stores import is_spatialdata_store
 
 
 def napari_get_reader(path):
@@ -25,8 +25,8 @@ def napari_get_reader(path):
 
 def read_spatial(path):
     """Layer-data tuples for every image and spot element of a SpatialData store or h5ad."""
-    from napari_casper.io import read_any
-    from napari_casper.layers import spatialdata_to_layers
+    from napari_casper.display.layers import spatialdata_to_layers
+    from napari_casper.io.stores import read_any
 
     if isinstance(path, list):
         path = path[0]

@@ -21,7 +21,7 @@ def _layer_element(data, meta: dict, layer_type: str):
     transform = Affine(affine, input_axes=("y", "x"), output_axes=("y", "x"))
     cs = meta.get("metadata", {}).get("napari_casper", {}).get("coordinate_system", "global")
     if layer_type == "points":
-        from napari_casper.convert import spots_element
+        from napari_casper.io.convert import spots_element
 
         xy = np.asarray(data)[:, ::-1]
         size = np.atleast_1d(meta.get("size", 1.0)).astype(float)
@@ -42,7 +42,7 @@ def write_layers(path: str, layer_data: list[tuple]) -> list[str]:
     """Write each (data, meta, type) as a new element of the SpatialData store at ``path``."""
     import spatialdata as sd
 
-    from napari_casper.io import is_spatialdata_store, save_spatialdata, write_new_element
+    from napari_casper.io.stores import is_spatialdata_store, save_spatialdata, write_new_element
 
     target = Path(path)
     if target.suffix != ".zarr":

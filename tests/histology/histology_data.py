@@ -6,7 +6,6 @@ Import the fixtures into a test module with ``from histology_data import mob_sec
 from __future__ import annotations
 
 import pytest
-
 from conftest import shared_path
 
 

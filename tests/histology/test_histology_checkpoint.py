@@ -8,8 +8,9 @@ import torch
 from histology_data import mob_sections  # noqa: F401 - fixture
 
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
-from napari_casper.histology.predict import HistologyPredictor
-from napari_casper.histology.train import HistologyConfig, train_histology
+from napari_casper.histology.checkpoint import load_predictor, save_predictor
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.train import train_histology
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,8 @@ def predictor(mob_sections):
 
 def test_round_trip_gives_identical_predictions(predictor, mob_sections, tmp_path):
     path = tmp_path / "histology.pt"
-    predictor.save(path)
-    loaded = HistologyPredictor.load(path)
+    save_predictor(predictor, path)
+    loaded = load_predictor(path)
     test = mob_sections[3]
     for head in ("ridge", "retrieval", "ensemble", "crossmodal"):
         a = predictor.predict(test.image, test.coords, test.spot_diameter_px, head=head)
@@ -34,23 +35,23 @@ def test_round_trip_gives_identical_predictions(predictor, mob_sections, tmp_pat
 
 def test_gene_mismatch_is_a_clear_error(predictor, tmp_path):
     path = tmp_path / "histology.pt"
-    predictor.save(path)
-    HistologyPredictor.load(path, expected_genes=predictor.genes[:3])
+    save_predictor(predictor, path)
+    load_predictor(path, expected_genes=predictor.genes[:3])
     with pytest.raises(CheckpointMismatchError, match="Penk_missing.*retrain"):
-        HistologyPredictor.load(path, expected_genes=["Penk_missing"])
+        load_predictor(path, expected_genes=["Penk_missing"])
 
 
 def test_foreign_or_newer_files_are_refused(predictor, tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"format": "something-else"}, other)
     with pytest.raises(CheckpointMismatchError, match="not a histology checkpoint"):
-        HistologyPredictor.load(other)
+        load_predictor(other)
     path = tmp_path / "histology.pt"
-    predictor.save(path)
+    save_predictor(predictor, path)
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = 99
     torch.save(payload, path)
     with pytest.raises(CheckpointMismatchError, match="upgrade"):
-        HistologyPredictor.load(path)
+        load_predictor(path)
     with pytest.raises(CasperInputError, match="does not exist"):
-        HistologyPredictor.load(tmp_path / "absent.pt")
+        load_predictor(tmp_path / "absent.pt")

@@ -8,8 +8,8 @@ import pytest
 from histology_data import mob_path
 
 from napari_casper.cli import main
-from napari_casper.histology.evaluate import resolve_genes
-from napari_casper.histology.predict import HistologyPredictor
+from napari_casper.histology.checkpoint import load_predictor
+from napari_casper.histology.genes import resolve_genes
 
 
 def test_train_then_predict_measured_and_virtual_spots(tmp_path, capsys):
@@ -17,7 +17,7 @@ def test_train_then_predict_measured_and_virtual_spots(tmp_path, capsys):
     args = [str(mob_path("MOB1")), str(mob_path("MOB2")), "--epochs", "1", "--predictor", "ridge", "--threads", "1"]
     assert main(["histology-train", *args, "--out", str(model)]) == 0
     assert model.is_file()
-    recorded = HistologyPredictor.load(model).config.spot_diameter_px  # default spot size for virtual spots
+    recorded = load_predictor(model).config.spot_diameter_px  # default spot size for virtual spots
     assert recorded == pytest.approx(15.9, abs=0.2)  # half the MOB spot pitch, full-resolution pixels
 
     measured = tmp_path / "mob3_pred.h5ad"

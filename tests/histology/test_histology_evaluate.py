@@ -7,16 +7,12 @@ import pandas as pd
 import pytest
 from histology_data import her2_sections, mob_sections  # noqa: F401 - fixtures
 
-from napari_casper.histology.evaluate import (
-    MARKERS,
-    baseline_predictions,
-    gene_gene_preservation,
-    resolve_genes,
-    score_section,
-)
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.evaluate import MARKERS, baseline_predictions, gene_gene_preservation, score_section
 from napari_casper.histology.features import handcrafted_features
+from napari_casper.histology.fit import limited_threads
+from napari_casper.histology.genes import log_normalised, resolve_genes
 from napari_casper.histology.patches import suggest_patch_size
-from napari_casper.histology.train import HistologyConfig, limited_threads, log_normalised
 
 # Anchors measured independently (../shared/NOTES.md), leave-one-section-out means:
 # (ridge HEG-50, retrieval HEG-50, ridge HVG-50, retrieval HVG-50)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from histology_data import mob_sections  # noqa: F401 - fixture
 
-from napari_casper.device import torch_threads
+from napari_casper.histology.genes import log_normalised
 from napari_casper.histology.model import HistologyExpressionModel
-from napari_casper.histology.train import log_normalised
+from napari_casper.runtime.device import torch_threads
 
 
 def _pairs(mob_sections, n=64):

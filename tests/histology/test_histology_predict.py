@@ -9,8 +9,10 @@ from histology_data import mob_sections  # noqa: F401 - fixture
 
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
 from napari_casper.evaluate.metrics import pearson
-from napari_casper.histology.evaluate import MARKERS, resolve_genes
-from napari_casper.histology.train import HistologyConfig, log_normalised, train_histology
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.evaluate import MARKERS
+from napari_casper.histology.genes import log_normalised, resolve_genes
+from napari_casper.histology.train import train_histology
 
 # Measured (MOB4 held out, trained on MOB1-3 for 8 epochs, ensemble head, CPU): Penk 0.70,
 # Cdhr1 0.49, Nrgn 0.73, mean 0.64 (Doc2g has no verified id in these files); HEG-50 0.474,

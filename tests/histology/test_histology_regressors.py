@@ -26,7 +26,7 @@ def test_grouped_cv_uses_whole_sections(mob_sections):
     groups = np.repeat([0, 1], [mob_sections[0].n_spots, mob_sections[1].n_spots])
     Y = X[:, :3] * 2
     model = fit_ridge(X, Y, groups=groups)
-    assert set(model.cv_mse) == set(float(a) for a in model.cv_mse)
+    assert set(model.cv_mse) == {float(a) for a in model.cv_mse}
     assert np.corrcoef(model.predict(X)[:, 0], Y[:, 0])[0, 1] > 0.99
 
 

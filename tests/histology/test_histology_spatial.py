@@ -11,9 +11,9 @@ import pytest
 from histology_data import mob_path
 from spatialdata.transformations import Scale, Sequence, Translation, get_transformation, set_transformation
 
-from napari_casper.convert import spots_element
+from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.errors import CasperInputError
-from napari_casper.histology.genes import parse_gene_names, training_genes, variable_genes
+from napari_casper.histology.genes import log_normalised, parse_gene_names, training_genes, variable_genes
 from napari_casper.histology.predict import HistologyPrediction
 from napari_casper.histology.spatial import (
     section_from_spatialdata,
@@ -23,9 +23,9 @@ from napari_casper.histology.spatial import (
 )
 from napari_casper.histology.store import save_histology_predictions
 from napari_casper.histology.tissue import virtual_spots_for
-from napari_casper.histology.train import log_normalised
-from napari_casper.io import read_h5ad_spatial, read_spatialdata, save_spatialdata
-from napari_casper.layers import affine_yx, spatialdata_to_layers
+from napari_casper.io.convert import spots_element
+from napari_casper.io.elements import affine_yx
+from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata, save_spatialdata
 
 # the image is drawn at half size and shifted; the spots are stored in units of 2 image pixels
 IMAGE_TO_WORLD = Sequence([Scale([0.5, 0.5], axes=("y", "x")), Translation([100.0, -30.0], axes=("y", "x"))])

@@ -9,15 +9,12 @@ import pytest
 from histology_data import mob_sections  # noqa: F401 - fixture
 
 from napari_casper.errors import CasperInputError, TrainingCancelled
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.fit import auto_epochs, fit_encoder
+from napari_casper.histology.genes import log_normalised
 from napari_casper.histology.patches import normalize_stain
 from napari_casper.histology.sections import HistologySection
-from napari_casper.histology.train import (
-    HistologyConfig,
-    auto_epochs,
-    fit_encoder,
-    log_normalised,
-    train_histology,
-)
+from napari_casper.histology.train import train_histology
 
 
 def _training_pairs(sections, n_genes=300):

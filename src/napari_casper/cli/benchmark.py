@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from napari_casper.cli._common import (
+from napari_casper.cli.common import (
     markdown_table,
     read_h5ad,
     regenerate_section,

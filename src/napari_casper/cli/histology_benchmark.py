@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_casper.cli._common import (
+from napari_casper.cli.common import (
     markdown_table,
     read_gene_list,
     regenerate_section,

@@ -37,13 +37,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from napari_casper.cli._common import read_gene_list, read_h5ad, require_file
+    from napari_casper.cli.common import read_gene_list, read_h5ad, require_file
+    from napari_casper.histology.checkpoint import load_predictor
     from napari_casper.histology.patches import estimate_spot_diameter
-    from napari_casper.histology.predict import HistologyPredictor
     from napari_casper.histology.sections import choose_reduction, read_jpeg
     from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
 
-    predictor = HistologyPredictor.load(args.model)
+    predictor = load_predictor(args.model)
     obs_names = None
     coords = None
     image_path = args.image

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_casper.cli._common import read_gene_list as read_genes
-from napari_casper.cli._common import require_file
+from napari_casper.cli.common import read_gene_list as read_genes
+from napari_casper.cli.common import require_file
 from napari_casper.errors import CasperInputError
 
 
@@ -47,7 +47,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, **extra):
-    from napari_casper.histology.train import HistologyConfig
+    from napari_casper.histology.config import HistologyConfig
 
     return HistologyConfig(
         patch_size=args.patch_size,
@@ -129,12 +129,13 @@ def full_resolution_diameter(args: argparse.Namespace, sections) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_casper.histology.checkpoint import save_predictor
     from napari_casper.histology.train import train_histology
 
     sections, args.patch_size = load_sections(args.sections, args.images, args.spot_diameter_px, args.patch_size)
     config = config_from_args(args, predict_genes=read_genes(args.genes), spot_diameter_px=full_resolution_diameter(args, sections))
     predictor = train_histology(sections, config, progress=print_epoch)
-    predictor.save(args.out)
+    save_predictor(predictor, args.out)
     if predictor.selection:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in predictor.selection.items())
         print(f"head chosen by leave-one-section-out validation: {predictor.head} ({scores})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_casper.cli.common import read_h5ad
 from napari_casper.errors import CasperInputError
 
 
@@ -67,8 +68,8 @@ def _print_progress(update) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_casper.checkpoint import load_checkpoint
-    from napari_casper.spot_source import open_spots
+    from napari_casper.casper.batch.spot_source import open_spots
+    from napari_casper.casper.checkpoint import load_checkpoint
 
     out = args.out
     if out is not None and out.suffix.lower() not in (".zarr", ".h5ad"):
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if out is None and source.store is None:
             raise CasperInputError(f"--out is required: {args.st} is not a SpatialData store to add the table to")
         model = load_checkpoint(args.model, panel_genes=source.var_names)
-        from napari_casper.batch_impute import impute_to_zarr
+        from napari_casper.casper.batch.impute import impute_to_zarr
 
         genes = _genes(args, model)
         result = impute_to_zarr(
@@ -105,16 +106,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_h5ad(args: argparse.Namespace) -> int:
-    from napari_casper.checkpoint import load_checkpoint
-    from napari_casper.impute import CasperImputer
-    from napari_casper.io import _read_h5ad
+    from napari_casper.casper.batch.output import write_imputation
+    from napari_casper.casper.checkpoint import load_checkpoint
+    from napari_casper.casper.imputation import CasperImputer
 
-    st = _read_h5ad(args.st, "input ")
+    st = read_h5ad(args.st, "input ")
     model = load_checkpoint(args.model, panel_genes=st.var_names)
     imputer = CasperImputer(model, st, device=args.device, restandardize=args.restandardize)
     genes = _genes(args, model)
     imputer.resolve_genes(genes)
-    imputer.write(genes, args.out, spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, obs=st.obs,
-                  obsm={k: v for k, v in st.obsm.items()})
+    write_imputation(imputer, genes, args.out, spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, obs=st.obs,
+                     obsm=dict(st.obsm.items()))
     print(f"imputed {len(genes)} genes for {imputer.n_spots} spots -> {args.out}")
     return 0

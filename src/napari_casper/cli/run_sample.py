@@ -41,11 +41,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from napari_casper.casper.workflow import CasperWorkflow
+    from napari_casper.display.layers import spots_layer
     from napari_casper.errors import CasperInputError
-    from napari_casper.io import save_spatialdata
-    from napari_casper.layers import spots_layer
-    from napari_casper.sample_data import load_drosophila
-    from napari_casper.workflow import CasperWorkflow
+    from napari_casper.io.samples import load_drosophila
+    from napari_casper.io.stores import save_spatialdata
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -87,25 +87,8 @@ def run(args) -> int:
     print(f"predictions and attention saved as table '{name}' in {store}; checkpoint {checkpoint}")
     if not args.no_screenshot:
         best = max(scores, key=scores.get)
+        from napari_casper._widgets.common.screenshot import screenshot_store
+
         shot = screenshot_store(store, best, out / "screenshot.png")
         print(f"screenshot of predicted {best} over the embryo: {shot}")
     return 0
-
-
-def screenshot_store(store: Path, gene: str, path: Path) -> Path:
-    """Open ``store`` in napari, show the predicted ``gene`` over the image, save a screenshot."""
-    import napari
-    from PIL import Image
-
-    viewer = napari.Viewer(show=True)
-    try:
-        viewer.open(str(store), plugin="napari-casper")
-        target = f"casper:{gene}"
-        for layer in viewer.layers:
-            layer.visible = layer.name == target or isinstance(layer, napari.layers.Image)
-        viewer.layers.selection.active = viewer.layers[target]
-        viewer.reset_view()
-        Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(path)
-    finally:
-        viewer.close()
-    return path

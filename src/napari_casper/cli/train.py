@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.cli._common import read_h5ad, require_file
+from napari_casper.cli.common import read_h5ad, require_file
 
 
 def add_parser(subparsers) -> None:
@@ -37,8 +37,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_casper.checkpoint import save_checkpoint
-    from napari_casper.train import CasperConfig, train_casper
+    from napari_casper.casper.checkpoint import save_checkpoint
+    from napari_casper.casper.training import CasperConfig, train_casper
 
     require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
     st = read_h5ad(args.st, "spatial (--st)")

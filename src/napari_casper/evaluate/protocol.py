@@ -37,11 +37,11 @@ ImputeFn = Callable[..., np.ndarray]
 
 #: method name -> "module:function" implementing the imputation contract
 METHODS: dict[str, str] = {
-    "casper": "napari_casper.impute:impute_with_casper",
-    "knn": "napari_casper.baselines:impute_knn",
-    "tangram": "napari_casper.baselines:impute_tangram",
-    "tangram_clusters": "napari_casper.baselines:impute_tangram_clusters",
-    "mean": "napari_casper.baselines:impute_reference_mean",
+    "casper": "napari_casper.casper.imputation:impute_with_casper",
+    "knn": "napari_casper.evaluate.baselines:impute_knn",
+    "tangram": "napari_casper.evaluate.baselines:impute_tangram",
+    "tangram_clusters": "napari_casper.evaluate.baselines:impute_tangram_clusters",
+    "mean": "napari_casper.evaluate.baselines:impute_reference_mean",
 }
 #: metrics summarised by mean and median in :attr:`BenchmarkResult.summary`
 SUMMARY_METRICS: tuple[str, ...] = ("PCC", "SRCC", "SSIM", "RMSE", "JS")

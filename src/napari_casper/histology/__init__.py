@@ -25,16 +25,21 @@ Typical use::
     predictor = train_histology(train, progress=print, cancel=event)
     spots = virtual_spots(detect_tissue(he_image), pitch_px=2 * spot_diameter_px)
     result = predictor.predict(he_image, spots, spot_diameter_px)   # HistologyPrediction
-    predictor.save("model.pt")
+    save_predictor(predictor, "model.pt")
 """
 
+from napari_casper.histology.checkpoint import load_predictor, save_predictor
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.fit import EpochLog
 from napari_casper.histology.patches import estimate_spot_diameter, extract_patches
 from napari_casper.histology.predict import HEADS, HistologyPrediction, HistologyPredictor
 from napari_casper.histology.sections import HistologySection, load_section
 from napari_casper.histology.tissue import TissueMask, detect_tissue, virtual_spots
-from napari_casper.histology.train import EpochLog, HistologyConfig, train_histology
+from napari_casper.histology.train import train_histology
 
 __all__ = [
+    "load_predictor",
+    "save_predictor",
     "HEADS",
     "EpochLog",
     "HistologyConfig",

@@ -78,10 +78,10 @@ def load_predictor(path, *, expected_genes=None):
     histology checkpoint, was written by a newer format, or does not predict every gene of
     ``expected_genes``.
     """
+    from napari_casper.histology.config import HistologyConfig
+    from napari_casper.histology.fit import build_model
     from napari_casper.histology.predict import HistologyPredictor, PredictionHeads, SpotDescriptors
     from napari_casper.histology.regressors import RidgeRegressor, Standardizer
-    from napari_casper.histology.fit import build_model
-    from napari_casper.histology.train import HistologyConfig
 
     path = Path(path)
     if not path.is_file():

@@ -33,6 +33,7 @@ import pandas as pd
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.metrics import pearson
 from napari_casper.histology.features import handcrafted_features
+from napari_casper.histology.genes import log_normalised, resolve_genes
 from napari_casper.histology.predict import section_standardize
 from napari_casper.histology.regressors import Standardizer, fit_ridge, retrieve
 
@@ -42,29 +43,6 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "mob": ("Penk", "Doc2g", "Cdhr1", "Nrgn"),
 }
 N_TOP = 50
-
-
-def resolve_genes(names: Sequence[str], adata, available: Sequence[str]) -> dict[str, str]:
-    """Map marker names to entries of ``available`` (a subset of ``adata.var_names``).
-
-    A name matches a ``var_names`` entry directly, or a value of any text ``var`` column (e.g.
-    ``gene_ids``, categorical columns included). Unresolved names are left out.
-    """
-    available_set = set(available)
-    columns = [
-        adata.var[c].astype(str).to_numpy()
-        for c in adata.var.columns
-        if not pd.api.types.is_numeric_dtype(adata.var[c])  # categorical and object columns hold names
-    ]
-    out: dict[str, str] = {}
-    for name in names:
-        if name in available_set:
-            out[name] = name
-            continue
-        hits = [n for col in columns for n in adata.var_names[col == name] if n in available_set]
-        if hits:
-            out[name] = hits[0]
-    return out
 
 
 def gene_gene_preservation(truth: np.ndarray, prediction: np.ndarray) -> float:
@@ -167,8 +145,8 @@ def run_benchmark(
     log
         Receives one line per finished fold.
     """
+    from napari_casper.histology.config import HistologyConfig
     from napari_casper.histology.fit import limited_threads
-    from napari_casper.histology.train import HistologyConfig
 
     config = config or HistologyConfig()
     sections = list(sections)
@@ -197,7 +175,6 @@ def _fold_genes(sections, train_idx, genes) -> list[str]:
     """Genes scored in a fold: ``genes`` if given, else every gene measured in all sections
     (the test section included, so every prediction can be scored) that varies over the
     training spots."""
-    from napari_casper.histology.train import log_normalised
 
     if genes:
         return list(genes)
@@ -208,7 +185,6 @@ def _fold_genes(sections, train_idx, genes) -> list[str]:
 
 
 def _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel):
-    from napari_casper.histology.train import log_normalised
 
     features = [handcrafted_features(s.patches(config.scales, config.patch_size, config.cache_dir)) for s in sections]
     rows, tables, selection, training = [], [], {}, {}
@@ -250,7 +226,7 @@ def _fold_predictions(sections, t, features, config, genes, progress, cancel):
     ``model`` (training + prediction), ``train``, ``baseline`` (both baselines) and ``ablation``.
     """
     from napari_casper.histology.predict import HEADS, describe_section
-    from napari_casper.histology.train import log_normalised, train_histology
+    from napari_casper.histology.train import train_histology
 
     test = sections[t]
     train_idx = [i for i in range(len(sections)) if i != t]

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from napari_casper.device import select_device, torch_threads
 from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.histology.model import HistologyExpressionModel
 from napari_casper.histology.patches import augment_batch
-from napari_casper.training_control import CancelFlag, is_cancelled
+from napari_casper.runtime.control import CancelFlag, is_cancelled
+from napari_casper.runtime.device import select_device, torch_threads
 
 if TYPE_CHECKING:
-    from napari_casper.histology.train import HistologyConfig
+    from napari_casper.histology.config import HistologyConfig
 
 
 @dataclass

@@ -1,28 +1,42 @@
 """Which genes a histology model learns and shows: the most variable training genes, plus genes
-asked for by name (resolved through ``var_names``, any text ``var`` column such as
-``gene_ids``, or the known Ensembl ids of the MOB layer markers)."""
+asked for by name (resolved through ``var_names`` or any text ``var`` column such as
+``gene_ids``), and their log-normalised target values."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
+from napari_casper.casper.preprocess import dense, normalize_matrix
 from napari_casper.errors import CasperInputError
 
 
 def common_genes(sections) -> list[str]:
     """Genes measured in every training section, in the first section's order."""
-    from napari_casper.histology.train import _common_genes
-
-    return _common_genes(sections)
+    for s in sections:
+        if s.expression is None:
+            raise CasperInputError(f"training section {s.name} has no expression; give spots x genes counts")
+        if not s.expression.var_names.is_unique:
+            raise CasperInputError(
+                f"section {s.name} has duplicated gene names; call adata.var_names_make_unique() first"
+            )
+    common = set(sections[0].expression.var_names)
+    for s in sections[1:]:
+        common &= set(s.expression.var_names)
+    genes = [g for g in sections[0].expression.var_names if g in common]
+    if len(genes) < 10:
+        raise CasperInputError(
+            f"the training sections share only {len(genes)} genes; use sections measured on the same "
+            "gene panel (same gene naming)"
+        )
+    return genes
 
 
 def variable_genes(sections, n: int) -> list[str]:
     """The ``n`` genes with the highest variance of log-normalised expression over all training spots
     (genes that never vary are left out)."""
-    from napari_casper.histology.train import log_normalised
-
     if n < 1:
         raise CasperInputError(f"the number of variable genes must be at least 1; got {n}.")
     genes = common_genes(sections)
@@ -42,8 +56,6 @@ def parse_gene_names(text: str) -> list[str]:
 def resolve_gene_names(names: Sequence[str], sections) -> dict[str, str]:
     """``{name asked for: gene of the training sections}``; an unknown name is an error that says
     where names are looked up."""
-    from napari_casper.histology.evaluate import resolve_genes
-
     genes = common_genes(sections)
     resolved = resolve_genes(list(names), sections[0].expression, genes)
     missing = [n for n in names if n not in resolved]
@@ -69,3 +81,33 @@ def training_genes(sections, n_variable: int, requested: Sequence[str] = ()) -> 
         labels.setdefault(gene, name)
     chosen = list(labels) + [g for g in variable_genes(sections, n_variable) if g not in labels]
     return chosen, labels
+
+
+def log_normalised(adata, genes: Sequence[str]) -> np.ndarray:
+    """``(n_spots, len(genes))`` float32 log-normalised expression (raw counts -> log1p per 1e4)."""
+    values, _ = normalize_matrix(adata.X, "auto")
+    index = adata.var_names.get_indexer(list(genes))
+    return dense(values)[:, index]
+
+
+def resolve_genes(names: Sequence[str], adata, available: Sequence[str]) -> dict[str, str]:
+    """Map marker names to entries of ``available`` (a subset of ``adata.var_names``).
+
+    A name matches a ``var_names`` entry directly, or a value of any text ``var`` column (e.g.
+    ``gene_ids``, categorical columns included). Unresolved names are left out.
+    """
+    available_set = set(available)
+    columns = [
+        adata.var[c].astype(str).to_numpy()
+        for c in adata.var.columns
+        if not pd.api.types.is_numeric_dtype(adata.var[c])  # categorical and object columns hold names
+    ]
+    out: dict[str, str] = {}
+    for name in names:
+        if name in available_set:
+            out[name] = name
+            continue
+        hits = [n for col in columns for n in adata.var_names[col == name] if n in available_set]
+        if hits:
+            out[name] = hits[0]
+    return out

@@ -70,7 +70,7 @@ class SpotDescriptors:
         return np.concatenate([e / np.sqrt(e.shape[1]), f / np.sqrt(f.shape[1])], axis=1)
 
     @classmethod
-    def concat(cls, parts: list["SpotDescriptors"]) -> "SpotDescriptors":
+    def concat(cls, parts: list[SpotDescriptors]) -> SpotDescriptors:
         return cls(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("embedding", "embedding_z", "features_z")))
 
 
@@ -130,7 +130,7 @@ class PredictionHeads:
     def fit(
         cls, bank: SpotDescriptors, expression_embedding, expression, genes, groups, top_k: int = 50,
         temperature: float | None = 0.1,
-    ) -> "PredictionHeads":
+    ) -> PredictionHeads:
         ridge = fit_ridge(bank.joint, expression, groups=groups)
         return cls(
             list(genes), bank, np.asarray(expression, np.float32), np.asarray(expression_embedding, np.float32),
@@ -316,16 +316,3 @@ class HistologyPredictor:
             pred, spread = self.heads.predict(use, query, columns)
         names = self.genes if columns is None else [self.genes[i] for i in columns]
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use)
-
-    def save(self, path) -> None:
-        """Write the predictor (weights, config, genes, bank, ridge, version) to ``path``."""
-        from napari_casper.histology.checkpoint import save_predictor
-
-        save_predictor(self, path)
-
-    @classmethod
-    def load(cls, path, *, expected_genes=None) -> "HistologyPredictor":
-        """Read a predictor written by :meth:`save`; ``expected_genes`` must all be predicted."""
-        from napari_casper.histology.checkpoint import load_predictor
-
-        return load_predictor(path, expected_genes=expected_genes)

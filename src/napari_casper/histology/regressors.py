@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_casper.preprocess import standardize
+from napari_casper.casper.preprocess import standardize
 
 #: ridge penalties tried by cross-validation (features are z-scored first)
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -20,14 +20,14 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 5, 1
 class Standardizer:
     """Per-column z-scoring with statistics from the training rows (constant columns -> 0).
 
-    The fitted form of :func:`napari_casper.preprocess.standardize`.
+    The fitted form of :func:`napari_casper.casper.preprocess.standardize`.
     """
 
     mean: np.ndarray
     std: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
+    def fit(cls, X: np.ndarray) -> Standardizer:
         _, mean, std = standardize(X)
         return cls(mean, std)
 

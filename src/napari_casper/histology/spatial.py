@@ -17,7 +17,7 @@ import pandas as pd
 from napari_casper.errors import CasperInputError
 from napari_casper.histology.sections import HistologySection
 from napari_casper.histology.tissue import TissueMask, detect_tissue
-from napari_casper.layers import (
+from napari_casper.io.elements import (
     affine_yx,
     annotating_tables,
     default_coordinate_system,
@@ -25,6 +25,7 @@ from napari_casper.layers import (
     spot_element_names,
     spot_positions,
 )
+
 
 @dataclass
 class SlideImage:

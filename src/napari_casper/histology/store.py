@@ -6,12 +6,12 @@ is in. The table's ``X`` is the predicted log-normalised expression (``log1p`` c
 ``layers["uncertainty"]`` the per-spot uncertainty, ``uns["napari_casper"]`` says what it is
 (``kind="histology_predictions"``) and how it was made. Saving adds both as *new* elements with
 versioned names (``histology_spots`` + ``histology_predictions``, then ``_2``, ...) through
-:func:`napari_casper.io.write_new_element` (atomic, never replaces anything).
+:func:`napari_casper.io.stores.write_new_element` (atomic, never replaces anything).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -96,7 +96,7 @@ def prediction_elements(
     table.uns["napari_casper"] = {
         "kind": RESULTS_KIND,
         "version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "values": "log1p(counts per 10,000); layers['uncertainty']: spread of the most similar training spots",
         "head": prediction.head,
         "image": slide.name,
@@ -112,7 +112,7 @@ def prediction_elements(
 
 def free_names(existing, spots_base: str = SPOTS_BASE, table_base: str = TABLE_BASE) -> tuple[str, str]:
     """The first ``(spots, table)`` name pair, with one shared version suffix, that is not taken."""
-    from napari_casper.results import next_free_name
+    from napari_casper.io.stores import next_free_name
 
     existing = set(existing)
     for base in (spots_base, table_base):
@@ -142,7 +142,7 @@ def save_histology_predictions(
     then ``_2`` ...); an explicit name that exists is refused, nothing is replaced.
     ``element_options`` go to :func:`prediction_elements`. Returns ``(shapes_name, table_name)``.
     """
-    from napari_casper.io import ELEMENT_GROUPS, read_spatialdata, write_new_element
+    from napari_casper.io.stores import ELEMENT_GROUPS, read_spatialdata, write_new_element
 
     current = read_spatialdata(store)
     existing = [name for group in ELEMENT_GROUPS for name in getattr(current, group)]

@@ -68,7 +68,7 @@ class TissueMask:
     def full_resolution(self, max_pixels: int = 50_000_000) -> np.ndarray:
         """The mask at full image resolution (nearest neighbour); refuses very large images."""
         H, W = self.image_shape
-        if H * W > max_pixels:
+        if max_pixels < H * W:
             raise CasperInputError(
                 f"a {H} x {W} full-resolution mask is too large; use the thumbnail mask and .scale"
             )

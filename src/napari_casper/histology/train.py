@@ -8,108 +8,30 @@ ready :class:`~napari_casper.histology.predict.HistologyPredictor`.
 
 ``progress`` gets an :class:`EpochLog` after every epoch of every model; ``cancel`` (a
 ``threading.Event`` or a callable) is checked before every batch and raises
-:class:`~napari_casper.errors.TrainingCancelled`. The loop's names (:func:`fit_encoder`,
-:class:`EpochLog`, :func:`limited_threads`, ...) stay importable from here.
+:class:`~napari_casper.errors.TrainingCancelled`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from napari_casper.casper.preprocess import standardize
 from napari_casper.errors import CasperInputError
-from napari_casper.histology.fit import (  # the loop's names, importable from here as before
+from napari_casper.histology.config import HistologyConfig
+from napari_casper.histology.fit import (
     EpochLog,
     TrainingHistory,
-    auto_epochs,
-    build_model,
-    cpu_threads,
     embed_expression,
-    embed_patches,
     fit_encoder,
     limited_threads,
 )
+from napari_casper.histology.genes import common_genes, log_normalised
 from napari_casper.histology.model import HistologyExpressionModel
-from napari_casper.preprocess import standardize
-from napari_casper.training_control import CancelFlag, check_options
-
-__all__ = [
-    "EpochLog",
-    "HistologyConfig",
-    "TrainingHistory",
-    "auto_epochs",
-    "build_model",
-    "choose_model_genes",
-    "cpu_threads",
-    "embed_expression",
-    "embed_patches",
-    "fit_encoder",
-    "limited_threads",
-    "log_normalised",
-    "select_head",
-    "train_histology",
-    "validation_score",
-]
-
-
-@dataclass
-class HistologyConfig:
-    """Every option of histology training and prediction (all have defaults; see ``docs/histology.md``)."""
-
-    # patches
-    scales: tuple[float, ...] = (1.0, 2.0, 4.0)
-    patch_size: int = 32
-    # genes
-    n_model_genes: int = 1000
-    model_genes: list[str] | None = None
-    predict_genes: list[str] | None = None
-    # network
-    dim: int = 128
-    proj_dim: int = 64
-    width: int = 24
-    n_gene_tokens: int = 8
-    dropout: float = 0.1
-    backbone_path: str | None = None
-    # optimisation
-    epochs: int | None = None
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    mask_ratio: float = 0.5
-    stain_jitter: float = 0.05
-    val_fraction: float = 0.1
-    keep: str = "best"
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    # prediction head
-    predictor: str = "auto"
-    top_k: int = 50
-    test_time_augmentation: bool = False
-    retrieval_temperature: float | None = 0.1
-    inner_epochs: int | None = None
-    cache_dir: str | None = None
-    # the training sections' spot diameter in their full-resolution image pixels (recorded by the
-    # widget and histology-train; the default spot size for virtual spots on a new slide)
-    spot_diameter_px: float | None = None
-    # genes the user asked for, in order, with the name each was asked by (e.g. a symbol for a
-    # var name); shown first by the widget. Not used by training.
-    gene_labels: dict[str, str] | None = None
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["scales"] = list(self.scales)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "HistologyConfig":
-        check_options(cls, values, "histology")
-        out = cls(**values)
-        out.scales = tuple(float(s) for s in out.scales)
-        return out
+from napari_casper.runtime.control import CancelFlag
 
 
 @dataclass
@@ -122,40 +44,12 @@ class _Prepared:
     features_z: list[np.ndarray]
 
 
-def log_normalised(adata, genes: Sequence[str]) -> np.ndarray:
-    """``(n_spots, len(genes))`` float32 log-normalised expression (raw counts -> log1p per 1e4)."""
-    from napari_casper.preprocess import dense, normalize_matrix
-
-    values, _ = normalize_matrix(adata.X, "auto")
-    index = adata.var_names.get_indexer(list(genes))
-    return dense(values)[:, index]
-
-
-def _common_genes(sections) -> list[str]:
-    for s in sections:
-        if s.expression is None:
-            raise CasperInputError(f"training section {s.name} has no expression; give spots x genes counts")
-        if not s.expression.var_names.is_unique:
-            raise CasperInputError(
-                f"section {s.name} has duplicated gene names; call adata.var_names_make_unique() first"
-            )
-    common = set(sections[0].expression.var_names)
-    for s in sections[1:]:
-        common &= set(s.expression.var_names)
-    genes = [g for g in sections[0].expression.var_names if g in common]
-    if len(genes) < 10:
-        raise CasperInputError(
-            f"the training sections share only {len(genes)} genes; use sections measured on the same "
-            "gene panel (same gene naming)"
-        )
-    return genes
-
 
 def _prepare(sections, config: HistologyConfig) -> _Prepared:
     from napari_casper.histology.features import handcrafted_features
     from napari_casper.histology.predict import section_standardize
 
-    genes = _common_genes(sections)
+    genes = common_genes(sections)
     expression = [log_normalised(s.expression, genes) for s in sections]
     if config.predict_genes:
         missing = [g for g in config.predict_genes if g not in set(genes)]

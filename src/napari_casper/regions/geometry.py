@@ -2,7 +2,7 @@
 
 A :class:`RegionSet` holds what a napari Shapes layer holds (vertices in the layer's *data*
 coordinates, ``(y, x)`` order, one shape type per shape) plus each shape's class and name, and
-the 3x3 affine (``(y, x)`` order, as in :mod:`napari_casper.layers`) from those data coordinates
+the 3x3 affine (``(y, x)`` order, as in :mod:`napari_casper.display.layers`) from those data coordinates
 to a named coordinate system. Saving keeps that affine as the element's transformation, so the
 regions reopen exactly where they were drawn; comparisons with spots happen in the shared
 coordinate system (:meth:`RegionSet.world_polygons`).

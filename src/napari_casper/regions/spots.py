@@ -56,10 +56,10 @@ class SpotContext:
     def expression(self, normalize: str = "auto"):
         """``(n_spots, n_genes)`` normalised expression (CSR if sparse) and the decision taken.
 
-        Raw counts become ``log1p(normalize_total(1e4))`` (see :mod:`napari_casper.preprocess`).
+        Raw counts become ``log1p(normalize_total(1e4))`` (see :mod:`napari_casper.casper.preprocess`).
         Cached per ``normalize`` mode.
         """
-        from napari_casper.preprocess import check_values, normalize_matrix
+        from napari_casper.casper.preprocess import check_values, normalize_matrix
 
         if normalize not in self._expression:
             table = self.table
@@ -81,7 +81,7 @@ def spot_context(
     sdata, spots: str = "spots", table: str | None = None, coordinate_system: str | None = None
 ) -> SpotContext:
     """Build a :class:`SpotContext` (validated: the element exists, has a table and is in the coordinate system)."""
-    from napari_casper.layers import (
+    from napari_casper.io.elements import (
         affine_yx,
         default_coordinate_system,
         mean_scale,

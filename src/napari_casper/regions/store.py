@@ -4,7 +4,7 @@ Saving writes two elements, ``<name>`` (shapes: one polygon per region, in the d
 of the layer they were drawn on, with that layer's affine as the transformation to the coordinate
 system) and ``<name>_table`` (one row per region: ``class``, ``name``, ``author``, ``timestamp``,
 ``colour``, ``shape_type``; ``uns["region_classes"]`` keeps the whole legend). Each element is
-written atomically by :func:`napari_casper.io.write_new_element`; without an explicit name the
+written atomically by :func:`napari_casper.io.stores.write_new_element`; without an explicit name the
 next free version is taken (``regions``, ``regions_2``, ...), so earlier annotations are never
 replaced unless ``overwrite=True`` is asked for.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import getpass
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,7 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
 
     if len(regions) == 0:
         raise CasperInputError("there are no regions to save: draw at least one shape first.")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     n = len(regions)
     default_author = author or _current_user()
     authors = [a or default_author for a in (regions.authors or [""] * n)]
@@ -93,14 +93,14 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
 
 
 def _element_names(sdata) -> set[str]:
-    from napari_casper.io import ELEMENT_GROUPS
+    from napari_casper.io.stores import ELEMENT_GROUPS
 
     return {name for group in ELEMENT_GROUPS for name in getattr(sdata, group)}
 
 
 def next_regions_name(sdata, base: str = DEFAULT_REGIONS_NAME) -> str:
     """The first of ``base``, ``base_2``, ... whose shapes *and* table names are both free."""
-    from napari_casper.results import next_free_name
+    from napari_casper.io.stores import next_free_name
 
     taken = _element_names(sdata)
     taken |= {n[: -len(TABLE_SUFFIX)] for n in taken if n.endswith(TABLE_SUFFIX)}
@@ -127,7 +127,7 @@ def save_regions(
     author
         Recorded per region when the regions carry no authors yet (default: the login name).
     """
-    from napari_casper.io import _reconsolidate, read_spatialdata, write_new_element
+    from napari_casper.io.stores import read_spatialdata, reconsolidate, write_new_element
 
     store = Path(store)
     current = read_spatialdata(store)
@@ -148,7 +148,7 @@ def save_regions(
     except Exception:
         if name not in existing:  # do not leave polygons without their classes behind
             shutil.rmtree(shapes_path, ignore_errors=True)
-            _reconsolidate(store)
+            reconsolidate(store)
         raise
     reread = read_spatialdata(store)
     if name not in reread.shapes or table_name not in reread.tables or len(reread.shapes[name]) != len(regions):
@@ -168,7 +168,7 @@ def list_region_elements(sdata) -> list[str]:
 
 def _as_sdata(source):
     if isinstance(source, (str, Path)):
-        from napari_casper.io import read_spatialdata
+        from napari_casper.io.stores import read_spatialdata
 
         return read_spatialdata(source)
     return source
@@ -183,7 +183,7 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
     """
     from spatialdata.transformations import get_transformation
 
-    from napari_casper.layers import affine_yx, spot_table
+    from napari_casper.io.elements import affine_yx, spot_table
 
     sdata = _as_sdata(source)
     available = list_region_elements(sdata)

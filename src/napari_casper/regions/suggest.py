@@ -6,7 +6,7 @@
    (default 1.5 x the centre-to-centre pitch: the 8 grid neighbours of legacy ST, 6 of Visium);
 3. threshold: Otsu's on the smoothed scores unless given;
 4. outlines: each spot's smoothed score is painted over its neighbourhood (a disc of 1.5
-   pitches' diameter, nearest spot wins: :class:`napari_casper.spot_raster.SpotRaster`), lightly
+   pitches' diameter, nearest spot wins: :class:`napari_casper.display.spot_raster.SpotRaster`), lightly
    blurred, and contoured at the threshold (``skimage.measure.find_contours``). Holes that hold
    spots are kept (napari draws them as keyhole rings, see
    :func:`napari_casper.regions.geometry.polygon_vertices_yx`); holes without spots are filled.
@@ -35,7 +35,7 @@ _MAX_RASTER_SIDE = 2048
 
 def spot_pitch(coords: np.ndarray) -> float:
     """Median nearest-neighbour distance of ``(n, 2)`` spot centres (the grid's centre-to-centre pitch)."""
-    from napari_casper.convert import estimate_spot_diameter
+    from napari_casper.io.convert import estimate_spot_diameter
 
     return estimate_spot_diameter(coords, 1.0)
 
@@ -110,7 +110,7 @@ class ScoreField:
     def build(cls, coords: np.ndarray, values: np.ndarray, *, pitch: float | None = None) -> ScoreField:
         from scipy import ndimage
 
-        from napari_casper.spot_raster import SpotRaster
+        from napari_casper.display.spot_raster import SpotRaster
 
         pitch = spot_pitch(coords) if pitch is None else float(pitch)
         extent = float(np.ptp(coords, axis=0).max()) + 3 * pitch

@@ -1,0 +1,1 @@
+"""The CASPER imputation dock widget and its panels."""

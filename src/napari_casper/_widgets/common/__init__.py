@@ -1,0 +1,1 @@
+"""Plumbing shared by the dock widgets: background work, layout, layer updates."""

@@ -1,0 +1,24 @@
+"""A napari screenshot of a saved store (``napari-casper run-sample``'s last step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def screenshot_store(store: Path, gene: str, path: Path) -> Path:
+    """Open ``store`` in napari, show the predicted ``gene`` over the image, save a screenshot."""
+    import napari
+    from PIL import Image
+
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.open(str(store), plugin="napari-casper")
+        target = f"casper:{gene}"
+        for layer in viewer.layers:
+            layer.visible = layer.name == target or isinstance(layer, napari.layers.Image)
+        viewer.layers.selection.active = viewer.layers[target]
+        viewer.reset_view()
+        Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(path)
+    finally:
+        viewer.close()
+    return path

@@ -1,0 +1,106 @@
+"""Step 2 of the CASPER widget: training options, Train/Cancel, live loss, checkpoints."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_casper._widgets.common.loss_plot import make_loss_plot
+
+
+def _spin(low: int, high: int, value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    return box
+
+
+class TrainingGroup(QGroupBox):
+    """Options form + Train/Cancel + live loss plot + status + checkpoint buttons.
+
+    Subclasses create their option widgets and call :meth:`_lay_out` with the form rows; the
+    owning widget connects the buttons and runs the work.
+    """
+
+    def _lay_out(self, rows: list[tuple[str, QWidget]]) -> None:
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.seed = _spin(0, 2**31 - 1, 0)
+        self.train_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.save_button = QPushButton("Save checkpoint...")
+        self.load_button = QPushButton("Load checkpoint...")
+        self.status = QLabel("not trained")
+        self.status.setWordWrap(True)
+        self.plot = make_loss_plot()
+
+        form = QFormLayout()
+        for label, field in [*rows, ("device", self.device), ("seed", self.seed)]:
+            form.addRow(label, field)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.train_button)
+        run_row.addWidget(self.cancel_button)
+        checkpoint_row = QHBoxLayout()
+        checkpoint_row.addWidget(self.load_button)
+        checkpoint_row.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(run_row)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.status)
+        layout.addLayout(checkpoint_row)
+
+    def set_running(self, running: bool) -> None:
+        for button in (self.train_button, self.load_button, self.save_button):
+            button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+
+class TrainPanel(TrainingGroup):
+    """CASPER's hyper-parameters and the buttons; the owning widget runs the work."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("2. Train", parent)
+        self.epochs = _spin(1, 10_000, 12)
+        self.epochs.setToolTip("an epoch is 25 batches; training stops early when validation stops improving")
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setValue(1e-3)
+        self.batch_size = _spin(16, 1_000_000, 512)
+        self.heads = _spin(1, 16, 2)
+        self._lay_out(
+            [
+                ("epochs", self.epochs),
+                ("learning rate", self.learning_rate),
+                ("batch size", self.batch_size),
+                ("attention heads", self.heads),
+            ]
+        )
+
+    def config(self) -> dict:
+        """Training options as keyword arguments for :meth:`CasperWorkflow.train`."""
+        from napari_casper.casper.training import CasperConfig
+
+        steps_per_epoch = CasperConfig.steps_per_epoch
+        return {
+            "max_steps": self.epochs.value() * steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "learning_rate": self.learning_rate.value(),
+            "batch_size": self.batch_size.value(),
+            "heads": self.heads.value(),
+            "device": self.device.currentText(),
+            "seed": self.seed.value(),
+        }

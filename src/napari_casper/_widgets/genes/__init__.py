@@ -1,0 +1,1 @@
+"""The Genes dock widget."""

@@ -1,0 +1,1 @@
+"""The Histology dock widget and its panels."""

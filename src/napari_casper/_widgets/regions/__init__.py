@@ -1,0 +1,1 @@
+"""The Tumour regions dock widget and its panels."""

@@ -1,0 +1,156 @@
+"""Regions widget, part 3: save regions into a SpatialData store (versioned) and load them back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from napari_casper._widgets.regions.layers import regions_layer_kwargs
+from napari_casper.errors import CasperInputError
+from napari_casper.io.elements import METADATA_KEY
+
+
+def folder_writable(folder: Path) -> bool:
+    """True when a new store can be created in ``folder``."""
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+class SavePanel(QGroupBox):
+    """Store path, element name, overwrite; Save; the store's saved regions, Refresh and Load."""
+
+    def __init__(self, host: QWidget):
+        super().__init__("Save / load (SpatialData)")
+        self.host = host
+        self.last_saved = None
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("store.zarr (from the spots' source)")
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("next free version: regions, regions_2, ...")
+        self.overwrite_box = QCheckBox("overwrite an element of that name")
+        self.save_button = QPushButton("Save regions")
+        self.save_button.clicked.connect(lambda: host.runner.guard(self.save))
+        self.load_combo = QComboBox()
+        refresh, self.load_button = QPushButton("Refresh"), QPushButton("Load")
+        refresh.clicked.connect(lambda: host.runner.guard(self.refresh_saved_regions))
+        self.load_button.clicked.connect(lambda: host.runner.guard(self.load, self.load_combo.currentText()))
+        form = QFormLayout(self)
+        form.addRow("store", self.store_edit)
+        form.addRow("name", self.name_edit)
+        form.addRow(self.overwrite_box)
+        form.addRow(self.save_button)
+        row = QHBoxLayout()
+        for w in (self.load_combo, refresh, self.load_button):
+            row.addWidget(w)
+        form.addRow("saved", row)
+
+    def default_store(self) -> str:
+        """The spots' store, or ``<name>.zarr`` beside the file they came from (an .h5ad); else ""."""
+        try:
+            path = self.host.spots_layer().metadata[METADATA_KEY].get("path")
+        except CasperInputError:
+            return ""
+        if not path:
+            return ""
+        path = Path(path)
+        return str(path if path.suffix == ".zarr" or path.is_dir() else path.with_suffix(".zarr"))
+
+    def store(self) -> Path:
+        return Path(self.store_edit.text().strip() or self.default_store())
+
+    def store_for_saving(self, path: str | Path | None = None) -> Path | None:
+        """The store to save into: the *store* box (proposed: beside the spots' source file).
+
+        A store that does not exist yet is created, which needs a writable folder. When there is
+        no store or its folder is missing or not writable (read-only data), a file dialog asks
+        where to create it; ``path`` answers that dialog (tests, scripts). None: cancelled.
+        """
+        text = self.store_edit.text().strip() or self.default_store()
+        if text and (Path(text).exists() or folder_writable(Path(text).parent)):
+            return Path(text)
+        if path is None:
+            suggested = Path(text).name if text else "regions.zarr"
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save regions into a new SpatialData store", suggested, "Zarr (*.zarr)"
+            )
+            if not path:
+                return None
+        store = Path(path)
+        if not (store.exists() or folder_writable(store.parent)):
+            raise CasperInputError(
+                f"cannot create the store {store}: its folder is missing or not writable. "
+                "Choose a store path in a folder you can write to."
+            )
+        self.store_edit.setText(str(store))
+        return store
+
+    def save(self, name: str | None = None, overwrite: bool | None = None, path: str | Path | None = None) -> None:
+        """Save the regions layer into the store (a new version unless a name + overwrite is given).
+
+        When the store does not exist yet (data opened from an .h5ad) it is created from the
+        open SpatialData object first; see :meth:`store_for_saving` for ``path``.
+        """
+        from napari_casper.io.stores import save_spatialdata
+        from napari_casper.regions import save_regions
+
+        regions = self.host.layer_regions()
+        store = self.store_for_saving(path)
+        if store is None:
+            self.host.message.setText("not saved: no store chosen.")
+            return
+        name = name if name is not None else (self.name_edit.text().strip() or None)
+        overwrite = self.overwrite_box.isChecked() if overwrite is None else overwrite
+        sdata = self.host.spots_layer().metadata[METADATA_KEY]["sdata"]
+        self.host.message.setText(f"saving to {store} ...")
+
+        def work():
+            created = not store.exists()
+            if created:
+                save_spatialdata(sdata, store)
+            return created, save_regions(store, regions, name, overwrite=overwrite)
+
+        def done(result):
+            created, saved = result
+            self.last_saved = saved
+            self.host.runner.say(saved.message() + (" (new store created from the open data)" if created else ""))
+            self.refresh_saved_regions()
+
+        self.host.runner.run(work, done)
+
+    def refresh_saved_regions(self) -> list[str]:
+        from napari_casper.io.stores import is_spatialdata_store, read_spatialdata
+        from napari_casper.regions import list_region_elements
+
+        store = self.store()
+        names = list_region_elements(read_spatialdata(store)) if is_spatialdata_store(store) else []
+        self.load_combo.clear()
+        self.load_combo.addItems(names)
+        return names
+
+    def load(self, name: str):
+        """Add saved regions ``name`` from the store (on disk) as an editable Shapes layer."""
+        from napari_casper.regions import load_regions
+
+        if not name:
+            raise CasperInputError("choose saved regions to load (press Refresh to list the store's regions).")
+        host = self.host
+        cs = host.spot_context().coordinate_system
+        regions = load_regions(self.store(), name, coordinate_system=cs)
+        kwargs = regions_layer_kwargs(name, regions.affine, host.spots_layer(), cs, element=name)
+        layer = host.viewer.add_shapes(**kwargs)
+        host.prepare_layer(layer)
+        host.regions_combo.setCurrentText(layer.name)
+        host.add_regions(regions, layer)
+        host.runner.say(f"loaded {len(regions)} regions from {name!r} ({', '.join(sorted(set(regions.classes)))}).")
+        return layer

@@ -1,0 +1,186 @@
+"""Regions widget, part 4: compare regions (statistics, spot classes, differential genes, plot, CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_casper.errors import CasperInputError
+
+#: face colour of spots outside every region
+OUTSIDE_RGBA = np.array([0.85, 0.85, 0.85, 1.0])
+
+
+def _fill_table(widget: QTableWidget, frame: pd.DataFrame, max_rows: int = 200) -> None:
+    frame = frame.head(max_rows)
+    widget.clear()
+    widget.setRowCount(len(frame))
+    widget.setColumnCount(frame.shape[1])
+    widget.setHorizontalHeaderLabels([str(c) for c in frame.columns])
+    for r, row in enumerate(frame.itertuples(index=False)):
+        for c, value in enumerate(row):
+            text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+            widget.setItem(r, c, QTableWidgetItem(text))
+    widget.resizeColumnsToContents()
+
+
+def _make_plot():
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    canvas = FigureCanvasQTAgg(Figure(figsize=(4.2, 2.2), tight_layout=True))
+    canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+    canvas.setFixedHeight(220)
+    return canvas
+
+
+class StatsPanel(QGroupBox):
+    """Per-region statistics and spot assignment, differential genes of a class or region, export."""
+
+    def __init__(self, host: QWidget):
+        super().__init__("Compare regions")
+        self.host = host
+        self.statistics: pd.DataFrame | None = None
+        self.differential: pd.DataFrame | None = None
+        guard = host.runner.guard
+        self.stats_button = QPushButton("Statistics + assign spots")
+        self.stats_button.clicked.connect(lambda: guard(self.compute_statistics))
+        self.de_combo = QComboBox()
+        self.de_button = QPushButton("Differential genes vs rest")
+        self.de_button.clicked.connect(lambda: guard(self.start_differential, self.de_combo.currentText()))
+        self.export_button = QPushButton("Export CSV...")
+        self.export_button.clicked.connect(self._pick_csv)
+        self.stats_table = QTableWidget()
+        self.stats_table.setMinimumHeight(150)
+        self.de_table = QTableWidget()
+        self.de_table.setMinimumHeight(120)
+        self.plot = _make_plot()
+        box = QVBoxLayout(self)
+        box.addWidget(self.stats_button)
+        box.addWidget(self.stats_table)
+        row = QHBoxLayout()
+        row.addWidget(self.de_combo)
+        row.addWidget(self.de_button)
+        box.addLayout(row)
+        box.addWidget(self.de_table)
+        box.addWidget(self.plot)
+        box.addWidget(self.export_button)
+
+    def compute_statistics(self) -> None:
+        """Per-region statistics, and each spot's region class in the table (``obs["region_class"]``).
+
+        Computed in a worker thread (thousands of regions over 100k spots take seconds); the table,
+        plot and spot colours are updated on the GUI thread when it ends (:attr:`statistics`).
+        """
+        from napari_casper.regions import assign_spots_to_regions, region_statistics
+
+        host = self.host
+        ctx, regions, extra = host.spot_context(), host.layer_regions(), host.spot_features()
+        genes = host.suggest_panel.genes()
+
+        def work():
+            return region_statistics(ctx, regions, genes, extra=extra), assign_spots_to_regions(ctx, regions)
+
+        def done(result):
+            self.statistics, labels = result
+            per_spot = ctx.to_element_order(labels.astype(str), extra.index)
+            host.set_spot_feature("region_class", pd.Categorical(per_spot, categories=labels.cat.categories))
+            classes = host.classes
+            colours = [classes.rgba(c) if c in classes else OUTSIDE_RGBA for c in per_spot]
+            host.spots_layer().face_color = np.array(colours)
+            _fill_table(self.stats_table, self.statistics)
+            self.de_combo.clear()
+            self.de_combo.addItems(
+                [f"class: {c}" for c in dict.fromkeys(regions.classes)] + [f"region: {n}" for n in regions.names]
+            )
+            self._draw_plot()
+            counts = labels.value_counts()
+            host.runner.say(
+                "spots per class: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                + " (table obs 'region_class')."
+            )
+
+        host.message.setText("computing region statistics ...")
+        host.runner.run(work, done)
+
+    def start_differential(self, choice: str | None = None) -> None:
+        """Rank genes inside the chosen class/region vs all other spots (in a worker thread)."""
+        from napari_casper.regions import differential_genes, region_mask
+        from napari_casper.regions.stats import check_comparable
+
+        choice = choice or self.de_combo.currentText()
+        if not choice:
+            raise CasperInputError("compute the statistics first, then choose a class or region to compare.")
+        if self.de_combo.findText(choice) >= 0:
+            self.de_combo.setCurrentText(choice)
+        kind, _, label = choice.partition(": ")
+        ctx, regions = self.host.spot_context(), self.host.layer_regions()
+        inside = region_mask(ctx, regions, **({"classes": [label]} if kind == "class" else {"names": [label]}))
+        check_comparable(inside)  # fail here, at once, rather than in the worker
+        self.host.message.setText(f"ranking genes inside {label} vs the rest ...")
+
+        def done(frame):
+            self.differential = frame
+            self.differential.attrs["comparison"] = choice
+            _fill_table(self.de_table, frame, max_rows=50)
+            self._draw_plot()
+            self.host.runner.say(f"differential genes for {label}: top up {', '.join(map(str, frame['gene'][:5]))}.")
+
+        self.host.runner.run(differential_genes, done, ctx, inside)
+
+    def _draw_plot(self) -> None:
+        figure = self.plot.figure
+        figure.clear()
+        left, right = figure.subplots(1, 2)
+        if self.statistics is not None:
+            classes = self.statistics[self.statistics["level"].isin(["class", "outside"])]
+            palette = self.host.classes
+            colours = [palette.colour(c) if c in palette else "#cccccc" for c in classes["name"]]
+            left.bar(classes["name"].astype(str), classes["n_spots"], color=colours)
+            left.set_title("spots per class", fontsize=8)
+            left.tick_params(labelsize=7, axis="both")
+            left.tick_params(axis="x", rotation=45)
+        if self.differential is not None:
+            top = self.differential.head(12)[::-1]
+            extra = [c for c in top.columns if c not in ("gene", "score", "log2_fold_change", "pval", "pval_adj")]
+            labels = [f"{g} ({e})" for g, e in zip(top["gene"], top[extra[0]])] if extra else top["gene"].astype(str)
+            right.barh(labels, top["log2_fold_change"], color="#e6194b")
+            right.set_title(f"top genes ({self.differential.attrs.get('comparison', '')})", fontsize=8)
+            right.set_xlabel("log2 fold change", fontsize=7)
+            right.tick_params(labelsize=6)
+        else:
+            right.axis("off")
+        self.plot.draw_idle()
+
+    def export_csv(self, path: str | Path) -> list[Path]:
+        """Write the statistics (and differential genes, if computed) as CSV files."""
+        from napari_casper.regions import export_csv
+
+        if self.statistics is None:
+            raise CasperInputError("no statistics yet: press 'Statistics + assign spots' first.")
+        path = Path(path)
+        written = [export_csv(self.statistics, path)]
+        if self.differential is not None:
+            written.append(export_csv(self.differential, path.with_name(f"{path.stem}_differential_genes.csv")))
+        self.host.runner.say("wrote " + ", ".join(map(str, written)))
+        return written
+
+    def _pick_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export region statistics", "region_statistics.csv", "CSV (*.csv)")
+        if path:
+            self.host.runner.guard(self.export_csv, path)

@@ -1,0 +1,283 @@
+"""The Regions dock widget: annotate tissue regions, suggest tumour from biomarkers, save, compare.
+
+Everything it computes comes from :mod:`napari_casper.regions` (Qt-free). Shapes layers are
+the editable form of a :class:`~napari_casper.regions.RegionSet` (:mod:`._regions_layers`).
+The widget holds the spots / regions layer choice and composes four panels: classes
+(:mod:`._regions_classes_panel`), suggestion (:mod:`._regions_suggest_panel`), save / load
+(:mod:`._regions_save_panel`) and statistics (:mod:`._regions_stats_panel`). Saving, region
+statistics and differential expression run through a :class:`BackgroundRunner`; layers are only
+touched on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
+
+from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets.common.layer_sync import layer_affine
+from napari_casper._widgets.common.layout import scrolled_body
+from napari_casper._widgets.regions.classes_panel import ClassesPanel
+from napari_casper._widgets.regions.layers import PREVIEW_NAME, append_regions, layer_to_regions, recolour, regions_layer_kwargs
+from napari_casper._widgets.regions.save_panel import SavePanel
+from napari_casper._widgets.regions.stats_panel import StatsPanel
+from napari_casper._widgets.regions.suggest_panel import SuggestPanel
+from napari_casper.errors import CasperInputError
+from napari_casper.io.elements import METADATA_KEY
+from napari_casper.regions import RegionClasses, RegionSet
+
+#: the panels' controls, reachable on the widget itself (tests and docs scripts use them)
+PANEL_CONTROLS = {
+    "classes_panel": ("class_list", "class_name", "new_layer_button", "assign_button"),
+    "suggest_panel": (
+        "genes_edit",
+        "smoothing",
+        "suggest_class",
+        "score_button",
+        "threshold_slider",
+        "threshold_label",
+        "otsu_button",
+        "accept_button",
+    ),
+    "save_panel": ("store_edit", "name_edit", "overwrite_box", "save_button", "load_combo", "load_button"),
+    "stats_panel": ("stats_button", "de_combo", "de_button", "export_button", "stats_table", "de_table", "plot"),
+}
+
+
+class RegionsWidget(RunsInBackground, QWidget):
+    """Annotate regions (tumour, stroma, ...), suggest tumour from biomarkers, save and compare them."""
+
+    def __init__(self, napari_viewer, *, synchronous: bool = False):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.classes = RegionClasses()
+        self._contexts: dict = {}
+        self.spots_combo = QComboBox()
+        self.regions_combo = QComboBox()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.runner = BackgroundRunner(
+            self.message.setText,
+            on_start=lambda: self._enable_work_buttons(False),
+            on_finish=lambda: self._enable_work_buttons(True),
+        )
+        self.synchronous = synchronous  # tests may run worker jobs inline
+
+        self.classes_panel = ClassesPanel(self)
+        self.suggest_panel = SuggestPanel(self)
+        self.save_panel = SavePanel(self)
+        self.stats_panel = StatsPanel(self)
+        for panel, names in PANEL_CONTROLS.items():
+            for name in names:
+                setattr(self, name, getattr(getattr(self, panel), name))
+        self.classes_panel.changed.connect(self.suggest_panel.set_classes)
+
+        source = QFormLayout()
+        source.addRow("spots", self.spots_combo)
+        source.addRow("regions layer", self.regions_combo)
+        panels = [self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel]
+        self.scroll = scrolled_body(self, [source, *panels, self.message])
+
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
+        self._refresh_layer_lists()
+        self.classes_panel.refresh()
+
+    # -- background work (busy / synchronous / wait come from RunsInBackground) ------------
+    def _guard(self, function, *args):
+        """Call ``function``; a failure becomes an error notification and the widget stays usable."""
+        return self.runner.guard(function, *args)
+
+    def _enable_work_buttons(self, enabled: bool) -> None:
+        for button in (self.save_button, self.de_button, self.stats_button):
+            button.setEnabled(enabled)
+
+    # -- layers ----------------------------------------------------------------------------
+    def _spots_layers(self) -> list:
+        return [
+            layer
+            for layer in self.viewer.layers
+            if type(layer).__name__ == "Points" and layer.metadata.get(METADATA_KEY, {}).get("kind") == "spots"
+        ]
+
+    def shapes_layers(self) -> list:
+        return [
+            layer for layer in self.viewer.layers if type(layer).__name__ == "Shapes" and layer.name != PREVIEW_NAME
+        ]
+
+    def _refresh_layer_lists(self, *_) -> None:
+        for combo, layers in ((self.spots_combo, self._spots_layers()), (self.regions_combo, self.shapes_layers())):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([layer.name for layer in layers])
+            if current in [layer.name for layer in layers]:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        if not self.store_edit.text():
+            self.store_edit.setText(self.save_panel.default_store())
+
+    def spots_layer(self):
+        name = self.spots_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise CasperInputError("no spots layer: open a SpatialData store or spatial .h5ad (File > Open) first.")
+        return self.viewer.layers[name]
+
+    def regions_layer(self, create: bool = False):
+        name = self.regions_combo.currentText()
+        if name and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        if create:
+            return self.new_regions_layer()
+        raise CasperInputError("no regions layer: press 'New regions layer' (or load saved regions) first.")
+
+    def spot_context(self):
+        """The :class:`~napari_casper.regions.SpotContext` of the chosen spots layer (cached)."""
+        from napari_casper.regions import spot_context
+
+        meta = self.spots_layer().metadata[METADATA_KEY]
+        key = (id(meta["sdata"]), meta["element"], meta.get("table"), meta["coordinate_system"])
+        if key not in self._contexts:
+            self._contexts[key] = spot_context(
+                meta["sdata"], meta["element"], meta.get("table"), meta["coordinate_system"]
+            )
+        return self._contexts[key]
+
+    def spot_features(self) -> pd.DataFrame:
+        """The spots layer's numeric features (e.g. imputed genes), indexed by spot instance id."""
+        from napari_casper.io.elements import spot_positions
+
+        layer = self.spots_layer()
+        meta = layer.metadata[METADATA_KEY]
+        ids = spot_positions(meta["sdata"], meta["element"])[2]
+        features = layer.features.select_dtypes("number")
+        if len(features) != len(ids):
+            return pd.DataFrame(index=pd.Index(ids))
+        return features.set_index(pd.Index(ids))
+
+    def set_spot_feature(self, column: str, values) -> None:
+        """Put one column into the spots layer's features.
+
+        Done in place: reassigning ``features`` re-derives a default for every column, ~6 s on a
+        spots layer carrying 15k genes. napari colours by a feature through its default row, so
+        that row gets the column too; the event tells the layer controls the columns changed.
+        """
+        spots = self.spots_layer()
+        spots.features[column] = values
+        spots.feature_defaults[column] = spots.features[column].iloc[:1].to_numpy()
+        spots.events.features()
+
+    def new_regions_layer(self, name: str = "regions"):
+        """An empty Shapes layer aligned with the spots (same affine), drawing in the current class."""
+        spots = self.spots_layer()
+        cs = spots.metadata[METADATA_KEY]["coordinate_system"]
+        layer = self.viewer.add_shapes(**regions_layer_kwargs(name, layer_affine(spots), spots, cs))
+        self.prepare_layer(layer)
+        self.regions_combo.setCurrentText(layer.name)
+        return layer
+
+    def prepare_layer(self, layer) -> None:
+        """Give a regions layer its feature columns and defaults, and recolour it when shapes are added."""
+        current = self.current_class
+        for column, default in (("class", current), ("name", ""), ("author", ""), ("timestamp", "")):
+            if column not in layer.features:
+                layer.features[column] = pd.Series([default] * len(layer.data), dtype=object)
+        layer.feature_defaults["class"] = current
+        layer.feature_defaults["name"] = ""
+        if not getattr(layer, "_casper_hooked", False):
+            layer.events.data.connect(lambda event, layer=layer: self._shapes_changed(layer, event))
+            layer._casper_hooked = True
+        self.recolour(layer)
+
+    def _shapes_changed(self, layer, event) -> None:
+        if str(getattr(event, "action", "added")).lower().endswith("added"):
+            self.recolour(layer)
+
+    def recolour(self, layer) -> None:
+        """Colour the shapes by class; classes met for the first time join the legend."""
+        if recolour(layer, self.classes):
+            self.classes_panel.refresh()
+
+    def layer_regions(self, layer=None) -> RegionSet:
+        """The shapes of ``layer`` (default: the regions layer) as a :class:`RegionSet`."""
+        layer = layer or self.regions_layer()
+        cs = layer.metadata.get(METADATA_KEY, {}).get("coordinate_system")
+        if len(layer.data) and not cs:
+            cs = self.spot_context().coordinate_system
+        return layer_to_regions(layer, self.classes, cs)
+
+    def add_regions(self, regions: RegionSet, layer=None):
+        """Append ``regions`` to ``layer`` (default: the regions layer, created if missing) as editable shapes."""
+        layer = layer or self.regions_layer(create=True)
+        for cls in regions.palette.names:
+            if cls not in self.classes:
+                self.classes.add(cls, regions.palette.colour(cls))
+        self.classes_panel.refresh()
+        append_regions(layer, regions)
+        self.recolour(layer)
+        return layer
+
+    # -- the panels' state and actions, as the widget's API --------------------------------
+    @property
+    def current_class(self) -> str:
+        return self.classes_panel.current_class
+
+    @property
+    def suggestion(self):
+        return self.suggest_panel.suggestion
+
+    @property
+    def statistics(self) -> pd.DataFrame | None:
+        return self.stats_panel.statistics
+
+    @property
+    def differential(self) -> pd.DataFrame | None:
+        return self.stats_panel.differential
+
+    @property
+    def last_saved(self):
+        return self.save_panel.last_saved
+
+    def select_class(self, name: str) -> None:
+        self.classes_panel.select_class(name)
+
+    def add_class(self, name: str, colour=None) -> None:
+        self.classes_panel.add_class(name, colour)
+
+    def remove_class(self, name: str) -> None:
+        self.classes_panel.remove_class(name)
+
+    def set_class_colour(self, name: str, colour) -> None:
+        self.classes_panel.set_class_colour(name, colour)
+
+    def set_class_of_selected(self, cls: str | None = None) -> None:
+        self.classes_panel.set_class_of_selected(cls)
+
+    def compute_suggestion(self, genes: list[str] | None = None):
+        return self.suggest_panel.compute_suggestion(genes)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.suggest_panel.set_threshold(threshold)
+
+    def accept_suggestion(self) -> None:
+        self.suggest_panel.accept_suggestion()
+
+    def save(self, name: str | None = None, overwrite: bool | None = None, path: str | Path | None = None) -> None:
+        self.save_panel.save(name, overwrite, path)
+
+    def refresh_saved_regions(self) -> list[str]:
+        return self.save_panel.refresh_saved_regions()
+
+    def load(self, name: str):
+        return self.save_panel.load(name)
+
+    def compute_statistics(self) -> None:
+        self.stats_panel.compute_statistics()
+
+    def start_differential(self, choice: str | None = None) -> None:
+        self.stats_panel.start_differential(choice)
+
+    def export_csv(self, path: str | Path) -> list[Path]:
+        return self.stats_panel.export_csv(path)

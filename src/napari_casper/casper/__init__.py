@@ -1,0 +1,1 @@
+"""CASPER engine: preprocessing, centroids, network, training, checkpoints, imputation, results."""

@@ -1,0 +1,1 @@
+"""Out-of-core CASPER imputation: chunked, resumable, distributed zarr output."""

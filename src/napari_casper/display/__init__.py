@@ -1,0 +1,1 @@
+"""Qt-free layer data: SpatialData elements, spot rasters, value layers, gene display."""

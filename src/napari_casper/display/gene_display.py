@@ -1,0 +1,188 @@
+"""One gene at a time from a spots x genes table, for fast gene switching on large sections.
+
+A :class:`TableGenes` reads single gene columns of a table that annotates a spot element
+(measured counts, CASPER predictions, histology predictions), in the element's spot order.
+Sparse tables are converted to CSC once (at the first gene read), so a column is a slice;
+dense, backed and dask tables are read column by column. Nothing holds more than the one gene being shown.
+
+A :class:`GeneSwitcher` turns such a column into the data of one value layer (a Points
+layer's feature up to :data:`~napari_casper.display.value_layers.POINTS_LIMIT` spots, a raster image
+above) so that switching the gene replaces the layer's data without rebuilding it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from napari_casper.display.value_layers import SpotGeometry, contrast_limits, value_layer
+from napari_casper.errors import CasperInputError
+
+TRANSFORMS = ("auto", "log1p", "none")
+
+
+class TableGenes:
+    """Gene columns of ``table`` for the spots of one element, in the element's order.
+
+    Parameters
+    ----------
+    table
+        AnnData annotating spots (``obs[region_key]``, ``obs[instance_key]``).
+    element
+        Name of the spot element whose rows to take.
+    instance_ids
+        The element's spot ids in display order; spots without a table row read as NaN.
+    transform
+        ``"log1p"`` shows ``log1p(value)``; ``"none"`` the stored values; ``"auto"`` applies
+        log1p when the table holds raw counts (:func:`napari_casper.casper.preprocess.detect_normalization`).
+    layer
+        Read ``table.layers[layer]`` (e.g. a prediction's ``"uncertainty"``) instead of ``X``.
+    """
+
+    def __init__(
+        self,
+        table,
+        element: str,
+        instance_ids,
+        *,
+        region_key: str | None = None,
+        instance_key: str | None = None,
+        transform: str = "auto",
+        layer: str | None = None,
+    ) -> None:
+        if transform not in TRANSFORMS:
+            raise CasperInputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}.")
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region_key = region_key or attrs.get("region_key")
+        instance_key = instance_key or attrs.get("instance_key")
+        if region_key is None or instance_key is None or instance_key not in table.obs:
+            raise CasperInputError(
+                "the table does not say which spots its rows belong to (no region/instance keys in "
+                "uns['spatialdata_attrs']); parse it with spatialdata.models.TableModel first."
+            )
+        if region_key in table.obs:
+            rows = np.flatnonzero(table.obs[region_key].astype(str).to_numpy() == element)
+        else:
+            rows = np.arange(table.n_obs)
+        if rows.size == 0:
+            raise CasperInputError(f"the table has no rows for spot element {element!r}; choose the table that annotates it.")
+        ids = pd.Index(np.asarray(instance_ids))
+        row_of = pd.Series(rows, index=table.obs[instance_key].to_numpy()[rows])
+        if not row_of.index.is_unique:
+            raise CasperInputError(f"the table repeats spot ids of element {element!r}; each spot needs one row.")
+        position = row_of.reindex(ids).to_numpy(dtype=float)
+        self._present = np.isfinite(position)
+        self._rows = position[self._present].astype(np.int64)
+        self._identity = bool(self._present.all() and np.array_equal(self._rows, np.arange(table.n_obs)))
+        self.n_spots = len(ids)
+        self.genes = [str(g) for g in table.var_names]
+        self._column = {g: i for i, g in enumerate(self.genes)}
+        self._lower = {g.lower(): i for i, g in reversed(list(enumerate(self.genes)))}
+        if layer is not None and layer not in table.layers:
+            raise CasperInputError(f"the table has no layer {layer!r} (it has {list(table.layers)}); choose X or one of those.")
+        self._X = table.X if layer is None else table.layers[layer]
+        if transform == "auto":
+            from napari_casper.casper.preprocess import detect_normalization
+
+            transform = "log1p" if detect_normalization(_sample_rows(self._X)) == "counts" else "none"
+        self.transform = transform
+
+    def resolve(self, gene: str) -> str:
+        """The table's spelling of ``gene`` (exact, then case-insensitive)."""
+        gene = str(gene).strip()
+        if gene in self._column:
+            return gene
+        index = self._lower.get(gene.lower())
+        if index is None:
+            raise CasperInputError(f"gene {gene!r} is not in this table ({len(self.genes)} genes); pick one from the list.")
+        return self.genes[index]
+
+    def values(self, gene: str) -> np.ndarray:
+        """``(n_spots,)`` float32 values of ``gene`` (NaN for spots without a row)."""
+        j = self._column[self.resolve(gene)]
+        X = self._X
+        if sp.issparse(X) and not sp.isspmatrix_csc(X):  # once, on the first gene: columns become slices
+            X = self._X = sp.csc_matrix(X)
+        if sp.issparse(X):
+            column = X[:, j].toarray().ravel()
+        elif hasattr(X, "compute"):  # dask
+            column = np.asarray(X[:, j].compute()).ravel()
+        else:  # numpy, h5py/zarr-backed arrays
+            column = np.asarray(X[:, j]).ravel()
+        column = column.astype(np.float32, copy=False)
+        if self.transform == "log1p":
+            column = np.log1p(np.maximum(column, 0), dtype=np.float32)
+        return self.in_spot_order(column)
+
+    def in_spot_order(self, per_row: np.ndarray) -> np.ndarray:
+        """A vector over the table's rows ``(n_obs,)`` in the element's spot order (NaN: no row)."""
+        per_row = np.asarray(per_row, dtype=np.float32)
+        if self._identity:
+            return per_row
+        out = np.full(self.n_spots, np.nan, dtype=np.float32)
+        out[self._present] = per_row[self._rows]
+        return out
+
+
+def _sample_rows(X, n: int = 2000):
+    """At most ``n`` evenly spaced rows of ``X`` (enough to tell counts from normalised values)."""
+    step = max(1, X.shape[0] // n)
+    rows = X[::step]
+    return rows.compute() if hasattr(rows, "compute") else rows
+
+
+class GeneSwitcher:
+    """Shows one gene of a :class:`TableGenes` on spot geometry, one layer, swapped in place."""
+
+    def __init__(self, geometry: SpotGeometry, genes: TableGenes, name: str, *, colormap: str = "magma") -> None:
+        if genes.n_spots != geometry.n_spots:
+            raise CasperInputError(f"{genes.n_spots} table spots for {geometry.n_spots} displayed spots.")
+        self.geometry = geometry
+        self.genes = genes
+        self.name = name
+        self.colormap = colormap
+        self.gene: str | None = None
+        self._buffers: list[np.ndarray] | None = None
+        self._turn = 0
+
+    @property
+    def is_raster(self) -> bool:
+        return self.geometry.use_raster
+
+    def layer_tuple(self, gene: str) -> tuple:
+        """Layer-data tuple for the first display (builds the raster once for large sets)."""
+        self.gene = self.genes.resolve(gene)
+        values = self.genes.values(self.gene)
+        layer = value_layer(self.geometry, values, self.name, colormap=self.colormap, extra_metadata={"gene": self.gene})
+        if self.is_raster:  # the switch buffers, touched now (in the worker) so no switch pays the page faults
+            shape = self.geometry.raster().index_map.shape
+            self._buffers = [np.full(shape, np.nan, np.float32) for _ in range(2)]
+        return layer
+
+    def switch(self, gene: str) -> tuple[np.ndarray, tuple[float, float]]:
+        """``(layer data or per-spot values, contrast limits)`` for ``gene``.
+
+        Raster layers get a new image (one gather over the raster); Points layers get the
+        values for their ``value`` feature.
+        """
+        self.gene = self.genes.resolve(gene)
+        values = self.genes.values(self.gene)
+        limits = contrast_limits(values)
+        if self.is_raster:
+            # two buffers taken in turn: the one the layer shows now is never written to
+            raster = self.geometry.raster()
+            if self._buffers is None:
+                self._buffers = [np.empty(raster.index_map.shape, np.float32) for _ in range(2)]
+            self._turn ^= 1
+            return raster.render(values, out=self._buffers[self._turn]), limits
+        return values, limits
+
+
+def table_genes(
+    sdata, element: str, table_name: str, instance_ids, *, transform: str = "auto", layer: str | None = None
+) -> TableGenes:
+    """:class:`TableGenes` for table ``table_name`` (``X`` or its ``layer``) of ``sdata`` and spot element ``element``."""
+    if table_name not in sdata.tables:
+        raise CasperInputError(f"no table {table_name!r} in this object (it has {list(sdata.tables)}).")
+    return TableGenes(sdata.tables[table_name], element, instance_ids, transform=transform, layer=layer)

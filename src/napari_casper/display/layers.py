@@ -1,0 +1,176 @@
+"""SpatialData elements as napari layer-data tuples (pure numpy/pandas, no napari import).
+
+Every layer carries the affine of its element's transformation to the chosen coordinate
+system, so images and spots line up on screen. Spot elements (circles with ``radius``, or
+points) become Points layers whose ``size`` is the spot diameter in world units (napari does
+not scale point sizes by the layer affine, napari #6649). The table annotating a spot
+element becomes the layer's ``features`` (obs columns and genes), so any of them can colour
+the spots. Above :data:`LARGE_SPOT_SET` spots the Points layer (kept for the widgets: positions,
+ids, table link) starts hidden and a raster image of the spots' total counts is shown over the
+tissue instead; genes are then browsed one at a time with the Genes widget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_casper.errors import CasperInputError
+from napari_casper.io.elements import (
+    METADATA_KEY,
+    affine_yx,
+    default_coordinate_system,
+    mean_scale,
+    spot_element_names,
+    spot_positions,
+    spot_table,
+)
+
+#: genes go into layer features only while spots x genes stays below this many values
+MAX_FEATURE_VALUES = 20_000_000
+#: above this many spots the Points layer is added hidden and a raster of the spots is shown
+#: instead (software OpenGL redraws 1M points in 3-4 s per frame; the raster in ~20 ms)
+LARGE_SPOT_SET = 100_000
+
+def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
+    """Layer-data tuple for image element ``name`` (RGB H&E, or one layer per channel)."""
+    from xarray import DataTree
+
+    element = sdata.images[name]
+    if isinstance(element, DataTree):  # multiscale: scale0, scale1, ... each holding one DataArray
+        keys = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))
+        levels = [next(iter(element[key].ds.data_vars.values())) for key in keys]
+    else:
+        levels = [element]
+    first = levels[0]
+    affine = affine_yx(element, coordinate_system)
+    channels = [str(c) for c in first.coords["c"].values] if "c" in first.coords else []
+    rgb = first.sizes.get("c", 1) in (3, 4) and np.issubdtype(first.dtype, np.integer)
+    kwargs = {"name": name, "affine": affine, "metadata": {METADATA_KEY: {"element": name, "kind": "image"}}}
+    if rgb:
+        data = [level.transpose("y", "x", "c").data for level in levels]
+        kwargs["rgb"] = True
+    elif first.sizes.get("c", 1) == 1:
+        data = [level.isel(c=0).transpose("y", "x").data for level in levels]
+        kwargs["colormap"] = "gray"
+    else:
+        data = [level.transpose("c", "y", "x").data for level in levels]
+        kwargs["channel_axis"] = 0
+        kwargs["name"] = [f"{name}:{c}" for c in channels] if channels else name
+        kwargs["blending"] = "additive"
+    kwargs["multiscale"] = len(data) > 1
+    return (data if len(data) > 1 else data[0], kwargs, "image")
+
+
+def spot_features(sdata, element_name: str, instance_ids: pd.Index, max_values: int = MAX_FEATURE_VALUES) -> pd.DataFrame:
+    """Per-spot features in element order: the table's obs columns, then its genes (if small enough).
+
+    Spots without a table row get NaN; genes are left out when spots x genes exceeds
+    ``max_values`` (large tables are coloured gene by gene instead).
+    """
+    link = spot_table(sdata, element_name)
+    if link is None:
+        return pd.DataFrame(index=pd.RangeIndex(len(instance_ids)))
+    table = sdata.tables[link.name]
+    sub = table[table.obs[link.region_key].astype(str).to_numpy() == element_name]
+    instances = sub.obs[link.instance_key].to_numpy()
+    obs = sub.obs.drop(columns=[link.region_key, link.instance_key])
+    obs.index = instances
+    features = obs.reindex(instance_ids).reset_index(drop=True)
+    if sub.n_obs * sub.n_vars <= max_values:
+        row_of = pd.Series(np.arange(sub.n_obs), index=instances).reindex(instance_ids).to_numpy()
+        present = ~np.isnan(row_of)
+        matrix = sub.X[row_of[present].astype(int)]
+        genes = np.full((len(instance_ids), sub.n_vars), np.nan, dtype=np.float32)
+        genes[present] = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        names = [str(g) for g in sub.var_names]
+        keep = [i for i, g in enumerate(names) if g not in features.columns]
+        gene_frame = pd.DataFrame(genes[:, keep], columns=[names[i] for i in keep])
+        features = pd.concat([features, gene_frame], axis=1)
+    return features
+
+
+def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str | None = None) -> tuple:
+    """Points layer-data tuple for a spot element, sized to the spot diameter, with features."""
+    element = sdata.shapes[element_name] if element_name in sdata.shapes else sdata.points[element_name]
+    xy, diameter, ids = spot_positions(sdata, element_name)
+    affine = affine_yx(element, coordinate_system)
+    link = spot_table(sdata, element_name)
+    kwargs = {
+        "name": name or element_name,
+        "affine": affine,
+        "size": diameter * mean_scale(affine),
+        "features": spot_features(sdata, element_name, ids),
+        "face_color": "#ffd400",
+        "border_color": "white",
+        "border_width": 0.05,
+        "opacity": 0.9,
+        "metadata": {
+            METADATA_KEY: {
+                "element": element_name,
+                "kind": "spots",
+                "table": link.name if link else None,
+                "coordinate_system": coordinate_system,
+                "instance_ids": np.asarray(ids),
+            }
+        },
+    }
+    return (xy[:, ::-1].copy(), kwargs, "points")
+
+
+def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source: str | None = None) -> list[tuple]:
+    """All images and spot elements of ``sdata`` in ``coordinate_system`` as layer-data tuples.
+
+    Images come first (bottom), spots on top. Every layer's metadata holds the SpatialData
+    object (``metadata["napari_casper"]["sdata"]``) and the store path it came from, so
+    widgets can reach the tables and write results back.
+    """
+    cs = coordinate_system or default_coordinate_system(sdata)
+    if cs not in sdata.coordinate_systems:
+        raise CasperInputError(
+            f"coordinate system {cs!r} is not in this object (it has {list(sdata.coordinate_systems)})."
+        )
+    from spatialdata.transformations import get_transformation
+
+    from napari_casper.display.results import results_layers
+
+    layers = []
+    for name, element in sdata.images.items():
+        if cs in get_transformation(element, get_all=True):
+            layers.append(image_layer(sdata, name, cs))
+    spot_layers = {}
+    for name in spot_element_names(sdata):
+        element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
+        if cs in get_transformation(element, get_all=True):
+            spot_layers[name] = spots_layer(sdata, name, cs)
+    layers.extend(spot_layers.values())
+    for name, (data, kwargs, _) in spot_layers.items():
+        if len(data) > LARGE_SPOT_SET:
+            kwargs["visible"] = False
+            layers.append(spots_overview_layer(sdata, name, data, kwargs))
+    layers.extend(results_layers(sdata, cs, spot_layers))
+    if not layers:
+        raise CasperInputError(f"nothing to show in coordinate system {cs!r}: no image or spot element is in it.")
+    for _, kwargs, _ in layers:
+        kwargs["metadata"][METADATA_KEY].update({"sdata": sdata, "path": source, "coordinate_system": cs})
+    return layers
+
+
+def spots_overview_layer(sdata, element_name: str, data: np.ndarray, kwargs: dict) -> tuple:
+    """Raster image of a large spot set: log1p of each spot's total counts (1 where no table)."""
+    from napari_casper.display.value_layers import SpotGeometry, value_layer
+
+    geometry = SpotGeometry.from_points_kwargs(data, kwargs)
+    values = np.ones(len(data), dtype=np.float32)
+    link = spot_table(sdata, element_name)
+    what = "spots"
+    if link is not None:
+        from napari_casper.display.gene_display import TableGenes
+
+        table = sdata.tables[link.name]
+        rows = TableGenes(table, element_name, kwargs["metadata"][METADATA_KEY]["instance_ids"], transform="none")
+        totals = rows.in_spot_order(np.asarray(table.X.sum(axis=1)).ravel())
+        values = np.log1p(np.clip(totals, 0, None))
+        what = "total counts (log1p)"
+    layer = value_layer(geometry, values, f"{element_name}: {what}", colormap="viridis", extra_metadata={"kind": "spots_overview"})
+    return layer

@@ -1,0 +1,172 @@
+"""Per-spot values (a predicted gene, an attention weight, uncertainty) as napari layer data.
+
+Pure numpy; no napari import. Small spot sets become Points layers (pickable, drawn at the
+spot diameter); large ones a raster Image layer built once from a :class:`SpotRaster`, so
+switching the gene it shows is one array gather (napari recolours 100k points in ~1 s).
+Layer names are predictable: ``casper:<gene>``, ``casper attention:<centroid>``,
+``casper dominant centroid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from napari_casper.display.spot_raster import SpotRaster
+from napari_casper.io.elements import METADATA_KEY, mean_scale
+
+#: above this many spots, value layers are rasters instead of Points
+POINTS_LIMIT = 20_000
+GENE_PREFIX = "casper:"
+ATTENTION_PREFIX = "casper attention:"
+DOMINANT_NAME = "casper dominant centroid"
+
+
+def gene_layer_name(gene: str) -> str:
+    return f"{GENE_PREFIX}{gene}"
+
+
+def attention_layer_name(centroid: str) -> str:
+    return f"{ATTENTION_PREFIX}{centroid}"
+
+
+#: contrast limits of longer vectors are estimated on an evenly spaced subsample of this size
+CONTRAST_SAMPLE = 100_000
+
+
+def contrast_limits(values: np.ndarray) -> tuple[float, float]:
+    """1st-99th percentile of the finite values (a flat vector gets a unit-wide window).
+
+    Vectors longer than :data:`CONTRAST_SAMPLE` are subsampled with a fixed stride (the
+    percentiles of 1M values cost ~25 ms, a tenth of a gene switch's budget).
+    """
+    values = np.asarray(values)
+    if values.size > CONTRAST_SAMPLE:
+        values = values[:: values.size // CONTRAST_SAMPLE]
+    finite = values.astype(float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(finite, [1, 99])
+    if hi <= lo:
+        hi = lo + 1.0
+    return (float(lo), float(hi))
+
+
+@dataclass
+class SpotGeometry:
+    """Where the spots are: ``(n, 2)`` (y, x) data coordinates, sizes and the layer affine."""
+
+    yx: np.ndarray
+    size: np.ndarray
+    affine: np.ndarray
+    element: str
+    coordinate_system: str
+    _raster: SpotRaster | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_points_kwargs(cls, data: np.ndarray, kwargs: dict) -> SpotGeometry:
+        meta = kwargs.get("metadata", {}).get(METADATA_KEY, {})
+        size = np.broadcast_to(np.asarray(kwargs.get("size", 1.0), dtype=float), (len(data),)).copy()
+        return cls(
+            yx=np.asarray(data, dtype=float),
+            size=size,
+            affine=np.asarray(kwargs.get("affine", np.eye(3)), dtype=float),
+            element=meta.get("element", ""),
+            coordinate_system=meta.get("coordinate_system", "global"),
+        )
+
+    @property
+    def n_spots(self) -> int:
+        return len(self.yx)
+
+    @property
+    def use_raster(self) -> bool:
+        return self.n_spots > POINTS_LIMIT
+
+    def raster(self) -> SpotRaster:
+        """The spot raster in data coordinates (built on first use, then reused)."""
+        if self._raster is None:
+            data_diameter = self.size / max(mean_scale(self.affine), 1e-12)
+            self._raster = SpotRaster.build(self.yx[:, ::-1], data_diameter)
+        return self._raster
+
+
+def value_layer(
+    geometry: SpotGeometry, values: np.ndarray, name: str, *, colormap: str = "magma", extra_metadata: dict | None = None
+) -> tuple:
+    """Layer-data tuple showing ``values`` ``(n_spots,)`` on the spots.
+
+    Points layer (``features[name]`` holds the values) up to :data:`POINTS_LIMIT` spots, a
+    raster Image layer (NaN off spots) above it.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    meta = {METADATA_KEY: {"element": geometry.element, "kind": "values", "coordinate_system": geometry.coordinate_system}}
+    meta[METADATA_KEY].update(extra_metadata or {})
+    limits = contrast_limits(values)
+    if geometry.use_raster:
+        raster = geometry.raster()
+        kwargs = {
+            "name": name,
+            "affine": geometry.affine @ raster.affine_yx(),
+            "colormap": colormap,
+            "contrast_limits": limits,
+            "metadata": meta,
+        }
+        return (raster.render(values), kwargs, "image")
+    kwargs = {
+        "name": name,
+        "affine": geometry.affine,
+        "size": geometry.size,
+        "features": pd.DataFrame({"value": values}),
+        "face_color": "value",
+        "face_colormap": colormap,
+        "face_contrast_limits": limits,
+        "border_width": 0,
+        "metadata": meta,
+    }
+    return (geometry.yx, kwargs, "points")
+
+
+def categorical_layer(geometry: SpotGeometry, labels: np.ndarray, categories: list[str], name: str) -> tuple:
+    """Points layer-data tuple coloured by a category per spot (e.g. the dominant centroid)."""
+    codes = np.asarray(labels)
+    colours = category_colours(categories)
+    frame = pd.DataFrame({"category": pd.Categorical([categories[i] for i in codes], categories=categories)})
+    kwargs = {
+        "name": name,
+        "affine": geometry.affine,
+        "size": geometry.size,
+        "features": frame,
+        "face_color": colours[codes],
+        "border_width": 0,
+        "metadata": {
+            METADATA_KEY: {
+                "element": geometry.element,
+                "kind": "categories",
+                "legend": dict(zip(categories, [tuple(c) for c in colours.tolist()])),
+            }
+        },
+    }
+    return (geometry.yx, kwargs, "points")
+
+
+def category_colours(categories: list[str]) -> np.ndarray:
+    """``(n_categories, 4)`` RGBA, distinct hues (tab20 cycled, then golden-angle hues)."""
+    import colorsys
+
+    tab20 = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+        "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+        "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    ]  # fmt: skip
+    colours = []
+    for i in range(len(categories)):
+        if i < len(tab20):
+            hexa = tab20[i].lstrip("#")
+            colours.append([int(hexa[j : j + 2], 16) / 255 for j in (0, 2, 4)] + [1.0])
+        else:
+            colours.append(list(colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95)) + [1.0])
+    return np.asarray(colours, dtype=float).reshape(-1, 4)

@@ -1,0 +1,1 @@
+"""Reading and writing SpatialData stores, converting AnnData + images, packaged samples."""

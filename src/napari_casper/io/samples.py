@@ -1,0 +1,111 @@
+"""Sample data shipped inside the package (no download, no ``../shared`` needed).
+
+* :func:`load_drosophila` -- the BDTNP in situ atlas of the stage-6 Drosophila embryo (3039
+  locations x 84 genes, microns, lateral projection) with a rendered embryo image, and the
+  Karaiskos et al. 2017 scRNA-seq reference (1297 cells; the 2000 most variable genes plus all
+  atlas genes) as a second table. BSD-3 (novosparc).
+* :func:`load_mob` -- mouse olfactory bulb section 1 (Stahl et al. 2016, legacy ST): H&E,
+  379 spots, raw counts of 1000 genes (symbols as var_names, Ensembl ids in
+  ``var["gene_ids"]``). MIT (STUtility).
+
+``scripts/build_sample_data.py`` rebuilds the files from ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import anndata as ad
+import numpy as np
+
+SAMPLE_DIR = files("napari_casper") / "sample_data"
+#: microns per pixel of the rendered embryo image
+EMBRYO_IMAGE_RESOLUTION = 2.0
+
+
+def _path(name: str):
+    return SAMPLE_DIR / name
+
+
+def load_drosophila_atlas() -> ad.AnnData:
+    """BDTNP atlas: 3039 locations x 84 genes; ``obsm["spatial"]`` = lateral (x, z) microns."""
+    return ad.read_h5ad(_path("drosophila_atlas.h5ad"))
+
+
+def load_drosophila_reference() -> ad.AnnData:
+    """Karaiskos scRNA-seq reference, log-normalised: 1297 cells x 2000 HVGs + atlas genes."""
+    return ad.read_h5ad(_path("drosophila_reference.h5ad"))
+
+
+def render_embryo_image(coords: np.ndarray, resolution: float = EMBRYO_IMAGE_RESOLUTION, margin: float = 12.0):
+    """Grey-scale picture of the embryo from its cell positions.
+
+    Parameters
+    ----------
+    coords
+        ``(n_cells, 2)`` (x, y) positions in microns.
+    resolution
+        Microns per pixel.
+
+    Returns
+    -------
+    image : ``(height, width)`` uint8, bright tissue on a dark background
+    origin : ``(x0, y0)`` micron position of pixel (0, 0)
+    """
+    from scipy.ndimage import gaussian_filter
+
+    origin = coords.min(axis=0) - margin
+    extent = coords.max(axis=0) + margin - origin
+    width, height = np.ceil(extent / resolution).astype(int) + 1
+    counts = np.zeros((height, width))
+    cols = ((coords[:, 0] - origin[0]) / resolution).astype(int)
+    rows = ((coords[:, 1] - origin[1]) / resolution).astype(int)
+    np.add.at(counts, (rows, cols), 1.0)
+    density = gaussian_filter(counts, sigma=4.0 / resolution)
+    tissue = gaussian_filter((density > density.max() * 0.05).astype(float), sigma=1.5)
+    image = (40 + 180 * tissue + 35 * density / density.max()).clip(0, 255).astype(np.uint8)
+    return image, origin
+
+
+def load_drosophila():
+    """SpatialData: ``embryo`` image, ``cells`` spots, ``atlas`` table and ``reference`` table.
+
+    The image is in its own pixels with a Scale + Translation transformation to the
+    ``global`` coordinate system (microns), as a real microscope image would be.
+    """
+    import spatialdata as sd
+    from spatialdata.models import TableModel
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    from napari_casper.io.convert import estimate_spot_diameter, image_element, spots_element, table_for_spots
+
+    atlas = load_drosophila_atlas()
+    coords = np.asarray(atlas.obsm["spatial"], dtype=float)
+    picture, origin = render_embryo_image(coords)
+    to_microns = Sequence(
+        [
+            Scale([EMBRYO_IMAGE_RESOLUTION, EMBRYO_IMAGE_RESOLUTION], axes=("x", "y")),
+            Translation(list(origin), axes=("x", "y")),
+        ]
+    )
+    reference = load_drosophila_reference()
+    return sd.SpatialData(
+        images={"embryo": image_element(picture[:, :, None], transformation=to_microns)},
+        shapes={"cells": spots_element(coords, estimate_spot_diameter(coords, 1.0))},
+        tables={"atlas": table_for_spots(atlas, "cells"), "reference": TableModel.parse(reference)},
+    )
+
+
+def load_mob():
+    """SpatialData of MOB section 1: ``image`` (H&E), ``spots`` (100 um circles), ``table`` (counts)."""
+    from napari_casper.io.convert import anndata_to_spatialdata
+
+    mob = ad.read_h5ad(_path("mob1.h5ad"))
+    return anndata_to_spatialdata(mob, np.asarray(_read_jpg(_path("mob1.jpg"))))
+
+
+def _read_jpg(resource):
+    from PIL import Image
+
+    with resource.open("rb") as handle, Image.open(handle) as img:
+        return np.asarray(img.convert("RGB"))

@@ -1,0 +1,310 @@
+"""Reading and writing SpatialData, safely.
+
+Reading: SpatialData ``.zarr`` stores, and ``.h5ad`` files with ``obsm["spatial"]`` (plus the
+image named in ``uns["image"]`` or sitting next to the file with the same stem).
+
+Writing never loses data: :func:`write_new_element` adds one element to an existing store by
+writing it to a temporary store beside it and renaming it into place, so a crash leaves the
+store as it was; an existing element is replaced only with ``overwrite=True``, and even then
+the old one is moved aside until the new one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import anndata as ad
+
+from napari_casper.errors import CasperInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+ELEMENT_GROUPS = ("images", "labels", "points", "shapes", "tables")
+
+
+def is_spatialdata_store(path: str | Path) -> bool:
+    """True when ``path`` is a directory holding a SpatialData zarr root."""
+    path = Path(path)
+    for meta in ("zarr.json", ".zattrs"):
+        file = path / meta
+        if file.is_file():
+            try:
+                text = json.loads(file.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = text.get("attributes", text)
+            if "spatialdata_attrs" in attrs:
+                return True
+            return any((path / group).is_dir() for group in ELEMENT_GROUPS)
+    return False
+
+
+def element_names_on_disk(store: str | Path, group: str = "tables") -> list[str]:
+    """Names of the ``group`` elements of a store, from its folders (nothing is read)."""
+    folder = Path(store) / group
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name for p in folder.iterdir()
+        if not p.name.startswith(".") and ((p / "zarr.json").is_file() or (p / ".zgroup").is_file())
+    )
+
+
+def read_spatialdata(path: str | Path):
+    """Open a SpatialData ``.zarr`` store (lazily: images stay on disk as dask arrays)."""
+    import spatialdata as sd
+
+    path = Path(path)
+    if not path.exists():
+        raise CasperInputError(f"{path} does not exist: check the path.")
+    if not path.is_dir() or not is_spatialdata_store(path):
+        raise CasperInputError(
+            f"{path} is not a SpatialData store (no zarr root with SpatialData elements). Open a "
+            "SpatialData .zarr folder, or an .h5ad with obsm['spatial'], or convert your data with "
+            "napari_casper.io.convert.anndata_to_spatialdata(...).write(path)."
+        )
+    try:
+        return sd.read_zarr(path)
+    except Exception as err:  # noqa: BLE001 - any failure here means an unreadable store
+        raise CasperInputError(f"cannot read SpatialData store {path} ({type(err).__name__}: {err}).") from err
+
+
+def find_image_beside(path: Path, adata: ad.AnnData) -> Path | None:
+    """The image for an h5ad: ``uns["image"]`` (relative to the file) or a same-stem image file."""
+    named = adata.uns.get("image")
+    if isinstance(named, str):
+        candidate = (path.parent / named) if not Path(named).is_absolute() else Path(named)
+        if not candidate.is_file():
+            raise CasperInputError(
+                f"{path.name} names image {named!r} in uns['image'] but {candidate} does not exist: put the "
+                "image next to the .h5ad or remove uns['image']."
+            )
+        return candidate
+    for suffix in IMAGE_SUFFIXES:
+        candidate = path.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_h5ad(path: Path, what: str = "") -> ad.AnnData:
+    """``ad.read_h5ad`` with errors that name the file (``what`` prefixes the path)."""
+    if not path.is_file():
+        raise CasperInputError(f"{what}{'file ' if what else ''}{path} does not exist: check the path.")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
+        raise CasperInputError(f"cannot read {what}{path} as AnnData ({type(err).__name__}: {err}).") from err
+
+
+def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwargs):
+    """SpatialData from an ``.h5ad`` with ``obsm["spatial"]`` and its image, if any.
+
+    ``kwargs`` go to :func:`napari_casper.io.convert.anndata_to_spatialdata` (``spot_diameter``,
+    ``axes`` for 3-D coordinates, element names).
+    """
+    from napari_casper.io.convert import anndata_to_spatialdata
+
+    path = Path(path)
+    adata = read_h5ad(path)
+    image_path = Path(image) if image is not None else find_image_beside(path, adata)
+    if "spatial" in adata.obsm and adata.obsm["spatial"].shape[1] == 3 and "axes" not in kwargs:
+        kwargs["axes"] = (0, 1)
+        adata.obsm["spatial"] = adata.obsm["spatial"][:, :2]
+    return anndata_to_spatialdata(adata, image_path, **kwargs)
+
+
+def read_reference(path: str | Path) -> ad.AnnData:
+    """An scRNA-seq reference (cells x genes) from an ``.h5ad`` file, with clear errors."""
+    path = Path(path)
+    reference = read_h5ad(path, "reference ")
+    if reference.n_obs == 0 or reference.n_vars == 0:
+        raise CasperInputError(f"reference {path} is empty ({reference.n_obs} cells x {reference.n_vars} genes).")
+    return reference
+
+
+def read_any(path: str | Path):
+    """Dispatch on the path: SpatialData store or ``.h5ad``."""
+    path = Path(path)
+    if path.suffix == ".h5ad":
+        return read_h5ad_spatial(path)
+    return read_spatialdata(path)
+
+
+def element_kind(sdata, name: str) -> str:
+    """The group (``images``, ``shapes``, ``tables`` ...) that holds element ``name``."""
+    for group in ELEMENT_GROUPS:
+        if name in getattr(sdata, group):
+            return group
+    raise CasperInputError(f"no element named {name!r}; the object has {sorted(_all_names(sdata))}.")
+
+
+def _all_names(sdata) -> list[str]:
+    return [name for group in ELEMENT_GROUPS for name in getattr(sdata, group)]
+
+
+def _element_group_for(element) -> str:
+    """The store group an in-memory element belongs to, from its SpatialData model."""
+    from spatialdata.models import (
+        Image2DModel,
+        Image3DModel,
+        Labels2DModel,
+        Labels3DModel,
+        PointsModel,
+        ShapesModel,
+        TableModel,
+        get_model,
+    )
+
+    groups = {
+        Image2DModel: "images",
+        Image3DModel: "images",
+        Labels2DModel: "labels",
+        Labels3DModel: "labels",
+        PointsModel: "points",
+        ShapesModel: "shapes",
+        TableModel: "tables",
+    }
+    if isinstance(element, ad.AnnData):
+        return "tables"
+    try:
+        return groups[get_model(element)]
+    except Exception as err:  # noqa: BLE001
+        raise CasperInputError(
+            f"cannot write a {type(element).__name__}: parse it with a spatialdata model first "
+            "(ShapesModel.parse, TableModel.parse, ...)."
+        ) from err
+
+
+def write_new_element(store: str | Path, name: str, element, *, overwrite: bool = False) -> Path:
+    """Add ``element`` as ``name`` to the SpatialData store at ``store``, atomically.
+
+    Parameters
+    ----------
+    store
+        An existing SpatialData ``.zarr`` folder.
+    name
+        Element name; must not exist yet unless ``overwrite``.
+    element
+        A SpatialData element (image, labels, points, shapes or an AnnData table parsed with
+        ``TableModel``).
+    overwrite
+        Replace an existing element of that name. The old one is kept aside until the new
+        one is in place, and removed only then.
+
+    Returns
+    -------
+    Path
+        The folder of the new element inside the store.
+    """
+    import spatialdata as sd
+
+    store = Path(store)
+    current = read_spatialdata(store)
+    if not name or "/" in name or name.startswith("."):
+        raise CasperInputError(f"invalid element name {name!r}: use letters, digits, '_' or '-'.")
+    exists = name in _all_names(current)
+    if exists and not overwrite:
+        raise CasperInputError(
+            f"{store} already has an element named {name!r}; nothing was written. Choose a new name "
+            "(e.g. add a version suffix) or pass overwrite=True to replace it."
+        )
+    group = _element_group_for(element)
+    if exists and element_kind(current, name) != group:
+        raise CasperInputError(
+            f"{name!r} is a {element_kind(current, name)} element in {store}; it cannot be replaced by {group}."
+        )
+    scratch_root = store.parent / f".{store.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
+            warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
+            sd.SpatialData(**{group: {name: element}}).write(scratch_root)
+        if not (store / group).exists():
+            shutil.copytree(scratch_root / group, store / group, ignore=shutil.ignore_patterns(name))
+        target = install_element(store, group, name, scratch_root / group / name, overwrite=overwrite)
+    finally:
+        shutil.rmtree(scratch_root, ignore_errors=True)
+    return target
+
+
+def install_element(store: Path, group: str, name: str, source: Path, *, overwrite: bool = False) -> Path:
+    """Move the finished element folder ``source`` to ``store/group/name`` and refresh the
+    store's metadata. ``source`` must be on the store's file system (beside the store)."""
+    store = Path(store)
+    target_group = store / group
+    if not target_group.exists():
+        import zarr
+
+        zarr.open_group(str(store), mode="r+").require_group(group)
+    target = move_into_place(source, target_group / name, overwrite=overwrite)
+    reconsolidate(store)
+    return target
+
+
+def move_into_place(source: Path, target: Path, *, overwrite: bool = False) -> Path:
+    """Rename ``source`` to ``target``. An existing ``target`` is replaced only with
+    ``overwrite``, and is kept aside (``.NAME.casper-old-*``) until ``source`` is in place."""
+    if target.exists() and not overwrite:
+        raise CasperInputError(f"{target} already exists; nothing was replaced. Choose a new name or path.")
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.casper-old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, backup)
+    os.replace(source, target)
+    if backup is not None:
+        shutil.rmtree(backup)
+    return target
+
+
+def reconsolidate(store: Path) -> None:
+    """Refresh the store's consolidated metadata so readers see the new element."""
+    import warnings
+
+    import zarr
+
+    try:
+        with warnings.catch_warnings():  # zarr warns that v3 consolidation is not in the spec yet
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(store))
+    except Exception as err:  # noqa: BLE001
+        raise CasperInputError(f"the element was written but {store}'s metadata could not be refreshed: {err}") from err
+
+
+def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a whole SpatialData object to a new store at ``path`` (atomic rename).
+
+    An existing ``path`` is refused unless ``overwrite``; then it is replaced only once the
+    new store is complete.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CasperInputError(
+            f"{path} already exists; nothing was written. Choose a new path, or add elements to it "
+            "with write_new_element(...), or pass overwrite=True."
+        )
+    scratch = path.parent / f".{path.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        sdata.write(scratch)
+        move_into_place(scratch, path, overwrite=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def next_free_name(existing: list[str] | set[str], base: str) -> str:
+    """``base`` if unused, else ``base_2``, ``base_3``, ... (never an existing name)."""
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", base):
+        raise CasperInputError(f"invalid element name {base!r}: use letters, digits, '_' or '-'.")
+    existing = set(existing)
+    if base not in existing:
+        return base
+    version = 2
+    while f"{base}_{version}" in existing:
+        version += 1
+    return f"{base}_{version}"

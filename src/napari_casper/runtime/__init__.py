@@ -1,0 +1,1 @@
+"""Where and how long work runs: device selection, mixed precision, cancellation."""
