@@ -53,14 +53,15 @@ class CasperWidget(RunsInBackground, QWidget):
 
         scrolled_body(self, [self.data, self.train_panel, self.impute, self.attention_panel, self.save_button, self.message])
 
-        self.train_panel.train_button.clicked.connect(self.start_training)
-        self.train_panel.cancel_button.clicked.connect(self.cancel)
+        # clicked(bool) would pass checked=False into an optional first parameter: call with none
+        self.train_panel.train_button.clicked.connect(lambda: self.start_training())
+        self.train_panel.cancel_button.clicked.connect(lambda: self.cancel())
         self.train_panel.save_button.clicked.connect(lambda: self.save_checkpoint())
         self.train_panel.load_button.clicked.connect(lambda: self.load_checkpoint())
-        self.impute.impute_button.clicked.connect(self.start_imputation)
-        self.impute.compare_button.clicked.connect(self.compare_with_measured)
-        self.attention_panel.show_button.clicked.connect(self.show_attention)
-        self.attention_panel.dominant_button.clicked.connect(self.show_dominant_centroid)
+        self.impute.impute_button.clicked.connect(lambda: self.start_imputation())
+        self.impute.compare_button.clicked.connect(lambda: self.compare_with_measured())
+        self.attention_panel.show_button.clicked.connect(lambda: self.show_attention())
+        self.attention_panel.dominant_button.clicked.connect(lambda: self.show_dominant_centroid())
         self.save_button.clicked.connect(lambda: self.save_results())
 
     # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------
