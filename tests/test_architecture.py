@@ -140,3 +140,17 @@ def test_architecture_doc_names_every_core_module():
         if not name.startswith("napari_casper._widgets") and path.stem != "__init__" and path.stem not in words
     ]
     assert not missing, f"modules missing from docs/architecture.md: {missing}"
+
+
+def test_widgets_import_only_their_own_package_and_common():
+    """A dock widget's package never reaches into another widget's package (shared code lives in common/)."""
+    offenders = []
+    for name, path in all_modules().items():
+        parts = name.split(".")
+        if len(parts) < 4 or parts[1] != "_widgets":
+            continue
+        own = ".".join(parts[:3])
+        for module, _, line in imports_of(path, name):
+            if module.startswith("napari_casper._widgets.") and not module.startswith((own, "napari_casper._widgets.common")):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+    assert not offenders, "\n".join(offenders)

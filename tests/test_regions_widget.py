@@ -233,7 +233,7 @@ def test_bad_inputs_become_clear_error_notifications(regions_widget, tmp_path):
 
 def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widget, tmp_path, monkeypatch):
     """Data opened from an .h5ad: the store is proposed beside it; an unwritable folder makes Save ask."""
-    from napari_casper._widgets import _regions_save_panel
+    from napari_casper._widgets.regions import save_panel as _regions_save_panel
 
     viewer, widget = regions_widget()
     source = tmp_path / "read_only" / "C3.h5ad"

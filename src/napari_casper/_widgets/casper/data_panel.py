@@ -15,24 +15,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_casper._widgets.common.layer_sync import spot_layers
 from napari_casper.io.elements import METADATA_KEY
 
 AUTOMATIC = "automatic"
 LEIDEN = "Leiden clusters"
 CELLS = "every reference cell (finest)"
 FILE_PREFIX = "file: "
-
-
-def spot_layers(viewer, *, with_table: bool = True) -> list:
-    """Points layers that napari-casper opened from SpatialData (with a measured table, by default)."""
-    return [
-        layer
-        for layer in viewer.layers
-        if type(layer).__name__ == "Points"
-        and layer.metadata.get(METADATA_KEY, {}).get("kind") == "spots"
-        and layer.metadata[METADATA_KEY].get("sdata") is not None
-        and (layer.metadata[METADATA_KEY].get("table") or not with_table)
-    ]
 
 
 class DataPanel(QGroupBox):

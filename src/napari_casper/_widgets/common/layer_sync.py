@@ -1,4 +1,4 @@
-"""Add or update layers from layer-data tuples, on the GUI thread.
+"""Layers on the GUI thread: add or update from layer-data tuples, find napari-casper spot layers, a layer's affine.
 
 A layer of the same name and type is updated in place (data, colours, contrast) instead of
 stacking a duplicate; its position in the layer list and the user's visibility choice stay.
@@ -7,6 +7,8 @@ stacking a duplicate; its position in the layer list and the user's visibility c
 from __future__ import annotations
 
 import numpy as np
+
+from napari_casper.io.elements import METADATA_KEY
 
 
 def add_or_update(viewer, layer_tuple: tuple):
@@ -65,3 +67,15 @@ def layer_affine(layer) -> np.ndarray:
     matrix = np.eye(3)
     matrix[:2, 0], matrix[:2, 1], matrix[:2, 2] = columns[0], columns[1], origin
     return matrix
+
+
+def spot_layers(viewer, *, with_table: bool = True) -> list:
+    """Points layers that napari-casper opened from SpatialData (with a measured table, by default)."""
+    return [
+        layer
+        for layer in viewer.layers
+        if type(layer).__name__ == "Points"
+        and layer.metadata.get(METADATA_KEY, {}).get("kind") == "spots"
+        and layer.metadata[METADATA_KEY].get("sdata") is not None
+        and (layer.metadata[METADATA_KEY].get("table") or not with_table)
+    ]

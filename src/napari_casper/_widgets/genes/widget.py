@@ -22,8 +22,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_casper._widgets.casper.data_panel import spot_layers
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets.common.layer_sync import spot_layers
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
 

@@ -1,16 +1,17 @@
 """The Regions dock widget: annotate tissue regions, suggest tumour from biomarkers, save, compare.
 
 Everything it computes comes from :mod:`napari_casper.regions` (Qt-free). Shapes layers are
-the editable form of a :class:`~napari_casper.regions.RegionSet` (:mod:`._regions_layers`).
+the editable form of a :class:`~napari_casper.regions.RegionSet` (:mod:`.layers`).
 The widget holds the spots / regions layer choice and composes four panels: classes
-(:mod:`._regions_classes_panel`), suggestion (:mod:`._regions_suggest_panel`), save / load
-(:mod:`._regions_save_panel`) and statistics (:mod:`._regions_stats_panel`). Saving, region
+(:mod:`.classes_panel`), suggestion (:mod:`.suggest_panel`), save / load
+(:mod:`.save_panel`) and statistics (:mod:`.stats_panel`). Saving, region
 statistics and differential expression run through a :class:`BackgroundRunner`; layers are only
 touched on the GUI thread.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.viewer = napari_viewer
         self.classes = RegionClasses()
         self._contexts: dict = {}
+        self._hooked_layers: weakref.WeakSet = weakref.WeakSet()  # regions layers whose data events we follow
         self.spots_combo = QComboBox()
         self.regions_combo = QComboBox()
         self.message = QLabel("")
@@ -186,9 +188,9 @@ class RegionsWidget(RunsInBackground, QWidget):
                 layer.features[column] = pd.Series([default] * len(layer.data), dtype=object)
         layer.feature_defaults["class"] = current
         layer.feature_defaults["name"] = ""
-        if not getattr(layer, "_casper_hooked", False):
+        if layer not in self._hooked_layers:
             layer.events.data.connect(lambda event, layer=layer: self._shapes_changed(layer, event))
-            layer._casper_hooked = True
+            self._hooked_layers.add(layer)
         self.recolour(layer)
 
     def _shapes_changed(self, layer, event) -> None:
