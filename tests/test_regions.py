@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_path
+from conftest import mob_path, shared_path
 from shapely.geometry import Point, Polygon
 
 from napari_casper.errors import CasperInputError
@@ -50,13 +50,20 @@ def c2():
 
 @pytest.fixture(scope="module")
 def mob():
-    return anndata_to_spatialdata(ad.read_h5ad(shared_path("mob", "MOB1.h5ad")))
+    return anndata_to_spatialdata(ad.read_h5ad(mob_path("MOB1")))
+
+
+@pytest.fixture(scope="module")
+def section():
+    """Drawing, saving, assignment and statistics are tested on the packaged MOB1 (379 spots, pixel units)."""
+    return anndata_to_spatialdata(ad.read_h5ad(mob_path("MOB1")))
 
 
 def drawn_regions(ctx, affine=np.eye(3)) -> RegionSet:
-    """One shape of every kind over the C2 spots, in the data coordinates of a layer with ``affine``."""
+    """One shape of every kind over the spots, in the data coordinates of a layer with ``affine``."""
     lo, hi = ctx.coords.min(axis=0), ctx.coords.max(axis=0)
     mid = (lo + hi) / 2
+    size = (hi - lo).min()  # the freehand outline scales with the section (on HER2 C2: radius 900 +- 250 px)
     inverse = np.linalg.inv(affine)
 
     def data_yx(points_xy):
@@ -64,7 +71,7 @@ def drawn_regions(ctx, affine=np.eye(3)) -> RegionSet:
         return yx @ inverse[:2, :2].T + inverse[:2, 2]
 
     theta = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    freehand = mid + np.c_[np.cos(theta), np.sin(theta)] * (900 + 250 * np.sin(5 * theta))[:, None]
+    freehand = mid + np.c_[np.cos(theta), np.sin(theta)] * (size * (0.195 + 0.054 * np.sin(5 * theta)))[:, None]
     return RegionSet(
         vertices=[
             data_yx([lo, [mid[0], lo[1]], [mid[0], mid[1]], [lo[0], hi[1]]]),  # polygon
@@ -110,9 +117,9 @@ def test_class_legend_is_editable():
         classes.colour("cartilage")
 
 
-def test_save_and_reopen_from_disk_keeps_classes_shapes_and_transformation(c2, tmp_path):
-    store = save_spatialdata(c2, tmp_path / "c2.zarr")
-    ctx = spot_context(c2)
+def test_save_and_reopen_from_disk_keeps_classes_shapes_and_transformation(section, tmp_path):
+    store = save_spatialdata(section, tmp_path / "section.zarr")
+    ctx = spot_context(section)
     regions = drawn_regions(ctx, HALF_RES_AFFINE)
     regions.palette.set_colour("tumour", "#123456")
     saved = save_regions(store, regions, author="pathologist")
@@ -145,9 +152,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_saving_is_versioned_and_never_replaces_silently(c2, tmp_path):
-    store = save_spatialdata(c2, tmp_path / "c2.zarr")
-    regions = drawn_regions(spot_context(c2))
+def test_saving_is_versioned_and_never_replaces_silently(section, tmp_path):
+    store = save_spatialdata(section, tmp_path / "section.zarr")
+    regions = drawn_regions(spot_context(section))
     assert save_regions(store, regions).shapes_name == "regions"
     first = tree_digest(store / "shapes" / "regions")
     second = save_regions(store, regions.subset([0, 1]))
@@ -161,8 +168,8 @@ def test_saving_is_versioned_and_never_replaces_silently(c2, tmp_path):
     assert list_region_elements(read_spatialdata(store)) == ["regions", "regions_2"]
 
 
-def test_spot_assignment_matches_direct_point_in_polygon(c2):
-    ctx = spot_context(c2)
+def test_spot_assignment_matches_direct_point_in_polygon(section):
+    ctx = spot_context(section)
     regions = drawn_regions(ctx, HALF_RES_AFFINE)
     labels = assign_spots_to_regions(ctx, regions)
     expected = np.full(ctx.n_spots, "outside", dtype=object)
@@ -170,21 +177,21 @@ def test_spot_assignment_matches_direct_point_in_polygon(c2):
         expected[direct_inside(ctx.coords, world_outline(regions, i))] = cls
     assert (labels.astype(str).to_numpy() == expected).all()
     assert len(set(expected)) == 5, "every shape should hold spots in this layout"
-    obs = c2.tables["table"].obs
+    obs = section.tables["table"].obs
     assert (obs["region_class"].astype(str).to_numpy()[ctx.rows] == expected).all()
     assert set(obs["region_name"].astype(str)) <= {*regions.names, "outside"}
 
 
-def test_region_statistics_csv_matches_independent_computation(c2, tmp_path):
-    ctx = spot_context(c2)
+def test_region_statistics_csv_matches_independent_computation(section, tmp_path):
+    ctx = spot_context(section)
     regions = drawn_regions(ctx)
-    genes = ["ERBB2", "EPCAM"]
+    genes = [PENK, NRGN]
     stats = region_statistics(ctx, regions, genes)
     path = export_csv(stats, tmp_path / "stats.csv")
     csv = pd.read_csv(path)
     assert list(csv["level"]) == ["region"] * 4 + ["class"] * 4 + ["outside"]
 
-    table = c2.tables["table"]
+    table = section.tables["table"]
     counts = table.X.toarray() if hasattr(table.X, "toarray") else np.asarray(table.X)
     counts = counts[ctx.rows]
     lognorm = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
@@ -204,7 +211,7 @@ def test_region_statistics_csv_matches_independent_computation(c2, tmp_path):
         assert row["n_spots"] == (owner == cls).sum()
     outside = csv[csv["level"] == "outside"].iloc[0]
     assert outside["n_spots"] == (owner == "outside").sum()
-    assert outside["mean_ERBB2"] == pytest.approx(lognorm[owner == "outside", columns[0]].mean(), rel=1e-5)
+    assert outside[f"mean_{PENK}"] == pytest.approx(lognorm[owner == "outside", columns[0]].mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("section", ["C2", "C3", "C4"])
@@ -268,10 +275,10 @@ def test_differential_genes_inside_vs_outside_suggested_tumour(c2):
     assert erbb2["log2_fold_change"] > 0 and erbb2["pval_adj"] < 0.01
 
 
-def test_bad_inputs_give_clear_messages(c2, mob, tmp_path):
-    ctx = spot_context(c2)
-    with pytest.raises(CasperInputError, match=r"\['ERBB'\] are not in table.*ERBB2.*Fix"):
-        suggest_regions(ctx, ["ERBB", "GRB7"])
+def test_bad_inputs_give_clear_messages(section, mob, tmp_path):
+    ctx = spot_context(section)
+    with pytest.raises(CasperInputError, match=r"\['Nrg'\] are not in table.*Nrgn.*Fix"):
+        suggest_regions(ctx, ["Nrg", PENK])
     with pytest.raises(CasperInputError, match="symbols vs Ensembl ids"):
         gene_values(spot_context(mob), ["Penkk"])
     by_id = gene_values(spot_context(mob), ["ENSMUSG00000045573"])["ENSMUSG00000045573"]  # via var["gene_ids"]
@@ -285,9 +292,9 @@ def test_bad_inputs_give_clear_messages(c2, mob, tmp_path):
     )
     with pytest.raises(CasperInputError, match="contains no spot"):
         differential_genes(ctx, region_mask(ctx, empty, classes=["tumour"]))
-    assert region_statistics(ctx, empty, ["ERBB2"]).iloc[0]["n_spots"] == 0
+    assert region_statistics(ctx, empty, [PENK]).iloc[0]["n_spots"] == 0
     # shapes in another coordinate system
-    store = save_spatialdata(c2, tmp_path / "c2.zarr")
+    store = save_spatialdata(section, tmp_path / "section.zarr")
     save_regions(store, drawn_regions(ctx))
     with pytest.raises(CasperInputError, match=r"coordinate system.*\['global'\].*not 'aligned'"):
         load_regions(store, "regions", coordinate_system="aligned")
@@ -295,11 +302,111 @@ def test_bad_inputs_give_clear_messages(c2, mob, tmp_path):
     elsewhere.coordinate_system = "aligned"
     with pytest.raises(CasperInputError, match="regions are in coordinate system 'aligned'.*spots.*'global'"):
         assign_spots_to_regions(ctx, elsewhere)
-    with pytest.raises(CasperInputError, match="encloses no area"):
-        RegionSet([np.array([[0, 0], [10, 10]])], ["line"], ["tumour"])
+    with pytest.raises(CasperInputError, match="encloses no area"):  # lines are kept, but cover no spots
+        RegionSet([np.array([[0, 0], [10, 10]])], ["line"], ["tumour"]).world_polygons()
     with pytest.raises(CasperInputError, match="no regions to save"):
         save_regions(store, RegionSet([], [], []))
     with pytest.raises(CasperInputError, match="not a SpatialData store"):
         save_regions(tmp_path, drawn_regions(ctx))
     with pytest.raises(CasperInputError, match="does not exist"):
         export_csv(pd.DataFrame({"a": [1]}), tmp_path / "missing" / "x.csv")
+
+
+# --- every napari shape type round-trips through the regions store (no ../shared data needed) ---
+
+#: ellipse / rectangle half-axes (y, x) and rotation, data units
+SEMI_A, SEMI_B, TURN = 120.0, 45.0, 0.7
+
+
+def turned_box(centre_yx) -> np.ndarray:
+    """napari's 4 corners (4, 2) (y, x) of a 2 SEMI_A x 2 SEMI_B box turned by TURN about ``centre_yx``."""
+    rotation = np.array([[np.cos(TURN), -np.sin(TURN)], [np.sin(TURN), np.cos(TURN)]])
+    return np.array([[-SEMI_A, -SEMI_B], [-SEMI_A, SEMI_B], [SEMI_A, SEMI_B], [SEMI_A, -SEMI_B]]) @ rotation.T + centre_yx
+
+
+def every_shape_type(affine=np.eye(3)) -> RegionSet:
+    """One region of every napari shape type with known geometry, in data (y, x) coordinates."""
+    return RegionSet(
+        vertices=[
+            turned_box([400.0, 300.0]),  # ellipse: area pi a b
+            turned_box([700.0, 650.0]),  # rotated rectangle: area 4 a b
+            np.array([[0.0, 0.0], [0.0, 90.0], [70.0, 120.0], [20.0, 35.0], [60.0, 10.0]]),  # polygon
+            np.array([[0.0, 0.0], [30.0, 40.0], [0.0, 80.0], [-40.0, 60.0]]),  # open path (closed: simple)
+            np.array([[5.0, 5.0], [35.0, 45.0]]),  # line, length 50
+        ],
+        shape_types=["ellipse", "rectangle", "polygon", "path", "line"],
+        classes=["tumour", "stroma", "immune", "normal", "other"],
+        affine=affine,
+    )
+
+
+def shoelace(vertices_yx) -> float:
+    y, x = np.asarray(vertices_yx, float).T
+    return abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2
+
+
+def test_every_shape_type_round_trips_through_the_regions_store(tmp_path):
+    import spatialdata as sd
+
+    from napari_casper.regions.geometry import ELLIPSE_VERTICES
+    from napari_casper.regions.store import element_geometries
+
+    store = save_spatialdata(sd.SpatialData(), tmp_path / "empty.zarr")
+    regions = every_shape_type(HALF_RES_AFFINE)
+    save_regions(store, regions)
+    element = read_spatialdata(store).shapes["regions"]
+    assert set(element.geom_type) == {"Polygon"} and list(element["shape_type"]) == regions.shape_types
+    assert [g.geom_type for g in element_geometries(element)] == ["Polygon"] * 3 + ["LineString"] * 2
+
+    reopened = load_regions(store)
+    assert reopened.shape_types == regions.shape_types
+    for before, after in zip(regions.vertices, reopened.vertices):  # same vertices, same order
+        np.testing.assert_allclose(after, before, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(reopened.affine, HALF_RES_AFFINE)
+
+    # true geometry against the analytic truth, in data and in world coordinates (det = 4)
+    ellipse, rectangle, polygon, path, line = reopened.data_geometries()
+    n = ELLIPSE_VERTICES
+    assert ellipse.area == pytest.approx(np.pi * SEMI_A * SEMI_B * n / (2 * np.pi) * np.sin(2 * np.pi / n), rel=1e-12)
+    assert 0 < 1 - ellipse.area / (np.pi * SEMI_A * SEMI_B) < 4e-4  # 144-gon inscribed: 0.032 % short
+    assert rectangle.area == pytest.approx(4 * SEMI_A * SEMI_B, rel=1e-12)
+    assert polygon.area == pytest.approx(shoelace(regions.vertices[2]), rel=1e-12)
+    assert path.length == pytest.approx(100 + np.hypot(40, 20)) and line.length == pytest.approx(50.0)
+    world = reopened.world_geometries()
+    assert world[0].area == pytest.approx(4 * ellipse.area) and world[4].length == pytest.approx(100.0)
+    # as areas (spots, statistics): the path is closed, the line covers nothing
+    with pytest.raises(CasperInputError, match="shape 4 is a 'line', which encloses no area"):
+        reopened.world_polygons()
+    areas = reopened.subset([0, 1, 2, 3]).world_polygons()
+    assert areas[3].area == pytest.approx(4 * shoelace(regions.vertices[3]))
+
+
+def test_regions_reexpressed_in_another_layer_keep_their_shape_types():
+    regions = every_shape_type(HALF_RES_AFFINE)
+    moved = RegionSet.from_world_polygons(regions.world_geometries(), regions.classes, affine=np.eye(3))
+    assert moved.shape_types == ["polygon", "polygon", "polygon", "path", "line"]  # ellipse/rectangle: outlines
+    for before, after in zip(regions.world_geometries(), moved.data_geometries()):
+        assert before.equals_exact(after, 1e-9)
+
+
+def test_stored_lines_and_ellipses_are_checked_before_they_are_trusted():
+    from shapely.geometry import Polygon
+
+    from napari_casper.regions.geometry import ellipse_vertices, shape_vertices
+    from napari_casper.regions.store import restored_geometry, stored_geometry
+
+    line = every_shape_type().data_geometries()[4]
+    outline, wkt = stored_geometry(line)
+    assert restored_geometry(outline, wkt).equals_exact(line, 0)
+    edited = outline.buffer(5)  # the outline was changed in another tool: it is a polygon now
+    assert restored_geometry(edited, wkt) is edited and restored_geometry(outline, "not wkt") is outline
+    # an ellipse sampled another way (older stores: 72 vertices from another start) is still an ellipse
+    corners = turned_box([0.0, 0.0])
+    shifted = np.roll(ellipse_vertices(corners, 72), 5, axis=0)
+    [(back, kind)] = shape_vertices(Polygon(shifted[:, ::-1]), "ellipse")
+    assert kind == "ellipse" and Polygon(back).area == pytest.approx(4 * SEMI_A * SEMI_B)
+    # a polygon that is no longer an ellipse or a rectangle loads as a polygon
+    assert shape_vertices(Polygon([(0, 0), (10, 0), (12, 8), (0, 8)]), "rectangle")[0][1] == "polygon"
+    dented = shifted.copy()
+    dented[3] *= 0.9
+    assert shape_vertices(Polygon(dented[:, ::-1]), "ellipse")[0][1] == "polygon"

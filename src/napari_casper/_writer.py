@@ -2,6 +2,11 @@
 
 Writing into an existing store adds a new element named after the layer and never replaces
 an element that is already there; a path that does not exist yet becomes a new store.
+Shapes keep their true geometry, by the same code as the Regions widget
+(:func:`napari_casper.regions.geometry.shape_geometry`,
+:func:`napari_casper.regions.store.shapes_element`): polygons and rectangles as their vertices,
+ellipses as 144-vertex polygons, paths and lines as thin outline polygons with their exact vertices
+in the column ``line_wkt``, napari's type in the column ``shape_type``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from napari_casper.errors import CasperInputError
 
 
 def _layer_element(data, meta: dict, layer_type: str):
-    from spatialdata.models import ShapesModel
     from spatialdata.transformations import Affine
 
     affine = np.asarray(meta.get("affine", np.eye(3)), dtype=float)
@@ -28,14 +32,18 @@ def _layer_element(data, meta: dict, layer_type: str):
         scale = float(np.sqrt(abs(np.linalg.det(affine[:2, :2])))) or 1.0
         element = spots_element(xy, float(np.median(size)) / scale, transformation=transform, coordinate_system=cs)
         return element
-    from shapely.geometry import Polygon
+    from napari_casper.regions.geometry import shape_geometry
+    from napari_casper.regions.store import shapes_element
 
-    polygons = [Polygon(np.asarray(shape)[:, -2:][:, ::-1]) for shape in data]
-    if not polygons:
+    shapes = list(data)
+    if not shapes:
         raise CasperInputError("the Shapes layer is empty: draw at least one shape before saving.")
-    import geopandas as gpd
-
-    return ShapesModel.parse(gpd.GeoDataFrame(geometry=polygons), transformations={cs: transform})
+    shape_types = meta.get("shape_type", "polygon")
+    shape_types = [shape_types] * len(shapes) if isinstance(shape_types, str) else [str(t) for t in shape_types]
+    if len(shape_types) != len(shapes):
+        raise CasperInputError(f"the Shapes layer has {len(shapes)} shapes but {len(shape_types)} shape types.")
+    geometries = [shape_geometry(vertices, shape_type, i) for i, (vertices, shape_type) in enumerate(zip(shapes, shape_types))]
+    return shapes_element(geometries, shape_types, {cs: transform})
 
 
 def write_layers(path: str, layer_data: list[tuple]) -> list[str]:

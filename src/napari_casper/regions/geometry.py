@@ -6,6 +6,16 @@ the 3x3 affine (``(y, x)`` order, as in :mod:`napari_casper.display.layers`) fro
 to a named coordinate system. Saving keeps that affine as the element's transformation, so the
 regions reopen exactly where they were drawn; comparisons with spots happen in the shared
 coordinate system (:meth:`RegionSet.world_polygons`).
+
+This module is also the one place where a napari shape (vertices + ``shape_type``) becomes a
+shapely geometry and back, for the Regions widget and for ``File > Save Layers`` alike:
+
+* :func:`shape_geometry` -- the shape's true geometry: a ``Polygon`` for polygons, rectangles
+  (any rotation) and ellipses (sampled with :data:`ELLIPSE_VERTICES` vertices), a ``LineString``
+  for paths and lines;
+* :func:`shape_vertices` -- the reverse (ellipses and rectangles come back as napari's 4 corners).
+
+:mod:`napari_casper.regions.store` writes these geometries into SpatialData (which holds no lines).
 """
 
 from __future__ import annotations
@@ -18,10 +28,16 @@ import numpy as np
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
 
-#: shape types that enclose an area (napari names); "path" is closed into a polygon, "line" is refused
-AREA_SHAPE_TYPES = ("polygon", "rectangle", "ellipse", "path")
-#: vertices used to draw an ellipse as a polygon (a multiple of 4, so the extreme points are exact)
-ELLIPSE_VERTICES = 72
+#: napari shape types that enclose an area (held as shapely ``Polygon``)
+AREA_SHAPE_TYPES = ("polygon", "rectangle", "ellipse")
+#: napari shape types that are open lines (held as shapely ``LineString``); a path is closed into
+#: a polygon only where an area is needed (:func:`shape_polygon`), a line has none
+LINE_SHAPE_TYPES = ("path", "line")
+SHAPE_TYPES = AREA_SHAPE_TYPES + LINE_SHAPE_TYPES
+#: vertices used to draw an ellipse as a polygon (a multiple of 4, so the extreme points are exact,
+#: and of 72, the count of earlier versions); the inscribed polygon's area is
+#: ``n / (2 pi) sin(2 pi / n)`` = 0.99968 of the ellipse's
+ELLIPSE_VERTICES = 144
 
 
 def apply_affine_xy(affine_yx: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -41,24 +57,68 @@ def ellipse_vertices(corners_yx: np.ndarray, n: int = ELLIPSE_VERTICES) -> np.nd
     return centre + np.cos(t)[:, None] * half_a + np.sin(t)[:, None] * half_b
 
 
-def shape_polygon(vertices_yx: np.ndarray, shape_type: str, index: int = 0):
-    """Shapely polygon, in (x, y) data coordinates, of one napari shape."""
-    from shapely.geometry import Polygon
-
+def _shape_vertices_yx(vertices_yx, index: int) -> np.ndarray:
     vertices = np.asarray(vertices_yx, dtype=float)
     if vertices.ndim != 2 or vertices.shape[1] < 2:
         raise CasperInputError(f"shape {index} has vertices of shape {vertices.shape}; expected (n, 2) (y, x).")
-    vertices = vertices[:, -2:]  # extra leading dims (z, t) of the viewer are dropped
+    return vertices[:, -2:]  # extra leading dims (z, t) of the viewer are dropped
+
+
+def shape_geometry(vertices_yx: np.ndarray, shape_type: str, index: int = 0):
+    """The true shapely geometry, in (x, y) data coordinates, of one napari shape.
+
+    Parameters
+    ----------
+    vertices_yx
+        ``(n, D)`` napari vertices; the last two columns are (y, x). Rectangles and ellipses
+        have napari's 4 corners (any rotation).
+    shape_type
+        One of :data:`SHAPE_TYPES`.
+    index
+        Position of the shape in its layer, for messages.
+
+    Returns
+    -------
+    shapely.Polygon or shapely.LineString
+        ``Polygon`` for polygons and rectangles (the vertices as given), ellipses
+        (:data:`ELLIPSE_VERTICES` points on the ellipse); ``LineString`` for paths and lines.
+    """
+    from shapely.geometry import LineString, Polygon
+
+    vertices = _shape_vertices_yx(vertices_yx, index)
+    if shape_type not in SHAPE_TYPES:
+        raise CasperInputError(f"shape {index} has shape type {shape_type!r}; napari's are {list(SHAPE_TYPES)}.")
     if shape_type == "ellipse":
+        if len(vertices) != 4:
+            raise CasperInputError(f"shape {index} is an ellipse with {len(vertices)} corners; napari gives 4.")
         vertices = ellipse_vertices(vertices)
-    elif shape_type not in AREA_SHAPE_TYPES:
+    distinct = len(np.unique(vertices, axis=0))
+    if shape_type in LINE_SHAPE_TYPES:
+        if distinct < 2:
+            raise CasperInputError(f"shape {index} ({shape_type}) has fewer than 2 distinct vertices: it has no length.")
+        return LineString(vertices[:, ::-1])
+    if distinct < 3:
+        raise CasperInputError(f"shape {index} ({shape_type}) has fewer than 3 distinct vertices: it has no area.")
+    return Polygon(vertices[:, ::-1])
+
+
+def shape_polygon(vertices_yx: np.ndarray, shape_type: str, index: int = 0):
+    """The area a napari shape outlines, as a shapely polygon in (x, y) data coordinates.
+
+    As :func:`shape_geometry`, except that a path is closed into a polygon and a line, which
+    encloses no area, is refused with a message.
+    """
+    from shapely.geometry import Polygon
+
+    if shape_type == "line" or (
+        shape_type == "path" and len(np.unique(_shape_vertices_yx(vertices_yx, index), axis=0)) < 3
+    ):
         raise CasperInputError(
             f"shape {index} is a {shape_type!r}, which encloses no area: draw regions as polygons, rectangles, "
             "ellipses or freehand outlines (delete the line, or redraw it as a polygon)."
         )
-    if len(np.unique(vertices, axis=0)) < 3:
-        raise CasperInputError(f"shape {index} ({shape_type}) has fewer than 3 distinct vertices: it has no area.")
-    return Polygon(vertices[:, ::-1])
+    geometry = shape_geometry(vertices_yx, shape_type, index)
+    return Polygon(geometry.coords) if shape_type == "path" else geometry
 
 
 def valid_polygon(polygon):
@@ -75,12 +135,15 @@ def valid_polygon(polygon):
 def polygon_vertices_yx(polygon) -> np.ndarray:
     """One ring of ``(n, 2)`` (y, x) vertices for a napari shape, without the closing repeat.
 
-    napari shapes have no holes, so each hole is joined to the outline by a zero-width slit
-    between their closest vertices (a "keyhole" ring): it draws as the polygon with its hole,
-    and :func:`valid_polygon` turns it back into the polygon with the hole.
+    A polygon without holes keeps its vertices in their order. napari shapes have no holes, so
+    each hole is joined to the outline by a zero-width slit between their closest vertices (a
+    "keyhole" ring): it draws as the polygon with its hole, and :func:`valid_polygon` turns it
+    back into the polygon with the hole.
     """
     from shapely.geometry.polygon import orient
 
+    if not polygon.interiors:
+        return np.asarray(polygon.exterior.coords)[:-1, ::-1].copy()
     polygon = orient(polygon, 1.0)  # outline counter-clockwise, holes clockwise
     ring = np.asarray(polygon.exterior.coords)[:-1]
     for hole in polygon.interiors:
@@ -91,19 +154,90 @@ def polygon_vertices_yx(polygon) -> np.ndarray:
     return ring[:, ::-1].copy()
 
 
-def ellipse_corners_yx(polygon) -> np.ndarray:
-    """napari's 4 corners (y, x) of the ellipse that :func:`ellipse_vertices` drew as ``polygon``.
+def _ellipse_axes(yx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre and half-axes ``a``, ``b`` (each ``(2,)``, y, x) of the ellipse sampled evenly by ``yx``.
 
     The vertices' mean is the centre and their covariance ``(a a^T + b b^T) / 2`` has the
-    half-axes ``a``, ``b`` as eigenvectors, so the ellipse comes back exactly.
+    half-axes as eigenvectors, so the ellipse comes back exactly, whatever the vertex count.
     """
-    yx = np.asarray(polygon.exterior.coords)[:-1, ::-1]
     centre = yx.mean(axis=0)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov((yx - centre).T, bias=True))
     half_a, half_b = (eigenvectors * np.sqrt(2 * np.clip(eigenvalues, 0, None))).T
-    return np.array(
-        [centre + half_a - half_b, centre + half_a + half_b, centre - half_a + half_b, centre - half_a - half_b]
-    )
+    return centre, half_a, half_b
+
+
+def _corners(centre: np.ndarray, half_a: np.ndarray, half_b: np.ndarray) -> np.ndarray:
+    """napari's 4 corners ``(4, 2)`` of the box around the ellipse with these half-axes (each ``(2,)``)."""
+    return np.array([centre + half_a - half_b, centre + half_a + half_b, centre - half_a + half_b, centre - half_a - half_b])
+
+
+def ellipse_corners_yx(polygon) -> np.ndarray:
+    """napari's 4 corners ``(4, 2)`` (y, x) of the ellipse that :func:`ellipse_vertices` drew as ``polygon``.
+
+    A polygon as :func:`ellipse_vertices` drew it gives back the same corners in the same order
+    (its vertices 0 and n/4 are the centre plus the half-axes); any other sampling of an ellipse
+    gives the same ellipse from its vertices' covariance (:func:`_ellipse_axes`).
+    """
+    yx = np.asarray(polygon.exterior.coords)[:-1, ::-1]
+    n = len(yx)
+    if n % 4 == 0:
+        centre = yx.mean(axis=0)
+        corners = _corners(centre, yx[0] - centre, yx[n // 4] - centre)
+        if np.allclose(ellipse_vertices(corners, n), yx, rtol=0, atol=1e-9 * max(np.abs(yx).max(), 1.0)):
+            return corners
+    return _corners(*_ellipse_axes(yx))
+
+
+def _is_sampled_ellipse(polygon, rtol: float = 1e-6) -> bool:
+    """Whether every vertex of ``polygon`` lies on the ellipse that :func:`ellipse_corners_yx` finds."""
+    if polygon.interiors or len(polygon.exterior.coords) < 9:
+        return False
+    yx = np.asarray(polygon.exterior.coords)[:-1, ::-1]
+    centre, half_a, half_b = _ellipse_axes(yx)
+    axes = np.column_stack([half_a, half_b])
+    if abs(np.linalg.det(axes)) < 1e-12 * max(np.abs(yx).max(), 1.0) ** 2:
+        return False
+    uv = np.linalg.solve(axes, (yx - centre).T)
+    return bool(np.allclose(np.hypot(*uv), 1.0, atol=rtol))
+
+
+def _is_rectangle(vertices_yx: np.ndarray, rtol: float = 1e-5) -> bool:
+    """Whether ``(4, 2)`` vertices in order are a rectangle's corners (any rotation; ``rtol``: float32)."""
+    if len(vertices_yx) != 4:
+        return False
+    v = vertices_yx
+    size = max(np.ptp(v, axis=0).max(), 1e-300)
+    parallelogram = np.allclose(v[0] + v[2], v[1] + v[3], atol=rtol * size)
+    right_angle = abs(np.dot(v[1] - v[0], v[3] - v[0])) <= rtol * size**2
+    return bool(parallelogram and right_angle)
+
+
+def shape_vertices(geometry, shape_type: str = "polygon") -> list[tuple[np.ndarray, str]]:
+    """napari shapes ``[(vertices (n, 2) (y, x), shape_type), ...]`` drawing a shapely ``geometry``.
+
+    The reverse of :func:`shape_geometry`. ``shape_type`` is the type the geometry was made
+    from; it is kept where the geometry still is one (4 corners for ellipses and rectangles,
+    2 vertices for lines), else the geometry becomes polygons or paths. A ``MultiPolygon``
+    becomes one polygon per part.
+    """
+    parts = list(getattr(geometry, "geoms", [geometry]))
+    shapes = []
+    for part in parts:
+        kind = shape_type if len(parts) == 1 else "?"
+        if part.geom_type == "LineString":
+            vertices = np.asarray(part.coords)[:, ::-1].copy()
+            if kind not in LINE_SHAPE_TYPES or (kind == "line" and len(vertices) != 2):
+                kind = "path"
+        elif part.geom_type == "Polygon":
+            if kind == "ellipse" and _is_sampled_ellipse(part):
+                vertices = ellipse_corners_yx(part)
+            else:
+                vertices = polygon_vertices_yx(part)
+                kind = "rectangle" if kind == "rectangle" and _is_rectangle(vertices) else "polygon"
+        else:
+            raise CasperInputError(f"a {part.geom_type} is not a napari shape: expected polygons or lines.")
+        shapes.append((vertices, kind))
+    return shapes
 
 
 def fill_names(names: Sequence[str | None], classes: Sequence[str]) -> list[str]:
@@ -131,7 +265,8 @@ class RegionSet:
         Rectangles and ellipses have napari's 4 corner vertices.
     shape_types
         napari shape type per shape: ``"polygon"`` (also freehand/lasso), ``"rectangle"``,
-        ``"ellipse"`` or ``"path"`` (closed into a polygon).
+        ``"ellipse"``, ``"path"`` or ``"line"``. All are saved and loaded as drawn; where an area
+        is needed (spots, statistics) a path is closed into a polygon and a line is refused.
     classes
         Region class per shape; every class is in ``palette`` (unknown ones are added).
     names
@@ -174,17 +309,29 @@ class RegionSet:
             if values is not None and len(values) != n:
                 raise CasperInputError(f"{n} shapes but {len(values)} {what}: give one per shape, or None.")
         for i, (vertices, shape_type) in enumerate(zip(self.vertices, self.shape_types)):
-            shape_polygon(vertices, shape_type, i)  # refuse lines and degenerate shapes up front
+            shape_geometry(vertices, shape_type, i)  # refuse unknown types and degenerate shapes up front
 
     def __len__(self) -> int:
         return len(self.vertices)
 
+    def data_geometries(self) -> list:
+        """True shapely geometries in (x, y) *data* coordinates (:func:`shape_geometry`: polygons, and
+        ``LineString`` for paths and lines)."""
+        return [shape_geometry(v, t, i) for i, (v, t) in enumerate(zip(self.vertices, self.shape_types))]
+
+    def world_geometries(self) -> list:
+        """:meth:`data_geometries` in (x, y) of :attr:`coordinate_system` (polygons made valid)."""
+        import shapely
+
+        moved = [shapely.transform(g, lambda xy: apply_affine_xy(self.affine, xy)) for g in self.data_geometries()]
+        return [g if g.geom_type == "LineString" else valid_polygon(g) for g in moved]
+
     def data_polygons(self) -> list:
-        """Shapely polygons in (x, y) *data* coordinates (ellipses sampled, paths closed)."""
+        """Shapely polygons in (x, y) *data* coordinates (ellipses sampled, paths closed, lines refused)."""
         return [shape_polygon(v, t, i) for i, (v, t) in enumerate(zip(self.vertices, self.shape_types))]
 
     def world_polygons(self) -> list:
-        """Valid shapely (multi-)polygons in (x, y) of :attr:`coordinate_system`."""
+        """Valid shapely (multi-)polygons in (x, y) of :attr:`coordinate_system` (the areas regions cover)."""
         import shapely
 
         return [
@@ -222,7 +369,11 @@ class RegionSet:
         names: Sequence[str] | None = None,
     ) -> RegionSet:
         """Regions from shapely polygons in (x, y) of ``coordinate_system``, expressed in the data
-        coordinates of a layer whose affine is ``affine`` (identity: data = world)."""
+        coordinates of a layer whose affine is ``affine`` (identity: data = world).
+
+        Each part of a multi-polygon becomes its own polygon region; a ``LineString`` (as in
+        :meth:`world_geometries`) becomes a path, or a line if it has 2 vertices.
+        """
         import shapely
 
         affine = np.eye(3) if affine is None else np.asarray(affine, dtype=float)
@@ -231,19 +382,19 @@ class RegionSet:
             classes = [classes] * len(polygons)
         names = [None] * len(polygons) if names is None else list(names)
         exploded = [
-            (part, cls, name)
-            for poly, cls, name in zip(polygons, classes, names)
-            for part in getattr(poly, "geoms", [poly])
+            (vertices, kind, label, name or "")
+            for geometry, label, name in zip(polygons, classes, names)
+            for vertices, kind in shape_vertices(
+                shapely.transform(geometry, lambda xy: apply_affine_xy(inverse, xy)),
+                "line" if geometry.geom_type == "LineString" and len(geometry.coords) == 2 else "polygon",
+            )
         ]
-        polygons = [p for p, _, _ in exploded]
-        classes = [c for _, c, _ in exploded]
-        names = [n or "" for _, _, n in exploded]
-        vertices = [
-            polygon_vertices_yx(shapely.transform(p, lambda xy: apply_affine_xy(inverse, xy))) for p in polygons
-        ]
+        vertices = [v for v, _, _, _ in exploded]
+        classes = [c for _, _, c, _ in exploded]
+        names = [n for _, _, _, n in exploded]
         return cls(
             vertices,
-            ["polygon"] * len(polygons),
+            [k for _, k, _, _ in exploded],
             classes,
             names,
             affine,

@@ -7,6 +7,13 @@ system) and ``<name>_table`` (one row per region: ``class``, ``name``, ``author`
 written atomically by :func:`napari_casper.io.stores.write_new_element`; without an explicit name the
 next free version is taken (``regions``, ``regions_2``, ...), so earlier annotations are never
 replaced unless ``overwrite=True`` is asked for.
+
+:func:`shapes_element` and :func:`element_geometries` are how any napari shape is written to
+and read from a shapes element, here and by the ``File > Save Layers`` writer. spatialdata 0.7
+shapes elements hold only ``Polygon``, ``MultiPolygon`` and ``Point``, so a path or line is
+stored as a thin outline polygon (:func:`line_outline`) with its exact vertices as WKT in the
+column ``line_wkt``; the column ``shape_type`` keeps napari's type, so ellipses and rectangles
+come back as such.
 """
 
 from __future__ import annotations
@@ -22,13 +29,19 @@ import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
-from napari_casper.regions.geometry import RegionSet, ellipse_corners_yx, polygon_vertices_yx, valid_polygon
+from napari_casper.regions.geometry import RegionSet, shape_vertices, valid_polygon
 
 TABLE_SUFFIX = "_table"
 DEFAULT_REGIONS_NAME = "regions"
 REGIONS_KIND = "casper_regions"
 _REGION_KEY = "region"
 _INSTANCE_KEY = "shape_id"
+#: shapes-element columns: napari's shape type, and the exact WKT of a path or line ("" otherwise)
+SHAPE_TYPE_COLUMN = "shape_type"
+LINE_COLUMN = "line_wkt"
+#: half-width of the outline polygon that stands in for a path or line in a shapes element,
+#: as a fraction of the line's length
+LINE_HALF_WIDTH = 1e-3
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,73 @@ class SavedRegions:
         )
 
 
+def line_outline(line):
+    """The thin polygon standing in for ``line`` in a shapes element: flat ends, half-width
+    :data:`LINE_HALF_WIDTH` times the line's length."""
+    return line.buffer(LINE_HALF_WIDTH * line.length, cap_style="flat", join_style="mitre")
+
+
+def stored_geometry(geometry) -> tuple[object, str]:
+    """``(polygon, line_wkt)``: what a SpatialData shapes element holds for a true geometry.
+
+    Polygons are made valid (:func:`valid_polygon`) and ``line_wkt`` is ``""``; a
+    ``LineString`` becomes its :func:`line_outline` and ``line_wkt`` its exact WKT.
+    """
+    import shapely
+
+    if geometry.geom_type == "LineString":
+        return line_outline(geometry), shapely.to_wkt(geometry, rounding_precision=-1)
+    return valid_polygon(geometry), ""
+
+
+def restored_geometry(stored, line_wkt: str | None = None):
+    """The true geometry of a stored one: the line recorded in ``line_wkt`` while ``stored`` is
+    still its outline (not edited elsewhere), else ``stored`` itself."""
+    import shapely
+
+    if not isinstance(line_wkt, str) or not line_wkt:
+        return stored
+    try:
+        line = shapely.from_wkt(line_wkt)
+    except shapely.errors.ShapelyError:
+        return stored
+    if line is None or line.geom_type != "LineString" or line.length == 0:
+        return stored
+    outline = line_outline(line)
+    return line if stored.symmetric_difference(outline).area <= 1e-3 * outline.area else stored
+
+
+def shapes_element(geometries: list, shape_types: list[str], transformations: dict):
+    """A SpatialData shapes element holding ``geometries`` (one row each, index ``0..n-1``).
+
+    Parameters
+    ----------
+    geometries
+        ``n`` true shapely geometries in (x, y) data coordinates
+        (:func:`napari_casper.regions.geometry.shape_geometry`).
+    shape_types
+        ``n`` napari shape types, kept in the column ``shape_type``.
+    transformations
+        ``{coordinate system: spatialdata transformation}`` from data coordinates.
+    """
+    import geopandas as gpd
+    from spatialdata.models import ShapesModel
+
+    stored = [stored_geometry(g) for g in geometries]
+    frame = gpd.GeoDataFrame(
+        {SHAPE_TYPE_COLUMN: [str(t) for t in shape_types], LINE_COLUMN: [wkt for _, wkt in stored]},
+        geometry=[polygon for polygon, _ in stored],
+        index=np.arange(len(stored)),
+    )
+    return ShapesModel.parse(frame, transformations=transformations)
+
+
+def element_geometries(element) -> list:
+    """The true geometries (``LineString`` for stored paths and lines) of a shapes element's rows."""
+    lines = element[LINE_COLUMN] if LINE_COLUMN in element else [""] * len(element)
+    return [restored_geometry(g, wkt) for g, wkt in zip(element.geometry, lines)]
+
+
 def _current_user() -> str:
     try:
         return getpass.getuser()
@@ -57,8 +137,7 @@ def _current_user() -> str:
 def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = None):
     """``(shapes element, table)`` for ``regions``, to be stored as ``name`` and ``name + "_table"``."""
     import anndata as ad
-    import geopandas as gpd
-    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.models import TableModel
     from spatialdata.transformations import Affine
 
     if len(regions) == 0:
@@ -69,10 +148,7 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
     authors = [a or default_author for a in (regions.authors or [""] * n)]
     timestamps = [t or now for t in (regions.timestamps or [""] * n)]
     transform = Affine(regions.affine, input_axes=("y", "x"), output_axes=("y", "x"))
-    shapes = ShapesModel.parse(
-        gpd.GeoDataFrame(geometry=[valid_polygon(p) for p in regions.data_polygons()], index=np.arange(n)),
-        transformations={regions.coordinate_system: transform},
-    )
+    shapes = shapes_element(regions.data_geometries(), regions.shape_types, {regions.coordinate_system: transform})
     obs = pd.DataFrame(
         {
             "class": regions.classes,
@@ -178,12 +254,12 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
     """Regions stored in element ``name`` of a SpatialData object or store, ready to edit.
 
     Classes, names, colours and authors come from the element's table (regions without one
-    become class ``"other"``); rectangles and ellipses come back as such. ``coordinate_system``
+    become class ``"other"``); rectangles, ellipses, paths and lines come back as such. ``coordinate_system``
     defaults to the one they were saved in.
     """
     from spatialdata.transformations import get_transformation
 
-    from napari_casper.io.elements import affine_yx, spot_table
+    from napari_casper.io.elements import affine_yx, spot_rows, spot_table
 
     sdata = _as_sdata(source)
     available = list_region_elements(sdata)
@@ -218,9 +294,11 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
         "colour": "",
     }
     info = pd.DataFrame({column: [default] * len(element) for column, default in defaults.items()}, index=element.index)
+    if SHAPE_TYPE_COLUMN in element:  # saved by this plugin (regions or File > Save Layers)
+        info["shape_type"] = [str(v) if isinstance(v, str) and v else "polygon" for v in element[SHAPE_TYPE_COLUMN]]
     palette = RegionClasses()
     if table is not None:
-        obs = table.obs.set_index(link.instance_key).reindex(element.index)
+        obs = spot_rows(table, name, element.index, missing="nan", table_name=link.name).gather_obs(table.obs)
         for column, default in defaults.items():
             if column in obs:
                 info[column] = [default if pd.isna(v) else str(v) for v in obs[column]]
@@ -230,18 +308,11 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
                 palette.add(cls, colour)
     geometries, rows = [], []
     for geometry, (cls, label, author, stamp, saved_type, _) in zip(
-        element.geometry, info.itertuples(index=False, name=None)
+        element_geometries(element), info.itertuples(index=False, name=None)
     ):
-        parts = list(getattr(geometry, "geoms", [geometry]))  # a self-crossing outline saved as several parts
-        for part in parts:
-            shape_type = saved_type if len(parts) == 1 else "polygon"
-            if shape_type == "ellipse":
-                vertices = ellipse_corners_yx(part)
-            else:
-                vertices = polygon_vertices_yx(part)
-                if not (shape_type == "rectangle" and len(vertices) == 4):
-                    shape_type = "polygon"
+        shapes = shape_vertices(geometry, saved_type)  # a self-crossing outline saved as several parts
+        for vertices, shape_type in shapes:
             geometries.append(vertices)
-            rows.append((shape_type, cls, label if len(parts) == 1 else "", author, stamp))
+            rows.append((shape_type, cls, label if len(shapes) == 1 else "", author, stamp))
     shape_types, classes, names, authors, stamps = (list(column) for column in zip(*rows)) if rows else ([],) * 5
     return RegionSet(geometries, shape_types, classes, names, affine, cs, palette, authors, stamps)

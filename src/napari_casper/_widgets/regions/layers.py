@@ -101,7 +101,7 @@ def append_regions(layer, regions: RegionSet) -> None:
     target = layer_affine(layer)
     if not np.allclose(target, regions.affine):
         regions = RegionSet.from_world_polygons(
-            regions.world_polygons(),
+            regions.world_geometries(),
             regions.classes,
             affine=target,
             coordinate_system=regions.coordinate_system,
