@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 
 from napari_casper._widgets.casper.widget import CasperWidget, grid_of
 from napari_casper.casper.imputation import CasperImputer
@@ -55,7 +55,7 @@ def test_train_in_worker_keeps_gui_responsive_and_impute_unmeasured_gene(casper,
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(20)
     widget.train_panel.epochs.setValue(QUICK)
-    widget.start_training()
+    qtbot.mouseClick(widget.train_panel.train_button, Qt.MouseButton.LeftButton)  # a real click
     assert widget.busy and not widget.train_panel.train_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
     timer.stop()
@@ -66,7 +66,9 @@ def test_train_in_worker_keeps_gui_responsive_and_impute_unmeasured_gene(casper,
     atlas_genes = set(workflow.panel_genes)
     unmeasured = next(g for g in workflow.reference_genes if g not in atlas_genes)
     assert widget.impute.add_gene(unmeasured.lower()) or widget.impute.add_gene(unmeasured)
-    widget.start_imputation()
+    # a real click on Impute (clicked(bool) once reached start_imputation as genes=False: "no gene chosen")
+    qtbot.mouseClick(widget.impute.impute_button, Qt.MouseButton.LeftButton)
+    assert "no gene chosen" not in widget.message.text()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     layer = viewer.layers[f"casper:{unmeasured}"]
     engine = CasperImputer(workflow.imputer.model, workflow.st).predict([unmeasured])[:, 0]
