@@ -1,23 +1,73 @@
-"""Shared fixtures: the real data in ``../shared/data`` (skipped with a reason when absent)."""
+"""Test data: the samples shipped in the package first, ``../shared/data`` for the rest.
+
+Most tests run on the real data shipped inside the package (``src/napari_casper/sample_data``,
+see :mod:`napari_casper.io.samples`), so a fresh clone tests the core without anything else:
+
+* :func:`drosophila_atlas` -- the BDTNP atlas, exactly as ``../shared/data/drosophila/bdtnp_insitu.h5ad``
+  (the packaged copy's 3-D positions moved back into ``obsm["spatial"]``);
+* :func:`drosophila_reference` -- the Karaiskos reference as packaged: all 1297 cells, the 2000 most
+  variable genes plus every atlas gene and its case variants (2006 of the 8924 genes);
+* :func:`mob_path` -- the four mouse olfactory bulb sections ``MOB1..4`` (``.h5ad`` + ``.jpg``),
+  byte-for-byte the files of ``../shared/data/mob``.
+
+What the package cannot ship is read from ``../shared/data`` through :func:`shared_path`, which
+skips the calling test with a reason when the file is absent: the HER2+ sections (no licence
+published), the seqFISH/Tasic pair and the Xenium section (GPL-3), and the full Drosophila source
+files (only to check the packaged copy against them).
+
+Environment
+-----------
+``NAPARI_CASPER_SHARED_DATA``
+    Folder of the real data (default: ``../shared/data`` beside the repository). Point it at a
+    folder that does not exist to run the suite as a newcomer's fresh clone would::
+
+        NAPARI_CASPER_SHARED_DATA=/nonexistent .venv/bin/python -m pytest -q -rs
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("NAPARI_CASPER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+#: what each ../shared/data folder holds that the package does not ship, for skip reasons
+NOT_PACKAGED = {
+    "her2st": "the HER2+ breast cancer sections (no licence published, so not shipped in the package)",
+    "her2st_labels": "the labelled HER2+ sections (no licence published, so not shipped in the package)",
+    "seqfish": "the seqFISH cortex / Tasic scRNA-seq pair (GPL-3, so not shipped in the package)",
+    "xenium": "the Xenium mouse brain section (GPL-3, so not shipped in the package)",
+    "drosophila": "the full Drosophila source files (the package ships a 2-D atlas and a 2006-gene reference)",
+    "mob": "the MOB source files",
+}
 
 
 def shared_path(*parts: str) -> Path:
-    """Path inside ``../shared/data``; skips the calling test when that file is absent."""
+    """Path inside ``../shared/data`` (or ``$NAPARI_CASPER_SHARED_DATA``); skips the calling test when absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(
-            f"real data {path} is absent: these tests need the workplace's ../shared/data "
-            "folder beside the repository (see ../shared/data/README.md)"
+        what = NOT_PACKAGED.get(parts[0], "real data that is not packaged") if parts else "the real data folder itself"
+        _skip(
+            f"needs {what}: {path} is absent (place the workplace's ../shared/data beside the repository, "
+            "see ../shared/data/README.md, or set NAPARI_CASPER_SHARED_DATA)"
         )
     return path
+
+
+def _skip(reason: str) -> None:
+    """``pytest.skip``, reported (``-rs``) at the skipped test rather than at this file."""
+    try:
+        from _pytest.outcomes import Skipped
+
+        skipped = Skipped(reason, allow_module_level=False, _use_item_location=True)
+    except (ImportError, TypeError):  # another pytest: its own location, same reason
+        pytest.skip(reason)
+    raise skipped
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +76,74 @@ def shared_data() -> Path:
     return shared_path()
 
 
-def drosophila_subset():
-    """BDTNP atlas (every 4th location) + the Karaiskos reference restricted to 300 genes (84 shared)."""
+# --- the packaged samples -------------------------------------------------------------------
+
+
+def packaged_path(name: str) -> Path:
+    """A file of the packaged sample data (it must exist: the package ships it)."""
+    from napari_casper.io.samples import SAMPLE_DIR
+
+    path = Path(str(SAMPLE_DIR / name))
+    assert path.is_file(), f"packaged sample file {path} is missing: run scripts/build_sample_data.py"
+    return path
+
+
+def drosophila_atlas():
+    """BDTNP atlas (3039 locations x 84 genes, xyz microns) as in ``../shared/data/drosophila/bdtnp_insitu.h5ad``."""
     import anndata as ad
 
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))[::4].copy()
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    atlas = ad.read_h5ad(packaged_path("drosophila_atlas.h5ad"))
+    atlas.obsm["spatial"] = atlas.obsm.pop("spatial_3d")  # the packaged obsm["spatial"] is a 2-D projection
+    atlas.uns = {"source": atlas.uns["source"]}
+    return atlas
+
+
+#: the packaged Karaiskos reference (1297 cells x 2006 genes, log-normalised, sparse)
+DROSOPHILA_REFERENCE = "drosophila_reference.h5ad"
+
+
+def drosophila_reference():
+    """Karaiskos scRNA-seq reference as packaged: 2000 most variable genes + every atlas gene and case variant."""
+    import anndata as ad
+
+    return ad.read_h5ad(packaged_path(DROSOPHILA_REFERENCE))
+
+
+def drosophila_subset():
+    """BDTNP atlas (every 4th location) + the Karaiskos reference restricted to 300 genes (84 shared)."""
+    st = drosophila_atlas()[::4].copy()
+    ref = drosophila_reference()
     extra = [g for g in ref.var_names if g not in set(st.var_names)][:216]
     return st, ref[:, list(st.var_names) + extra].copy()
+
+
+_MOB_DIR: list[Path] = []
+
+
+def mob_path(name: str) -> Path:
+    """``<name>.h5ad`` (``MOB1``..``MOB4``) of a copy of the packaged MOB sections; the ``.jpg`` lies beside it.
+
+    The copies sit in a temporary folder named ``mob``, as in ``../shared/data/mob``: commands that
+    take a dataset folder recognise it by that name, and no test can write into the package.
+    """
+    if not _MOB_DIR:
+        from napari_casper.io.samples import MOB_SECTIONS
+
+        root = Path(tempfile.mkdtemp(prefix="napari-casper-tests-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        folder = root / "mob"
+        folder.mkdir()
+        for section in MOB_SECTIONS:
+            for suffix in (".h5ad", ".jpg"):
+                shutil.copyfile(packaged_path(section + suffix), folder / f"{section}{suffix}")
+        _MOB_DIR.append(folder)
+    path = _MOB_DIR[0] / f"{name}.h5ad"
+    assert path.is_file(), f"no packaged MOB section {name!r}"
+    return path
+
+
+def data_path(folder: str, file: str) -> Path:
+    """``../shared/data/<folder>/<file>``, taken from the package when it ships that file (the MOB sections)."""
+    if folder == "mob":
+        return mob_path(Path(file).stem).with_suffix(Path(file).suffix)
+    return shared_path(folder, file)

@@ -7,17 +7,22 @@ import sys
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import drosophila_subset
+from conftest import data_path, drosophila_reference, drosophila_subset, mob_path, shared_path
 
+from napari_casper.casper.preprocess import detect_normalization
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.baselines import (
-    _looks_like_raw_counts,
     impute_knn,
     impute_reference_mean,
     impute_tangram,
     impute_tangram_clusters,
 )
 from napari_casper.evaluate.metrics import pearson
+
+
+def _looks_like_raw_counts(matrix) -> bool:
+    """The baselines normalise with CASPER's own function, so they follow its count rule."""
+    return detect_normalization(matrix) == "counts"
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +37,9 @@ def drosophila():
 
 
 @pytest.fixture(scope="module")
-def seqfish(shared_data):
-    st = ad.read_h5ad(shared_data / "seqfish" / "seqfish_cortex.h5ad")[::3].copy()
-    ref = ad.read_h5ad(shared_data / "seqfish" / "tasic_scrna.h5ad")[::2].copy()
+def seqfish():
+    st = ad.read_h5ad(shared_path("seqfish", "seqfish_cortex.h5ad"))[::3].copy()
+    ref = ad.read_h5ad(shared_path("seqfish", "tasic_scrna.h5ad"))[::2].copy()
     targets = list(st.var_names[:6])
     visible = st[:, list(st.var_names[6:])].copy()
     return visible, ref, targets
@@ -69,19 +74,19 @@ def test_knn_drops_all_zero_genes_instead_of_producing_nan(drosophila):
     assert np.isfinite(tiny).all()
 
 
-def test_count_detection_on_real_matrices(shared_data):
+def test_count_detection_on_real_matrices():
     def read(*parts):
-        return ad.read_h5ad(shared_data.joinpath(*parts)).X
+        return ad.read_h5ad(data_path(*parts)).X
 
     assert _looks_like_raw_counts(read("mob", "MOB1.h5ad"))
+    assert not _looks_like_raw_counts(drosophila_reference().X)  # log data
     assert not _looks_like_raw_counts(read("seqfish", "tasic_scrna.h5ad"))  # ranks 0..101
-    assert not _looks_like_raw_counts(read("drosophila", "karaiskos_scrna.h5ad"))  # log data
     # the rule is CASPER's (preprocess.detect_normalization): integers with equal cell totals are normalised
     assert not _looks_like_raw_counts(np.array([[3, 0, 1], [0, 4, 0], [2, 2, 0]]))
 
 
-def test_counts_are_normalised_and_logged(shared_data):
-    mob = ad.read_h5ad(shared_data / "mob" / "MOB1.h5ad")
+def test_counts_are_normalised_and_logged():
+    mob = ad.read_h5ad(mob_path("MOB1"))
     targets = list(mob.var_names[:5])
     visible = mob[:, list(mob.var_names[5:])].copy()
     auto = impute_reference_mean(visible, mob, targets)
@@ -134,3 +139,12 @@ def test_missing_tangram_names_the_install_command(drosophila, monkeypatch):
     monkeypatch.setitem(sys.modules, "tangram", None)  # makes `import tangram` fail
     with pytest.raises(CasperInputError, match=r"pip install napari-casper\[all\]"):
         impute_tangram(visible, ref, targets)
+
+
+def test_every_method_gets_log1p_of_counts_per_1e4():
+    """One normalisation: the baselines scale raw counts to 1e4 per spot, as CASPER does (not to the median)."""
+    mob = ad.read_h5ad(mob_path("MOB1"))
+    counts = mob.X.toarray().astype(np.float64)
+    expected = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)[:, :5].mean(axis=0)
+    pred = impute_reference_mean(mob[:, 5:].copy(), mob, list(mob.var_names[:5]))
+    np.testing.assert_allclose(pred[0], expected, rtol=1e-5)

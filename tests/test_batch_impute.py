@@ -14,7 +14,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import zarr
-from conftest import shared_path
+from conftest import drosophila_atlas, drosophila_reference
 
 from napari_casper.casper.batch import store as batch_store
 from napari_casper.casper.batch.impute import impute_to_zarr
@@ -33,8 +33,8 @@ N_BLOCKS = 5 * 6
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    st = drosophila_atlas()
+    ref = drosophila_reference()
     visible = st[:, [g for g in st.var_names if g not in HELD_OUT]].copy()
     visible.write_h5ad(root / "st.h5ad")
     model = train_casper(visible, ref, max_steps=20, steps_per_epoch=10, device="cpu")
@@ -209,7 +209,7 @@ def test_new_table_in_a_spatialdata_store_leaves_other_elements_alone(setup, tmp
 
     assert impute_to_zarr(model, store, genes, store=store, **CHUNKS).status == "already complete"
     other = impute_to_zarr(model, store, genes[:3], store=store, **CHUNKS)
-    assert other.table == "casper_imputed_v2"
+    assert other.table == "casper_imputed_2"
     # a source table is chosen among measured tables, not among imputed ones
     assert impute_to_zarr(model, store, ["eve"], store=store, table_name="eve_only").table == "eve_only"
 

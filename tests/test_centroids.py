@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import drosophila_reference, shared_path
 
 from napari_casper.casper.centroids import compute_centroids
 from napari_casper.casper.preprocess import dense
@@ -19,7 +19,7 @@ def tasic():
 
 @pytest.fixture(scope="module")
 def karaiskos():
-    return ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    return drosophila_reference()
 
 
 def test_label_centroids_are_group_means(tasic):
@@ -47,8 +47,8 @@ def test_cells_mode_is_auto_for_small_references(karaiskos):
     assert c.labels[:3] == list(karaiskos.obs_names[:3])
 
 
-def test_bad_label_column(tasic):
+def test_bad_label_column(karaiskos):
     with pytest.raises(CasperInputError, match="not in the reference obs"):
-        compute_centroids(tasic.X, tasic.var_names, obs=tasic.obs, label_key="nope")
+        compute_centroids(karaiskos.X, karaiskos.var_names, obs=karaiskos.obs, label_key="nope")
     with pytest.raises(CasperInputError, match="unknown centroid method"):
-        compute_centroids(tasic.X, tasic.var_names, method="kmeans")
+        compute_centroids(karaiskos.X, karaiskos.var_names, method="kmeans")

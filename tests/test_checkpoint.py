@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import drosophila_atlas, drosophila_reference
 
 from napari_casper import __version__
 from napari_casper.casper.checkpoint import load_checkpoint, save_checkpoint
@@ -19,8 +18,8 @@ HELD_OUT = ["eve", "ftz", "hb", "Kr"]
 
 @pytest.fixture(scope="module")
 def setup():
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    st = drosophila_atlas()
+    ref = drosophila_reference()
     visible = st[:, [g for g in st.var_names if g not in HELD_OUT]].copy()
     model = train_casper(visible, ref, max_steps=30, steps_per_epoch=10, device="cpu")
     return visible, model
@@ -37,7 +36,7 @@ def test_round_trip_is_bit_exact(setup, tmp_path):
     np.testing.assert_array_equal(loaded.centroids.expression, model.centroids.expression)
     assert loaded.config == model.config and loaded.library_version == __version__
     assert loaded.history.best_epoch == model.history.best_epoch
-    genes = HELD_OUT + ["Act5C"]  # Act5C: a reference gene that is not in the atlas panel
+    genes = HELD_OUT + ["Hsp83"]  # Hsp83: a reference gene that is not in the atlas panel
     before = CasperImputer(model, visible).predict(genes)
     after = CasperImputer(loaded, visible).predict(genes)
     np.testing.assert_array_equal(before, after)

@@ -5,16 +5,27 @@ from __future__ import annotations
 import anndata as ad
 import pandas as pd
 import pytest
+from conftest import drosophila_subset, shared_path
 
 from napari_casper.cli import main
 
 
 @pytest.fixture(scope="module")
-def small_pair(shared_data, tmp_path_factory):
+def small_pair(tmp_path_factory):
     """A small seqFISH / Tasic pair written as .h5ad files."""
     folder = tmp_path_factory.mktemp("pair")
-    st = ad.read_h5ad(shared_data / "seqfish" / "seqfish_cortex.h5ad")[::4].copy()
-    ref = ad.read_h5ad(shared_data / "seqfish" / "tasic_scrna.h5ad")[::4].copy()
+    st = ad.read_h5ad(shared_path("seqfish", "seqfish_cortex.h5ad"))[::4].copy()
+    ref = ad.read_h5ad(shared_path("seqfish", "tasic_scrna.h5ad"))[::4].copy()
+    st.write_h5ad(folder / "st.h5ad")
+    ref.write_h5ad(folder / "ref.h5ad")
+    return folder / "st.h5ad", folder / "ref.h5ad"
+
+
+@pytest.fixture(scope="module")
+def drosophila_pair(tmp_path_factory):
+    """The packaged Drosophila atlas subset + reference subset written as .h5ad files (no ../shared needed)."""
+    folder = tmp_path_factory.mktemp("drosophila_pair")
+    st, ref = drosophila_subset()
     st.write_h5ad(folder / "st.h5ad")
     ref.write_h5ad(folder / "ref.h5ad")
     return folder / "st.h5ad", folder / "ref.h5ad"
@@ -54,8 +65,8 @@ def test_benchmark_writes_tables_and_a_regenerating_command(small_pair, tmp_path
     assert "wrote" in capsys.readouterr().out
 
 
-def test_bad_input_is_a_clean_error(small_pair, tmp_path, capsys):
-    st, ref = small_pair
+def test_bad_input_is_a_clean_error(drosophila_pair, tmp_path, capsys):
+    st, ref = drosophila_pair
     base = ["benchmark", "--st", str(st), "--reference", str(ref), "--out", str(tmp_path)]
     assert main([*base, "--methods", "knn,wizard"]) == 2
     assert "unknown imputation method 'wizard'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import DROSOPHILA_REFERENCE, drosophila_atlas, packaged_path
 
 from napari_casper.cli import main
 
@@ -13,9 +13,9 @@ from napari_casper.cli import main
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
+    st = drosophila_atlas()
     st[:, [g for g in st.var_names if g not in ("eve", "ftz")]].copy().write_h5ad(root / "st.h5ad")
-    return root, shared_path("drosophila", "karaiskos_scrna.h5ad")
+    return root, packaged_path(DROSOPHILA_REFERENCE)
 
 
 def test_train_then_impute(files, capsys):
@@ -38,7 +38,7 @@ def test_train_then_impute(files, capsys):
     assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"),
                  "--all-reference-genes", "--gene-chunk", "2000", "--out", str(root / "all.zarr")]) == 0
     every = ad.read_zarr(root / "all.zarr")
-    assert every.shape == (3039, 8924)
+    assert every.shape == (3039, 2006)  # every gene of the packaged reference
     np.testing.assert_allclose(np.asarray(every[:, ["eve", "ftz"]].X), pred.X, rtol=1e-5, atol=1e-5)
 
 

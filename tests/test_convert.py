@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_path
+from conftest import drosophila_atlas, mob_path, shared_path
 
 from napari_casper.errors import CasperInputError
 from napari_casper.io.convert import (
@@ -19,11 +19,11 @@ from napari_casper.io.convert import (
 
 @pytest.fixture(scope="module")
 def mob1():
-    return ad.read_h5ad(shared_path("mob", "MOB1.h5ad"))
+    return ad.read_h5ad(mob_path("MOB1"))
 
 
 def test_anndata_with_image_makes_spots_table_and_image(mob1):
-    sdata = anndata_to_spatialdata(mob1, shared_path("mob", "MOB1.jpg"))
+    sdata = anndata_to_spatialdata(mob1, mob_path("MOB1").with_suffix(".jpg"))
     assert set(sdata.images) == {"image"} and set(sdata.shapes) == {"spots"} and set(sdata.tables) == {"table"}
     spots = sdata.shapes["spots"]
     np.testing.assert_allclose(np.c_[spots.geometry.x, spots.geometry.y], mob1.obsm["spatial"])
@@ -62,7 +62,7 @@ def test_legacy_st_layout_round_trip(tmp_path, mob1):
     )
     extra = positions.iloc[:3].assign(x=99, y=99, selected=0)  # spots not under tissue are dropped
     pd.concat([positions, extra]).to_csv(tmp_path / "spots.tsv", sep="\t", index=False)
-    sdata = legacy_st_to_spatialdata(tmp_path / "stdata.tsv", tmp_path / "spots.tsv", shared_path("mob", "MOB1.jpg"))
+    sdata = legacy_st_to_spatialdata(tmp_path / "stdata.tsv", tmp_path / "spots.tsv", mob_path("MOB1").with_suffix(".jpg"))
     table = sdata.tables["table"]
     assert table.n_obs == mob1.n_obs
     np.testing.assert_allclose(table.X, mob1.X.toarray())
@@ -82,8 +82,19 @@ def test_nan_coordinates_error(mob1):
         anndata_to_spatialdata(broken)
 
 
+def test_spot_diameter_needs_two_spots_unless_a_default_is_given(mob1):
+    one = mob1[:1].copy()
+    with pytest.raises(CasperInputError, match=r"from 1 spot\(s\): it needs at least 2"):
+        anndata_to_spatialdata(one)
+    assert anndata_to_spatialdata(one, spot_diameter=3.0).shapes["spots"]["radius"].iloc[0] == 1.5
+    assert estimate_spot_diameter(np.zeros((1, 2)), default=1.0) == 1.0
+    assert estimate_spot_diameter(np.array([[0.0, 0.0], [4.0, 0.0]]), 1.0) == 4.0
+    with pytest.raises(CasperInputError, match="share coordinates"):
+        estimate_spot_diameter(np.zeros((3, 2)))
+
+
 def test_three_d_coordinates_need_axes():
-    atlas = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
+    atlas = drosophila_atlas()
     with pytest.raises(CasperInputError, match="3-D coordinates"):
         anndata_to_spatialdata(atlas)
     sdata = anndata_to_spatialdata(atlas, axes=(0, 2))
@@ -94,7 +105,7 @@ def test_coordinates_in_another_resolution_error(mob1):
     wrong = mob1.copy()
     wrong.obsm["spatial"] = wrong.obsm["spatial"] * 4  # e.g. coordinates of a 4x larger image
     with pytest.raises(CasperInputError, match="another resolution or coordinate system"):
-        anndata_to_spatialdata(wrong, shared_path("mob", "MOB1.jpg"))
+        anndata_to_spatialdata(wrong, mob_path("MOB1").with_suffix(".jpg"))
 
 
 def test_unreadable_image_error(tmp_path):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import drosophila_atlas
 from scipy import stats
 
 from napari_casper.evaluate.metrics import (
@@ -163,8 +163,8 @@ def test_accuracy_score_ties_share_average_rank():
     np.testing.assert_allclose(accuracy_score(means).to_numpy(), [0.75, 0.75])
 
 
-def test_real_drosophila_gene_against_itself_and_a_shuffle(shared_data):
-    atlas = ad.read_h5ad(shared_data / "drosophila" / "bdtnp_insitu.h5ad")
+def test_real_drosophila_gene_against_itself_and_a_shuffle():
+    atlas = drosophila_atlas()
     true = np.asarray(atlas.X[:, :10], dtype=float)
     rng = np.random.default_rng(0)
     shuffled = true[rng.permutation(true.shape[0])]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 import anndata as ad
 import numpy as np
 import pytest
 from conftest import drosophila_subset
 
+from napari_casper.casper.imputation import impute_with_casper
 from napari_casper.errors import CasperInputError
-from napari_casper.evaluate import METHODS, resolve_method, run_benchmark, split_genes
 from napari_casper.evaluate.metrics import METRICS
+from napari_casper.evaluate.protocol import METHODS, resolve_method, run_benchmark, split_genes
 
 
 @pytest.fixture(scope="module")
@@ -151,21 +150,10 @@ def test_label_key_reaches_methods_that_take_it(drosophila):
 def test_every_registered_baseline_resolves():
     for name in ("knn", "mean", "tangram", "tangram_clusters"):
         assert callable(resolve_method(name))
-    assert METHODS["casper"] == "napari_casper.casper.imputation:impute_with_casper"
-
-
-def _casper_available() -> bool:
-    try:
-        module = importlib.import_module("napari_casper.casper.imputation")
-    except ModuleNotFoundError:
-        return False
-    return hasattr(module, "impute_with_casper")
+    assert resolve_method("casper") is METHODS["casper"] is impute_with_casper
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _casper_available(), reason="napari_casper.casper.imputation has no impute_with_casper yet"
-)
 def test_casper_runs_under_the_protocol(drosophila):
     st, ref = drosophila
     short = {"casper": {"max_steps": 25, "device": "cpu"}}  # a smoke test, not a benchmark
@@ -175,11 +163,3 @@ def test_casper_runs_under_the_protocol(drosophila):
     assert len(result.per_gene) == 6
     assert np.isfinite(result.per_gene["PCC"]).all()
     assert result.summary.loc[0, "PCC_mean"] > 0.0
-
-
-def test_unavailable_method_is_an_input_error(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "napari_casper.casper.imputation", None)  # as if the engine were absent
-    with pytest.raises(CasperInputError, match="'casper' is not available"):
-        resolve_method("casper")

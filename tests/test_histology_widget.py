@@ -15,7 +15,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import mob_path
 from napari.utils.notifications import notification_manager
 from scipy.spatial import cKDTree
 from spatialdata.transformations import Scale, Sequence, Translation, set_transformation
@@ -43,7 +43,7 @@ def messages(since: int) -> list[str]:
 
 def open_section(viewer, name: str, *, drop_table: bool = False, transformed: bool = False):
     """A MOB section as the reader shows it; optionally H&E-only and with non-identity transforms."""
-    path = shared_path("mob", f"{name}.h5ad")
+    path = mob_path(name)
     sdata = read_h5ad_spatial(path)
     if drop_table:
         del sdata.tables["table"]
@@ -125,7 +125,7 @@ def test_train_then_predict_on_an_he_only_slide_aligned_accurate_and_saved(histo
         assert f"histology:{gene}" in names and f"histology uncertainty:{gene}" in names
     visible = [n for n in names if n.startswith("histology:") and viewer.layers[n].visible]
     assert visible == ["histology:Penk"]
-    truth = ad.read_h5ad(shared_path("mob", "MOB3.h5ad"))
+    truth = ad.read_h5ad(mob_path("MOB3"))
     image, layer = viewer.layers["MOB3 image"], viewer.layers["histology:Penk"]
     expected = np.array([image.data_to_world(p) for p in truth.obsm["spatial"][:, ::-1]])
     error = np.abs(world_positions(layer) - expected).max() / 0.5  # in image pixels (world = 0.5 px)
@@ -165,7 +165,7 @@ def test_train_then_predict_on_an_he_only_slide_aligned_accurate_and_saved(histo
     virtual = viewer.layers["histology:Nrgn"]
     assert names.count("histology:Nrgn") == 1 and len(virtual.data) == len(widget.result.prediction.coords)
     pixels = np.array([image.world_to_data(p) for p in world_positions(virtual)])[:, ::-1]  # (x, y) image px
-    he_tissue = detect_tissue(read_image_file(shared_path("mob", "MOB3.jpg")))
+    he_tissue = detect_tissue(read_image_file(mob_path("MOB3").with_suffix(".jpg")))
     on = he_tissue.contains(pixels).mean()
     spacing = np.median(cKDTree(pixels).query(pixels, k=2)[0][:, 1])
     print(f"{len(pixels)} virtual spots, {on:.1%} on tissue, spacing {spacing:.1f} px")
@@ -200,7 +200,7 @@ def test_train_then_predict_on_an_he_only_slide_aligned_accurate_and_saved(histo
 def test_cancel_within_a_batch_then_retrain_and_predict_on_a_plain_image_layer(histology, qtbot, tmp_path):
     viewer, widget = histology
     open_section(viewer, "MOB1")
-    assert widget.sections.add_file(str(shared_path("mob", "MOB2.h5ad"))) == ["MOB2:spots"]  # not shown, listed
+    assert widget.sections.add_file(str(mob_path("MOB2"))) == ["MOB2:spots"]  # not shown, listed
     assert widget.sections.labels() == ["MOB1:spots", "MOB2:spots"]
     widget.sections.n_variable.setValue(50)
     widget.train_panel.epochs.setValue(30)
@@ -220,7 +220,7 @@ def test_cancel_within_a_batch_then_retrain_and_predict_on_a_plain_image_layer(h
     assert widget.trained_on == ["MOB1:spots", "MOB2:spots"]
 
     # a plain RGB image layer (not from SpatialData), scaled and shifted: virtual spots follow its transform
-    pixels = read_image_file(shared_path("mob", "MOB4.jpg"))
+    pixels = read_image_file(mob_path("MOB4").with_suffix(".jpg"))
     image = viewer.add_image(pixels, rgb=True, name="MOB4 jpg", scale=(2.0, 2.0), translate=(500.0, -40.0))
     n_layers = len(viewer.layers)
     widget.predict_panel.image.setCurrentText("MOB4 jpg")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import drosophila_atlas, drosophila_reference
 
 from napari_casper.casper.batch.output import write_imputation
 from napari_casper.casper.imputation import CasperImputer, impute_with_casper
@@ -17,8 +17,8 @@ HELD_OUT = ["eve", "ftz", "hb", "Kr", "run"]
 
 @pytest.fixture(scope="module")
 def data():
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    st = drosophila_atlas()
+    ref = drosophila_reference()
     visible = st[:, [g for g in st.var_names if g not in HELD_OUT]].copy()
     return st, visible, ref
 

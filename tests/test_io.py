@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import mob_path
 
 from napari_casper.errors import CasperInputError
 from napari_casper.io.convert import spots_element
@@ -30,19 +30,19 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture()
 def mob_store(tmp_path):
-    sdata = read_h5ad_spatial(shared_path("mob", "MOB2.h5ad"))
+    sdata = read_h5ad_spatial(mob_path("MOB2"))
     return save_spatialdata(sdata, tmp_path / "mob2.zarr")
 
 
 def test_h5ad_reader_finds_image_next_to_file():
-    sdata = read_h5ad_spatial(shared_path("mob", "MOB2.h5ad"))
+    sdata = read_h5ad_spatial(mob_path("MOB2"))
     assert sdata.images["image"].shape == (3, 1905, 1905)
     assert len(sdata.shapes["spots"]) == sdata.tables["table"].n_obs
 
 
 def test_zarr_round_trip(mob_store):
     sdata = read_any(mob_store)
-    original = read_h5ad_spatial(shared_path("mob", "MOB2.h5ad"))
+    original = read_h5ad_spatial(mob_path("MOB2"))
     np.testing.assert_array_equal(sdata.images["image"].values, original.images["image"].values)
     np.testing.assert_allclose(sdata.tables["table"].X.toarray(), original.tables["table"].X.toarray())
 
@@ -96,7 +96,7 @@ def test_unreadable_h5ad(tmp_path):
 def test_missing_image_named_in_uns(tmp_path):
     import anndata as ad
 
-    adata = ad.read_h5ad(shared_path("mob", "MOB3.h5ad"))
+    adata = ad.read_h5ad(mob_path("MOB3"))
     adata.write_h5ad(tmp_path / "MOB3.h5ad")  # uns['image'] = 'MOB3.jpg', not copied
     with pytest.raises(CasperInputError, match="names image 'MOB3.jpg'.*does not exist"):
         read_any(tmp_path / "MOB3.h5ad")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import data_path, mob_path
 
 from napari_casper.display.layers import spatialdata_to_layers, spots_layer
 from napari_casper.errors import CasperInputError
@@ -34,8 +34,8 @@ def world_to_image_pixels(points_yx: np.ndarray, points_affine: np.ndarray, imag
 @pytest.mark.parametrize("section", [("mob", "MOB1"), ("her2st", "C2")])
 def test_spots_sit_on_tissue(section):
     folder, name = section
-    adata = ad.read_h5ad(shared_path(folder, f"{name}.h5ad"))
-    rgb = read_image_file(shared_path(folder, f"{name}.jpg"))
+    adata = ad.read_h5ad(data_path(folder, f"{name}.h5ad"))
+    rgb = read_image_file(data_path(folder, f"{name}.jpg"))
     layers = spatialdata_to_layers(anndata_to_spatialdata(adata, rgb))
     (_, image_kw, _), (points, points_kw, kind) = layers
     assert kind == "points"
@@ -82,7 +82,7 @@ def test_size_scales_with_the_affine():
 
 
 def test_features_follow_instance_ids_not_row_order():
-    adata = ad.read_h5ad(shared_path("mob", "MOB1.h5ad"))
+    adata = ad.read_h5ad(mob_path("MOB1"))
     sdata = anndata_to_spatialdata(adata)
     table = sdata.tables["table"]
     order = np.random.default_rng(0).permutation(table.n_obs)

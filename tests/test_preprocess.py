@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import shared_path
+from conftest import drosophila_atlas, drosophila_reference, shared_path
 
 from napari_casper.casper.preprocess import (
     detect_normalization,
@@ -20,8 +20,8 @@ from napari_casper.errors import CasperInputError
 
 @pytest.fixture(scope="module")
 def drosophila():
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    st = drosophila_atlas()
+    ref = drosophila_reference()
     return st, ref
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import data_path, mob_path
 
 from napari_casper.io.stores import read_h5ad_spatial, save_spatialdata
 
@@ -39,7 +39,7 @@ def spot_and_tissue_masks(viewer, points_layer, image_layer):
 @pytest.mark.parametrize("section", [("mob", "MOB1"), ("her2st", "C2")])
 def test_spots_are_drawn_on_the_tissue(make_napari_viewer, tmp_path, section):
     folder, name = section
-    store = save_spatialdata(read_h5ad_spatial(shared_path(folder, f"{name}.h5ad")), tmp_path / f"{name}.zarr")
+    store = save_spatialdata(read_h5ad_spatial(data_path(folder, f"{name}.h5ad")), tmp_path / f"{name}.zarr")
     viewer = make_napari_viewer(show=True)
     layers = viewer.open(str(store), plugin="napari-casper")
     image_layer, points_layer = viewer.layers["image"], viewer.layers["spots"]
@@ -57,7 +57,7 @@ def test_spots_are_drawn_on_the_tissue(make_napari_viewer, tmp_path, section):
 
 def test_points_carry_table_features(make_napari_viewer):
     viewer = make_napari_viewer()
-    viewer.open(str(shared_path("mob", "MOB1.h5ad")), plugin="napari-casper")
+    viewer.open(str(mob_path("MOB1")), plugin="napari-casper")
     points = viewer.layers["spots"]
     assert points.features.shape == (379, 1000)
     gene = points.features.columns[10]

@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_path
+from conftest import mob_path, shared_path
 from napari.utils.notifications import notification_manager
 
 from napari_casper._widgets.regions.layers import PREVIEW_NAME
@@ -33,7 +33,7 @@ def messages(since: int) -> list[str]:
 
 @pytest.fixture()
 def mob_store(tmp_path):
-    return save_spatialdata(read_h5ad_spatial(shared_path("mob", "MOB1.h5ad")), tmp_path / "mob1.zarr")
+    return save_spatialdata(read_h5ad_spatial(mob_path("MOB1")), tmp_path / "mob1.zarr")
 
 
 @pytest.fixture()
@@ -52,17 +52,16 @@ def regions_widget(make_napari_viewer, qtbot):
         qtbot.waitUntil(lambda widget=widget: not widget.busy, timeout=60_000)
 
 
-def open_her2_spots(viewer, section: str = "C2", store=None, *, gene_features: bool = True) -> None:
-    """HER2 spots (no 9300 px image, to stay fast) as the reader would add them.
-
-    Without ``gene_features`` the layer carries only obs columns (adding 15k gene columns to a
-    Points layer takes seconds; the widget reads genes from the table either way).
-    """
-    sdata = anndata_to_spatialdata(ad.read_h5ad(shared_path("her2st", f"{section}.h5ad")))
+def open_spots(viewer, path, store=None) -> None:
+    """The spots of an ``.h5ad`` (no image, to stay fast) as the reader would add them."""
+    sdata = anndata_to_spatialdata(ad.read_h5ad(path))
     for data, kwargs, kind in spatialdata_to_layers(sdata, source=None if store is None else str(store)):
-        if not gene_features and kind == "points":
-            kwargs["features"] = kwargs["features"][["patient"]]
         getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+def open_her2_spots(viewer, section: str = "C2", store=None) -> None:
+    """HER2 spots (no 9300 px image), see :func:`open_spots`."""
+    open_spots(viewer, shared_path("her2st", f"{section}.h5ad"), store)
 
 
 def test_draw_every_shape_kind_save_versioned_and_reopen_from_disk(mob_store, regions_widget, qtbot):
@@ -189,11 +188,11 @@ def test_bad_inputs_become_clear_error_notifications(regions_widget, tmp_path):
     widget.score_button.click()  # no spots layer yet
     assert any("no spots layer" in m for m in messages(start))
 
-    sdata = anndata_to_spatialdata(ad.read_h5ad(shared_path("her2st", "C3.h5ad")))
-    store = save_spatialdata(sdata, tmp_path / "c3.zarr")
-    open_her2_spots(viewer, "C3", store, gene_features=False)
+    sdata = anndata_to_spatialdata(ad.read_h5ad(mob_path("MOB1")))
+    store = save_spatialdata(sdata, tmp_path / "mob1.zarr")
+    open_spots(viewer, mob_path("MOB1"), store)
     start = len(notification_manager.records)
-    widget.genes_edit.setText("ERBB2, NOT_A_GENE")
+    widget.genes_edit.setText("Penk, NOT_A_GENE")
     widget.score_button.click()
     assert any("['NOT_A_GENE'] are not in table" in m and "Fix" in m for m in messages(start)), messages(start)
 
@@ -204,7 +203,7 @@ def test_bad_inputs_become_clear_error_notifications(regions_widget, tmp_path):
     layer.add(
         [np.array([[far[1], far[0]], [far[1], far[0] + 500], [far[1] + 500, far[0] + 500]])], shape_type="polygon"
     )
-    widget.genes_edit.setText("ERBB2")
+    widget.genes_edit.setText("Penk")
     widget.compute_statistics()
     widget.wait()
     assert widget.statistics.iloc[0]["n_spots"] == 0
@@ -236,9 +235,9 @@ def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widg
     from napari_casper._widgets.regions import save_panel as _regions_save_panel
 
     viewer, widget = regions_widget()
-    source = tmp_path / "read_only" / "C3.h5ad"
+    source = tmp_path / "read_only" / "MOB1.h5ad"
     source.parent.mkdir()
-    open_her2_spots(viewer, "C3", source, gene_features=False)
+    open_spots(viewer, mob_path("MOB1"), source)
     beside = source.with_suffix(".zarr")
     assert widget.store_edit.text() == str(beside)
     # root may write anywhere, so the folder is declared read-only rather than chmod-ed
@@ -261,7 +260,7 @@ def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widg
     monkeypatch.setattr(_regions_save_panel, "QFileDialog", Dialog)
     start = len(notification_manager.records)
     widget.save()
-    assert asked == ["C3.zarr"] and widget.last_saved is None and not widget.busy
+    assert asked == ["MOB1.zarr"] and widget.last_saved is None and not widget.busy
     assert "not saved" in widget.message.text() and messages(start) == []
 
     chosen = tmp_path / "elsewhere.zarr"

@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import drosophila_atlas, drosophila_reference, shared_path
 
 from napari_casper.casper.imputation import CasperImputer
 from napari_casper.casper.training import CasperConfig, pearson_per_gene, train_casper
@@ -28,8 +28,8 @@ def selected_epoch(records, window=3):
 
 @pytest.fixture(scope="module")
 def drosophila():
-    st = ad.read_h5ad(shared_path("drosophila", "bdtnp_insitu.h5ad"))
-    ref = ad.read_h5ad(shared_path("drosophila", "karaiskos_scrna.h5ad"))
+    st = drosophila_atlas()
+    ref = drosophila_reference()
     visible = [g for g in st.var_names if g not in HELD_OUT]
     return st, st[:, visible].copy(), ref
 

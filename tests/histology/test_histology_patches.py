@@ -13,11 +13,11 @@ from napari_casper.errors import CasperInputError
 from napari_casper.histology.patches import (
     PAD_VALUE,
     augment_batch,
-    estimate_spot_diameter,
     extract_patches,
     normalize_stain,
     suggest_patch_size,
 )
+from napari_casper.io.convert import estimate_spot_diameter
 
 
 def test_shapes_and_scales(mob_sections):

@@ -1,10 +1,15 @@
-"""Input checks, gene matching and normalisation for an ST panel and an scRNA reference.
+"""Input checks, gene matching and the package's one normalisation, for an ST panel and an scRNA reference.
 
 Nothing here mutates the caller's AnnData: every function reads ``.X`` and returns new arrays.
 
+:func:`normalize_matrix` is the only place values are normalised: CASPER, the baselines
+(:mod:`napari_casper.evaluate.baselines`), the histology targets and the region statistics all
+call it, so every method of a benchmark sees identically normalised input. Raw counts become
+``log1p`` of counts per :data:`TARGET_SUM` (scanpy's ``normalize_total`` + ``log1p``).
+
 Normalisation policy (``normalize="auto"``), decided per matrix:
 
-* integer values (raw counts) -> ``normalize_total`` (1e4) + ``log1p``, except
+* integer values (raw counts) -> ``normalize_total`` (:data:`TARGET_SUM`) + ``log1p``, except
 * integer values whose per-cell totals are constant, or that are dense (< 5 % zeros) and bounded
   by 255 (rank-normalised data such as the published seqFISH/Tasic pair, 0..101) -> used as given;
 * non-integer values with a maximum above 50 (CPM/TPM-like, not logged) -> ``log1p``;
@@ -27,7 +32,11 @@ from napari_casper.errors import CasperInputError
 #: fewest panel genes shared with the reference that CASPER accepts
 MIN_SHARED_GENES = 5
 NORMALIZE_CHOICES = ("auto", "counts", "log1p", "none")
-_TARGET_SUM = 1e4
+#: library size every cell/spot of raw counts is scaled to before ``log1p`` (counts per 10,000,
+#: scanpy's and Seurat's usual choice). Fixed rather than each data set's median total so that
+#: values are comparable between data sets and methods; CASPER z-scores every gene afterwards,
+#: which removes the ``log(TARGET_SUM)`` offset, leaving only the pseudocount's relative weight.
+TARGET_SUM = 1e4
 
 
 @dataclass
@@ -154,31 +163,38 @@ def detect_normalization(X, *, already_logged: bool = False) -> str:
     return "log1p" if float(sample.max()) > 50 else "none"
 
 
-def normalize_matrix(X, mode: str = "auto", *, already_logged: bool = False) -> tuple[object, str]:
-    """Return ``(normalised copy of X as float32, decision)``; ``X`` itself is left untouched.
+def normalize_matrix(
+    X, mode: str = "auto", *, already_logged: bool = False, log: bool = True, columns=None
+) -> tuple[object, str]:
+    """The package's one normalisation: ``(normalised float32 copy of X, decision)``.
 
-    ``mode`` is one of ``"auto"``, ``"counts"``, ``"log1p"`` or ``"none"``; the decision is the
-    mode that was applied. Sparse input stays sparse (CSR).
+    ``mode`` is one of ``"auto"`` (:func:`detect_normalization`), ``"counts"`` (scanpy
+    ``normalize_total`` to :data:`TARGET_SUM`, then ``log1p``), ``"log1p"`` or ``"none"``; the
+    decision is the mode that was applied. ``log=False`` skips the ``log1p`` (library-size
+    normalisation only, as Tangram wants its input). ``columns`` (indices) selects columns of
+    the result; library sizes are still taken over all of ``X``. ``X`` itself is left untouched.
+    Sparse input stays sparse (CSR).
     """
     if mode not in NORMALIZE_CHOICES:
         raise CasperInputError(f"unknown normalize mode {mode!r}; choose one of {NORMALIZE_CHOICES}")
     decision = detect_normalization(X, already_logged=already_logged) if mode == "auto" else mode
+    if columns is not None and decision != "counts":
+        X = X[:, np.asarray(columns, dtype=np.int64)]  # the other columns are never needed
     if sp.issparse(X):
         out = sp.csr_matrix(X, dtype=np.float32, copy=True)
     else:
         out = np.array(X, dtype=np.float32, copy=True)
-    if decision == "counts":
-        totals = np.asarray(out.sum(axis=1), dtype=np.float64).ravel()
-        scale = np.divide(_TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
-        if sp.issparse(out):
-            out = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ out)
-        else:
-            out *= scale[:, None].astype(np.float32)
-    if decision in ("counts", "log1p"):
-        if sp.issparse(out):
-            np.log1p(out.data, out=out.data)
-        else:
-            np.log1p(out, out=out)
+    if decision == "counts" or (decision == "log1p" and log):
+        import scanpy as sc
+
+        adata = AnnData(out)  # a private wrapper of the copy: scanpy works in place on it
+        if decision == "counts":
+            sc.pp.normalize_total(adata, target_sum=TARGET_SUM)
+        if log:
+            sc.pp.log1p(adata)
+        out = adata.X
+    if columns is not None and decision == "counts":
+        out = out[:, np.asarray(columns, dtype=np.int64)]
     return out, decision
 
 
@@ -224,8 +240,8 @@ def prepare_st(
 ) -> tuple[np.ndarray, str]:
     """Check and normalise the ST matrix and return ``(st[:, genes] dense float32, decision)``.
 
-    Normalisation is decided on all of ``st``'s genes (library sizes over the whole panel);
-    only the requested columns are copied and checked.
+    Normalisation (:func:`normalize_matrix`) is decided on all of ``st``'s genes (library sizes
+    over the whole panel); unless the values are counts, only the requested columns are copied.
     """
     if normalize not in NORMALIZE_CHOICES:
         raise CasperInputError(f"unknown normalize mode {normalize!r}; choose one of {NORMALIZE_CHOICES}")
@@ -241,18 +257,14 @@ def prepare_st(
         detect_normalization(X, already_logged=_is_logged(st)) if normalize == "auto" else normalize
     )
     cols = np.array([index[g] for g in genes], dtype=np.int64)
-    if decision == "counts":
+    if decision == "counts":  # library sizes need every gene
         check_values(X, "the ST expression matrix")
-        totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-    out = np.array(X[:, cols].toarray() if sp.issparse(X) else X[:, cols], dtype=np.float32)
-    if decision != "counts":
-        check_values(out, "the ST expression matrix")
-    if decision == "counts":
-        scale = np.divide(_TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
-        out *= scale[:, None].astype(np.float32)
-    if decision in ("counts", "log1p"):
-        np.log1p(out, out=out)
-    return out, decision
+        out, _ = normalize_matrix(X, decision, columns=cols)
+    else:  # only the panel columns are read
+        panel = X[:, cols]
+        check_values(panel, "the ST expression matrix")
+        out, _ = normalize_matrix(panel, decision)
+    return dense(out), decision
 
 
 def prepare_pair(
@@ -319,18 +331,32 @@ def prepare_pair(
     )
 
 
-def standardize(X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
-    """Per-gene z-scores ``(X - mean) / std`` (columns with zero spread get std 1).
+def scaler_from_arrays(mean, std):
+    """A fitted sklearn ``StandardScaler`` with these statistics (as saved in a checkpoint)."""
+    from sklearn.preprocessing import StandardScaler
 
-    Returns ``(Z, mean, std)`` so the same transform can be reused at inference. ``X`` is not
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(mean, dtype=np.float32)
+    scaler.scale_ = np.asarray(std, dtype=np.float32)
+    scaler.var_ = scaler.scale_.astype(np.float64) ** 2
+    scaler.n_features_in_ = scaler.mean_.shape[0]
+    scaler.n_samples_seen_ = 0
+    return scaler
+
+
+def standardize(X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    """Per-gene z-scores ``(X - mean) / std`` by sklearn's ``StandardScaler`` (constant columns get std 1).
+
+    Statistics are fitted on ``X`` unless both ``mean`` and ``std`` are given. Returns
+    ``(Z, mean, std)`` (float32) so the same transform can be reused at inference. ``X`` is not
     modified (``Z`` is a new float32 array).
     """
-    Z = np.array(X, dtype=np.float32, copy=True)
-    if mean is None:
-        mean = Z.mean(axis=0, dtype=np.float64).astype(np.float32)
-    if std is None:
-        std = Z.std(axis=0, dtype=np.float64).astype(np.float32)
-        std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-    Z -= mean
-    Z /= std
-    return Z, mean, std
+    X = np.asarray(X, dtype=np.float32)
+    if mean is None or std is None:
+        from sklearn.preprocessing import StandardScaler
+
+        fitted = StandardScaler().fit(X)
+        mean = fitted.mean_ if mean is None else mean
+        std = fitted.scale_ if std is None else std
+    scaler = scaler_from_arrays(mean, std)
+    return scaler.transform(X, copy=True), scaler.mean_, scaler.scale_

@@ -74,15 +74,13 @@ class CasperWorkflow:
         sdata, element, table_name = meta.get("sdata"), meta.get("element"), meta.get("table")
         if sdata is None or table_name is None:
             raise CasperInputError("this spots layer has no table of measured genes: open a SpatialData object with a table.")
+        from napari_casper.io.elements import spot_positions, spot_rows
+
         table = sdata.tables[table_name]
-        attrs = table.uns["spatialdata_attrs"]
-        rows = table.obs[attrs["region_key"]].astype(str).to_numpy() == element
-        sub = table[rows]
-        ids = np.asarray(meta.get("instance_ids", sub.obs[attrs["instance_key"]].to_numpy()))
-        order = pd.Index(sub.obs[attrs["instance_key"]].to_numpy()).get_indexer(ids)
-        if (order < 0).any():
-            raise CasperInputError(f"{int((order < 0).sum())} spots of {element!r} have no row in table {table_name!r}.")
-        st = ad.AnnData(sub.X[order], var=sub.var[[]].copy())
+        ids = meta.get("instance_ids")
+        ids = np.asarray(spot_positions(sdata, element)[2] if ids is None else ids)
+        join = spot_rows(table, element, ids, missing="error", table_name=table_name)
+        st = ad.AnnData(table.X[join.rows], var=table.var[[]].copy())
         st.obs_names = [str(i) for i in ids]
         return cls(st=st, reference=reference, spots_element=element, instance_ids=ids, **kwargs)
 

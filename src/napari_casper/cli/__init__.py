@@ -7,22 +7,22 @@ registers the command and its options and sets ``func``), so commands stay indep
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from napari_casper import __version__
+from napari_casper.cli import (
+    benchmark,
+    histology_benchmark,
+    histology_predict,
+    histology_train,
+    impute,
+    run_sample,
+    train,
+)
 from napari_casper.errors import CasperInputError
 
-#: module names (inside ``napari_casper.cli``) that register a sub-command each
-COMMAND_MODULES = (
-    "train",
-    "impute",
-    "benchmark",
-    "histology_train",
-    "histology_predict",
-    "histology_benchmark",
-    "run_sample",
-)
+#: the sub-command modules, in ``--help`` order; each registers its command with ``add_parser(subparsers)``
+COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-casper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"napari_casper.cli.{name}")
-        except ModuleNotFoundError as err:  # a command whose module is not written yet
-            if err.name == f"napari_casper.cli.{name}":
-                continue
-            raise
+    for module in COMMANDS:
         module.add_parser(sub)
     return parser
 

@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_casper.cli.common import read_gene_list, read_h5ad, require_file
     from napari_casper.histology.checkpoint import load_predictor
-    from napari_casper.histology.patches import estimate_spot_diameter
     from napari_casper.histology.sections import choose_reduction, read_jpeg
     from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
+    from napari_casper.io.convert import estimate_spot_diameter
 
     predictor = load_predictor(args.model)
     obs_names = None

@@ -96,8 +96,9 @@ def load_sections(paths, images, spot_diameter_px, patch_size):
     """Read the sections; returns ``(sections, patch_size)`` (``None`` -> from the spot size)."""
     import anndata
 
-    from napari_casper.histology.patches import estimate_spot_diameter, suggest_patch_size
+    from napari_casper.histology.patches import suggest_patch_size
     from napari_casper.histology.sections import load_section
+    from napari_casper.io.convert import estimate_spot_diameter
 
     if images and len(images) != len(paths):
         raise CasperInputError(f"{len(images)} --images for {len(paths)} sections; give one image per section")
@@ -121,7 +122,7 @@ def full_resolution_diameter(args: argparse.Namespace, sections) -> float:
     from the sections' ``obsm["spatial"]`` (full-resolution pixels even when the jpg is decoded smaller)."""
     import numpy as np
 
-    from napari_casper.histology.patches import estimate_spot_diameter
+    from napari_casper.io.convert import estimate_spot_diameter
 
     if args.spot_diameter_px:
         return float(args.spot_diameter_px)

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="output .zarr (chunked, resumable) or .h5ad; required unless --st is a SpatialData store, "
                    "in which case the result becomes a new table of that store")
     p.add_argument("--out-table",
-                   help="name of the new table in the --st store (default casper_imputed, then casper_imputed_v2, "
+                   help="name of the new table in the --st store (default casper_imputed, then casper_imputed_2, "
                    "... when a run with other settings took the name)")
     p.add_argument("--spot-chunk", type=int, default=50_000, help="spots per block/chunk (default 50000)")
     p.add_argument("--gene-chunk", type=int, default=256, help="genes per block/chunk (default 256)")

@@ -13,11 +13,11 @@ above) so that switching the gene replaces the layer's data without rebuilding i
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from napari_casper.display.value_layers import SpotGeometry, contrast_limits, value_layer
 from napari_casper.errors import CasperInputError
+from napari_casper.io.elements import spot_rows
 
 TRANSFORMS = ("auto", "log1p", "none")
 
@@ -46,35 +46,18 @@ class TableGenes:
         element: str,
         instance_ids,
         *,
-        region_key: str | None = None,
-        instance_key: str | None = None,
         transform: str = "auto",
         layer: str | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise CasperInputError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}.")
-        attrs = table.uns.get("spatialdata_attrs", {})
-        region_key = region_key or attrs.get("region_key")
-        instance_key = instance_key or attrs.get("instance_key")
-        if region_key is None or instance_key is None or instance_key not in table.obs:
-            raise CasperInputError(
-                "the table does not say which spots its rows belong to (no region/instance keys in "
-                "uns['spatialdata_attrs']); parse it with spatialdata.models.TableModel first."
-            )
-        if region_key in table.obs:
-            rows = np.flatnonzero(table.obs[region_key].astype(str).to_numpy() == element)
-        else:
-            rows = np.arange(table.n_obs)
-        if rows.size == 0:
+        ids = np.asarray(instance_ids)
+        self._join = spot_rows(table, element, ids, missing="nan")
+        if len(ids) and not self._join.present.any():
             raise CasperInputError(f"the table has no rows for spot element {element!r}; choose the table that annotates it.")
-        ids = pd.Index(np.asarray(instance_ids))
-        row_of = pd.Series(rows, index=table.obs[instance_key].to_numpy()[rows])
-        if not row_of.index.is_unique:
-            raise CasperInputError(f"the table repeats spot ids of element {element!r}; each spot needs one row.")
-        position = row_of.reindex(ids).to_numpy(dtype=float)
-        self._present = np.isfinite(position)
-        self._rows = position[self._present].astype(np.int64)
-        self._identity = bool(self._present.all() and np.array_equal(self._rows, np.arange(table.n_obs)))
+        self._identity = bool(
+            len(ids) == table.n_obs and self._join.present.all() and np.array_equal(self._join.rows, np.arange(table.n_obs))
+        )
         self.n_spots = len(ids)
         self.genes = [str(g) for g in table.var_names]
         self._column = {g: i for i, g in enumerate(self.genes)}
@@ -118,11 +101,7 @@ class TableGenes:
     def in_spot_order(self, per_row: np.ndarray) -> np.ndarray:
         """A vector over the table's rows ``(n_obs,)`` in the element's spot order (NaN: no row)."""
         per_row = np.asarray(per_row, dtype=np.float32)
-        if self._identity:
-            return per_row
-        out = np.full(self.n_spots, np.nan, dtype=np.float32)
-        out[self._present] = per_row[self._rows]
-        return out
+        return per_row if self._identity else self._join.gather(per_row)
 
 
 def _sample_rows(X, n: int = 2000):

@@ -23,6 +23,7 @@ from napari_casper.io.elements import (
     mean_scale,
     spot_element_names,
     spot_positions,
+    spot_rows,
     spot_table,
 )
 
@@ -72,18 +73,15 @@ def spot_features(sdata, element_name: str, instance_ids: pd.Index, max_values: 
     if link is None:
         return pd.DataFrame(index=pd.RangeIndex(len(instance_ids)))
     table = sdata.tables[link.name]
-    sub = table[table.obs[link.region_key].astype(str).to_numpy() == element_name]
-    instances = sub.obs[link.instance_key].to_numpy()
-    obs = sub.obs.drop(columns=[link.region_key, link.instance_key])
-    obs.index = instances
-    features = obs.reindex(instance_ids).reset_index(drop=True)
-    if sub.n_obs * sub.n_vars <= max_values:
-        row_of = pd.Series(np.arange(sub.n_obs), index=instances).reindex(instance_ids).to_numpy()
-        present = ~np.isnan(row_of)
-        matrix = sub.X[row_of[present].astype(int)]
-        genes = np.full((len(instance_ids), sub.n_vars), np.nan, dtype=np.float32)
+    join = spot_rows(table, element_name, instance_ids, missing="nan", table_name=link.name)
+    features = join.gather_obs(table.obs.drop(columns=[link.region_key, link.instance_key]))
+    n_rows = int(join.present.sum())
+    if n_rows * table.n_vars <= max_values:
+        present = join.present
+        matrix = table.X[join.rows[present]]
+        genes = np.full((len(instance_ids), table.n_vars), np.nan, dtype=np.float32)
         genes[present] = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-        names = [str(g) for g in sub.var_names]
+        names = [str(g) for g in table.var_names]
         keep = [i for i, g in enumerate(names) if g not in features.columns]
         gene_frame = pd.DataFrame(genes[:, keep], columns=[names[i] for i in keep])
         features = pd.concat([features, gene_frame], axis=1)
@@ -165,11 +163,9 @@ def spots_overview_layer(sdata, element_name: str, data: np.ndarray, kwargs: dic
     link = spot_table(sdata, element_name)
     what = "spots"
     if link is not None:
-        from napari_casper.display.gene_display import TableGenes
-
         table = sdata.tables[link.name]
-        rows = TableGenes(table, element_name, kwargs["metadata"][METADATA_KEY]["instance_ids"], transform="none")
-        totals = rows.in_spot_order(np.asarray(table.X.sum(axis=1)).ravel())
+        join = spot_rows(table, element_name, kwargs["metadata"][METADATA_KEY]["instance_ids"], table_name=link.name)
+        totals = join.gather(np.asarray(table.X.sum(axis=1), dtype=np.float32).ravel())
         values = np.log1p(np.clip(totals, 0, None))
         what = "total counts (log1p)"
     layer = value_layer(geometry, values, f"{element_name}: {what}", colormap="viridis", extra_metadata={"kind": "spots_overview"})

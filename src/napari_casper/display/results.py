@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.casper.results import ATTENTION_KEY, is_results_table
 from napari_casper.display.value_layers import (
@@ -13,8 +12,7 @@ from napari_casper.display.value_layers import (
     gene_layer_name,
     value_layer,
 )
-from napari_casper.errors import CasperInputError
-from napari_casper.io.elements import table_regions
+from napari_casper.io.elements import spot_rows, table_regions
 
 
 def results_layers(sdata, coordinate_system: str, spot_layers: dict[str, tuple]) -> list[tuple]:
@@ -27,19 +25,16 @@ def results_layers(sdata, coordinate_system: str, spot_layers: dict[str, tuple])
     for table_name, table in sdata.tables.items():
         if not is_results_table(table):
             continue
-        attrs = table.uns["spatialdata_attrs"]
         element = table_regions(table)[0]
         if element not in spot_layers:
             continue
         data, kwargs, _ = spot_layers[element]
         geometry = SpotGeometry.from_points_kwargs(data, kwargs)
-        ids = kwargs["metadata"]["napari_casper"].get("instance_ids")
-        order = np.arange(geometry.n_spots) if ids is None else pd.Index(table.obs[attrs["instance_key"]]).get_indexer(ids)
-        if (order < 0).any():
-            raise CasperInputError(f"results table {table_name!r} misses some spots of {element!r}.")
+        ids = kwargs["metadata"]["napari_casper"]["instance_ids"]
+        order = spot_rows(table, element, ids, missing="error", table_name=table_name).rows
         matrix = np.asarray(table.X)[order]
         for j, gene in enumerate(table.var_names):
-            layers.append(value_layer(geometry, matrix[:, j], gene_layer_name(gene), extra_metadata={"table": table_name}))
+            layers.append(value_layer(geometry, matrix[:, j], gene_layer_name(gene, "casper"), extra_metadata={"table": table_name}))
         if ATTENTION_KEY in table.obsm:
             attention = np.asarray(table.obsm[ATTENTION_KEY])[order]
             names = table.uns["napari_casper"].get("centroids", [str(i) for i in range(attention.shape[1])])

@@ -3,8 +3,8 @@
 Pure numpy; no napari import. Small spot sets become Points layers (pickable, drawn at the
 spot diameter); large ones a raster Image layer built once from a :class:`SpotRaster`, so
 switching the gene it shows is one array gather (napari recolours 100k points in ~1 s).
-Layer names are predictable: ``casper:<gene>``, ``casper attention:<centroid>``,
-``casper dominant centroid``.
+Layer names are predictable: ``<method>:<gene>`` (``casper:Penk``, ``histology:Penk``),
+``histology uncertainty:<gene>``, ``casper attention:<centroid>``, ``casper dominant centroid``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,24 @@ from napari_casper.io.elements import METADATA_KEY, mean_scale
 
 #: above this many spots, value layers are rasters instead of Points
 POINTS_LIMIT = 20_000
-GENE_PREFIX = "casper:"
+#: the methods whose predicted genes become value layers (the first word of the layer names)
+PREDICTING_METHODS = ("casper", "histology")
 ATTENTION_PREFIX = "casper attention:"
 DOMINANT_NAME = "casper dominant centroid"
 
 
-def gene_layer_name(gene: str) -> str:
-    return f"{GENE_PREFIX}{gene}"
+def gene_layer_name(gene: str, method: str) -> str:
+    """``<method>:<gene>``: the layer showing ``method``'s prediction of ``gene`` (one of :data:`PREDICTING_METHODS`)."""
+    if method not in PREDICTING_METHODS:
+        raise ValueError(f"method must be one of {PREDICTING_METHODS}, not {method!r}")
+    return f"{method}:{gene}"
+
+
+def uncertainty_layer_name(gene: str, method: str) -> str:
+    """``<method> uncertainty:<gene>``: the layer showing the uncertainty of ``method``'s prediction of ``gene``."""
+    if method not in PREDICTING_METHODS:
+        raise ValueError(f"method must be one of {PREDICTING_METHODS}, not {method!r}")
+    return f"{method} uncertainty:{gene}"
 
 
 def attention_layer_name(centroid: str) -> str:

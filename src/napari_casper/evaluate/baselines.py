@@ -6,11 +6,13 @@ Each follows the imputation-method contract of ``docs/architecture.md``::
 
 Neither input AnnData is modified. Genes are matched by exact, case-sensitive name.
 
-Scales. Values are used as given unless they look like raw counts, decided as CASPER decides
-(:func:`napari_casper.casper.preprocess.detect_normalization` says ``"counts"``: integers whose
-per-cell totals vary, and not dense small integers such as ranks): those are library-size
-normalised (``normalize_total`` to the median total) and, for the kNN and mean baselines,
-``log1p``-transformed; Tangram gets them normalised but not logged, as its maintainers
+Scales. Every method normalises with CASPER's own function,
+:func:`napari_casper.casper.preprocess.normalize_matrix` (``"auto"``: the rule of
+:func:`~napari_casper.casper.preprocess.detect_normalization`), so a benchmark feeds all methods
+identically normalised input: raw counts (integers whose per-cell totals vary, and not dense
+small integers such as ranks) become ``log1p`` of counts per
+:data:`~napari_casper.casper.preprocess.TARGET_SUM` (1e4) for the kNN and mean baselines;
+Tangram gets them normalised to the same library size but not logged, as its maintainers
 advise. So the Drosophila reference (already log-normalised), the BDTNP atlas (in situ
 intensities 0..2.4) and the seqFISH / Tasic pair (dense integer ranks 0..101, under 1 %
 zeros: not logged again) are all used as shipped.
@@ -25,8 +27,10 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
 
-from napari_casper.casper.preprocess import detect_normalization
+from napari_casper.casper.preprocess import dense, normalize_matrix
 from napari_casper.errors import CasperInputError
 
 Preprocessing = Literal["auto", "counts", "none"]
@@ -35,15 +39,10 @@ Preprocessing = Literal["auto", "counts", "none"]
 # --------------------------------------------------------------------------- helpers
 
 
-def _looks_like_raw_counts(matrix) -> bool:
-    """Raw counts by CASPER's own rule (one detection for every method)."""
-    return detect_normalization(matrix) == "counts"
-
-
 def _expression(
     adata: AnnData, genes: Sequence[str], *, preprocessing: Preprocessing, log: bool
 ) -> np.ndarray:
-    """Dense ``(n_obs, len(genes))`` float64 values of ``genes``, count data normalised.
+    """Dense ``(n_obs, len(genes))`` float64 values of ``genes``, normalised as CASPER normalises.
 
     Library sizes are taken over *all* genes of ``adata``, then the columns are selected.
     """
@@ -51,21 +50,11 @@ def _expression(
         raise CasperInputError(
             f"preprocessing must be 'auto', 'counts' or 'none', got {preprocessing!r}"
         )
-    matrix = adata.X
-    columns = adata.var_names.get_indexer(list(genes))
-    selected = matrix[:, columns]
-    values = selected.toarray() if sp.issparse(selected) else np.asarray(selected)
-    values = values.astype(np.float64)
-    counts = preprocessing == "counts" or (
-        preprocessing == "auto" and _looks_like_raw_counts(matrix)
+    values, _ = normalize_matrix(
+        adata.X, preprocessing, already_logged="log1p" in adata.uns, log=log,
+        columns=adata.var_names.get_indexer(list(genes)),
     )
-    if counts:
-        totals = np.asarray(matrix.sum(axis=1)).ravel().astype(np.float64)
-        target = np.median(totals[totals > 0]) if np.any(totals > 0) else 1.0
-        values *= (target / np.where(totals > 0, totals, 1.0))[:, None]
-        if log:
-            values = np.log1p(values)
-    return values
+    return dense(values).astype(np.float64)
 
 
 def _check_targets(reference: AnnData, target_genes: Sequence[str]) -> list[str]:
@@ -92,10 +81,6 @@ def _shared_genes(st: AnnData, reference: AnnData) -> list[str]:
             "exactly and case-sensitively, so harmonise identifiers first"
         )
     return shared
-
-
-def _zscore(values: np.ndarray) -> np.ndarray:
-    return (values - values.mean(axis=0)) / values.std(axis=0)
 
 
 # --------------------------------------------------------------------------- reference mean
@@ -161,24 +146,20 @@ def impute_knn(
             f"all {len(shared)} shared genes are constant in the spatial data or the "
             "reference, so spots cannot be compared with cells; share more genes"
         )
-    spots, cells = _zscore(spots[:, keep]), _zscore(cells[:, keep])
-    spots /= np.maximum(np.linalg.norm(spots, axis=1, keepdims=True), 1e-12)
-    cells /= np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
+    spots = StandardScaler().fit_transform(spots[:, keep])
+    cells = StandardScaler().fit_transform(cells[:, keep])
+    search = NearestNeighbors(n_neighbors=min(k, reference.n_obs), metric="cosine", algorithm="brute")
+    distance, neighbours = search.fit(cells).kneighbors(spots)
+    if weighted:
+        weights = np.clip(1.0 - distance, 0.0, None)  # cosine similarity, positive part
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    else:
+        weights = np.full(neighbours.shape, 1.0 / neighbours.shape[1])
     target_values = _expression(reference, targets, preprocessing=preprocessing, log=True)
-
-    k = min(k, reference.n_obs)
     out = np.empty((st.n_obs, len(targets)))
-    for start in range(0, st.n_obs, chunk_size):
-        sim = spots[start : start + chunk_size] @ cells.T
-        neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        if weighted:
-            weights = np.clip(np.take_along_axis(sim, neighbours, axis=1), 0.0, None)
-            weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-        else:
-            weights = np.full(neighbours.shape, 1.0 / k)
-        out[start : start + chunk_size] = np.einsum(
-            "sk,skg->sg", weights, target_values[neighbours]
-        )
+    for start in range(0, st.n_obs, chunk_size):  # bounds the (spots, k, targets) gather
+        rows = slice(start, start + chunk_size)
+        out[rows] = np.einsum("sk,skg->sg", weights[rows], target_values[neighbours[rows]])
     return out
 
 
@@ -196,7 +177,7 @@ def _import_tangram():
     return tangram
 
 
-def _leiden_labels(reference: AnnData, *, seed: int, resolution: float) -> np.ndarray:
+def _leiden_labels(reference: AnnData, *, seed: int, resolution: float, preprocessing: Preprocessing) -> np.ndarray:
     """Leiden cluster labels of the reference cells (CASPER's own clustering).
 
     Counts are normalised and logged first (the same count detection as the baselines);
@@ -204,10 +185,8 @@ def _leiden_labels(reference: AnnData, *, seed: int, resolution: float) -> np.nd
     genes, PCA, 15-NN graph, Leiden).
     """
     from napari_casper.casper.centroids import leiden_clusters
-    from napari_casper.casper.preprocess import normalize_matrix
 
-    mode = "counts" if _looks_like_raw_counts(reference.X) else "none"
-    values, _ = normalize_matrix(reference.X, mode)
+    values, _ = normalize_matrix(reference.X, preprocessing, already_logged="log1p" in reference.uns)
     return leiden_clusters(values, resolution=resolution, seed=seed)
 
 
@@ -353,7 +332,7 @@ def impute_tangram_clusters(
     ``(st.n_obs, len(target_genes))`` float array.
     """
     if label_key is None:
-        labels = _leiden_labels(reference, seed=seed, resolution=leiden_resolution)
+        labels = _leiden_labels(reference, seed=seed, resolution=leiden_resolution, preprocessing=preprocessing)
     elif label_key not in reference.obs:
         raise CasperInputError(
             f"label column {label_key!r} is not in the reference's obs (columns: "

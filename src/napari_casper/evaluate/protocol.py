@@ -12,13 +12,12 @@ Methods follow the contract in ``docs/architecture.md``::
 
     impute(st, reference, target_genes, *, seed=0) -> (n_spots, len(target_genes)) array
 
-and are looked up by name in :data:`METHODS` (imported only when used), or passed in
-directly as callables.
+and are looked up by name in :data:`METHODS`, or passed in directly as callables. Heavy
+optional dependencies (tangram) are imported inside the methods, when they run.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,18 +29,20 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from napari_casper.casper.imputation import impute_with_casper
 from napari_casper.errors import CasperInputError
+from napari_casper.evaluate.baselines import impute_knn, impute_reference_mean, impute_tangram, impute_tangram_clusters
 from napari_casper.evaluate.metrics import METRICS, accuracy_score, is_constant, score_genes
 
 ImputeFn = Callable[..., np.ndarray]
 
-#: method name -> "module:function" implementing the imputation contract
-METHODS: dict[str, str] = {
-    "casper": "napari_casper.casper.imputation:impute_with_casper",
-    "knn": "napari_casper.evaluate.baselines:impute_knn",
-    "tangram": "napari_casper.evaluate.baselines:impute_tangram",
-    "tangram_clusters": "napari_casper.evaluate.baselines:impute_tangram_clusters",
-    "mean": "napari_casper.evaluate.baselines:impute_reference_mean",
+#: method name -> function implementing the imputation contract
+METHODS: dict[str, ImputeFn] = {
+    "casper": impute_with_casper,
+    "knn": impute_knn,
+    "tangram": impute_tangram,
+    "tangram_clusters": impute_tangram_clusters,
+    "mean": impute_reference_mean,
 }
 #: metrics summarised by mean and median in :attr:`BenchmarkResult.summary`
 SUMMARY_METRICS: tuple[str, ...] = ("PCC", "SRCC", "SSIM", "RMSE", "JS")
@@ -53,27 +54,11 @@ def resolve_method(name: str) -> ImputeFn:
     Raises
     ------
     CasperInputError
-        Unknown name, or a registered method whose module or function is not available
-        in this installation.
+        Unknown name.
     """
     if name not in METHODS:
-        raise CasperInputError(
-            f"unknown imputation method {name!r}: choose from {', '.join(METHODS)}"
-        )
-    module_name, func_name = METHODS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        module = None
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise CasperInputError(
-            f"method {name!r} is not available: {module_name} has no {func_name} in this "
-            f"installation; choose from the others ({', '.join(m for m in METHODS if m != name)})"
-        )
-    return func
+        raise CasperInputError(f"unknown imputation method {name!r}: choose from {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ AnnData of raw counts. Modules, one concept each:
 
 Typical use::
 
-    from napari_casper.histology import HistologySection, train_histology, detect_tissue, virtual_spots
+    from napari_casper.histology.checkpoint import save_predictor
+    from napari_casper.histology.sections import HistologySection
+    from napari_casper.histology.tissue import detect_tissue, virtual_spots
+    from napari_casper.histology.train import train_histology
 
     train = [HistologySection(image, coords, spot_diameter_px, expression=adata, name="s1"), ...]
     predictor = train_histology(train, progress=print, cancel=event)
@@ -27,30 +30,3 @@ Typical use::
     result = predictor.predict(he_image, spots, spot_diameter_px)   # HistologyPrediction
     save_predictor(predictor, "model.pt")
 """
-
-from napari_casper.histology.checkpoint import load_predictor, save_predictor
-from napari_casper.histology.config import HistologyConfig
-from napari_casper.histology.fit import EpochLog
-from napari_casper.histology.patches import estimate_spot_diameter, extract_patches
-from napari_casper.histology.predict import HEADS, HistologyPrediction, HistologyPredictor
-from napari_casper.histology.sections import HistologySection, load_section
-from napari_casper.histology.tissue import TissueMask, detect_tissue, virtual_spots
-from napari_casper.histology.train import train_histology
-
-__all__ = [
-    "load_predictor",
-    "save_predictor",
-    "HEADS",
-    "EpochLog",
-    "HistologyConfig",
-    "HistologyPrediction",
-    "HistologyPredictor",
-    "HistologySection",
-    "TissueMask",
-    "detect_tissue",
-    "estimate_spot_diameter",
-    "extract_patches",
-    "load_section",
-    "train_histology",
-    "virtual_spots",
-]

@@ -50,13 +50,8 @@ def save_predictor(predictor, path) -> Path:
             "expression": _t(heads.bank_expression),
             "expression_embedding": _t(heads.bank_expression_embedding),
         },
-        "ridge": {
-            "x_mean": _t(heads.ridge.x_scaler.mean),
-            "x_std": _t(heads.ridge.x_scaler.std),
-            "coef": _t(heads.ridge.coef),
-            "intercept": _t(heads.ridge.intercept),
-            "alpha": float(heads.ridge.alpha),
-        },
+        # plain arrays (x_mean, x_std, coef, intercept) and alpha: no pickled sklearn objects
+        "ridge": {k: v if k == "alpha" else _t(v) for k, v in heads.ridge.to_arrays().items()},
         "top_k": int(heads.top_k),
         "temperature": heads.temperature,
         "head": predictor.head,
@@ -81,7 +76,7 @@ def load_predictor(path, *, expected_genes=None):
     from napari_casper.histology.config import HistologyConfig
     from napari_casper.histology.fit import build_model
     from napari_casper.histology.predict import HistologyPredictor, PredictionHeads, SpotDescriptors
-    from napari_casper.histology.regressors import RidgeRegressor, Standardizer
+    from napari_casper.histology.regressors import RidgeRegressor
 
     path = Path(path)
     if not path.is_file():
@@ -106,12 +101,8 @@ def load_predictor(path, *, expected_genes=None):
     model.eval()
     bank = payload["bank"]
     r = payload["ridge"]
-    ridge = RidgeRegressor(
-        x_scaler=Standardizer(_n(r["x_mean"]), _n(r["x_std"])),
-        coef=_n(r["coef"]),
-        intercept=_n(r["intercept"]),
-        alpha=float(r["alpha"]),
-        cv_mse={},
+    ridge = RidgeRegressor.from_arrays(
+        _n(r["x_mean"]), _n(r["x_std"]), _n(r["coef"]), _n(r["intercept"]), float(r["alpha"])
     )
     heads = PredictionHeads(
         genes=list(payload["genes"]),

@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.preprocessing import StandardScaler
 
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.metrics import pearson
 from napari_casper.histology.features import handcrafted_features
 from napari_casper.histology.genes import log_normalised, resolve_genes
 from napari_casper.histology.predict import section_standardize
-from napari_casper.histology.regressors import Standardizer, fit_ridge, retrieve
+from napari_casper.histology.regressors import fit_ridge, retrieve
 
 #: marker genes reported by name
 MARKERS: dict[str, tuple[str, ...]] = {
@@ -82,9 +83,9 @@ def score_section(truth: np.ndarray, prediction: np.ndarray, genes: Sequence[str
 
 def baseline_predictions(train_features, train_expression, groups, test_features) -> dict[str, np.ndarray]:
     """The handcrafted baselines: ``{"ridge": ..., "retrieval": ...}`` predictions of the test spots."""
-    scaler = Standardizer.fit(train_features)
+    scaler = StandardScaler().fit(train_features)
     ridge = fit_ridge(train_features, train_expression, groups=groups).predict(test_features)
-    retrieval, _ = retrieve(scaler(test_features), scaler(train_features), train_expression, k=N_TOP)
+    retrieval, _ = retrieve(scaler.transform(test_features), scaler.transform(train_features), train_expression, k=N_TOP)
     return {"ridge": ridge, "retrieval": retrieval}
 
 

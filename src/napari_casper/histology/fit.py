@@ -53,7 +53,13 @@ class EpochLog:
 
 
 @dataclass
-class TrainingHistory:
+class FitHistory:
+    """One :func:`fit_encoder` run: its epochs, the epoch whose weights were kept (lowest ``val_loss``), the time taken.
+
+    (CASPER's counterpart is :class:`napari_casper.casper.model.TrainingHistory`: evaluation
+    periods scored by held-out-gene correlation, saved in the checkpoint.)
+    """
+
     epochs: list[EpochLog] = field(default_factory=list)
     best_epoch: int = -1
     best_val_loss: float = float("inf")
@@ -98,14 +104,10 @@ def limited_threads(config: HistologyConfig):
 
     On 2 busy cores a multi-threaded OpenBLAS made the ridge fits 3x slower than one thread.
     """
+    from threadpoolctl import threadpool_limits
+
     n = cpu_threads(config)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (scanpy)
-        blas = contextlib.nullcontext()
-    else:
-        blas = threadpool_limits(limits=n, user_api="blas")
-    with blas, torch_threads(n):
+    with threadpool_limits(limits=n, user_api="blas"), torch_threads(n):
         yield
 
 
@@ -140,7 +142,7 @@ def fit_encoder(
     stage: str = "final",
     progress: Callable[[EpochLog], None] | None = None,
     cancel: CancelFlag | None = None,
-) -> tuple[HistologyExpressionModel, TrainingHistory]:
+) -> tuple[HistologyExpressionModel, FitHistory]:
     """Train the image-expression model on paired spots.
 
     Parameters
@@ -192,7 +194,7 @@ def fit_encoder(
             optimiser,
             lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(step, total_steps) / total_steps)),
         )
-        history = TrainingHistory()
+        history = FitHistory()
         best_state = copy.deepcopy(model.state_dict())
         start = time.perf_counter()
         for epoch in range(n_epochs):
@@ -233,7 +235,7 @@ def fit_encoder(
     return model, history
 
 
-def _finish(model, best_state, history: TrainingHistory, start: float) -> None:
+def _finish(model, best_state, history: FitHistory, start: float) -> None:
     model.load_state_dict(best_state)
     model.cpu().eval()
     history.seconds = time.perf_counter() - start

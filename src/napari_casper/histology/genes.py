@@ -84,10 +84,14 @@ def training_genes(sections, n_variable: int, requested: Sequence[str] = ()) -> 
 
 
 def log_normalised(adata, genes: Sequence[str]) -> np.ndarray:
-    """``(n_spots, len(genes))`` float32 log-normalised expression (raw counts -> log1p per 1e4)."""
-    values, _ = normalize_matrix(adata.X, "auto")
-    index = adata.var_names.get_indexer(list(genes))
-    return dense(values)[:, index]
+    """``(n_spots, len(genes))`` float32 log-normalised expression (raw counts -> log1p per 1e4).
+
+    The package's one normalisation (:func:`~napari_casper.casper.preprocess.normalize_matrix`).
+    """
+    values, _ = normalize_matrix(
+        adata.X, "auto", already_logged="log1p" in adata.uns, columns=adata.var_names.get_indexer(list(genes))
+    )
+    return dense(values)
 
 
 def resolve_genes(names: Sequence[str], adata, available: Sequence[str]) -> dict[str, str]:

@@ -221,30 +221,6 @@ def suggest_patch_size(spot_diameter_px: float) -> int:
     return 64 if spot_diameter_px >= 64 else 32
 
 
-def default_cache_dir() -> Path:
-    """User cache folder for patches: ``$NAPARI_CASPER_CACHE`` or ``~/.cache/napari-casper``."""
-    root = os.environ.get("NAPARI_CASPER_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "napari-casper"
-
-
-def estimate_spot_diameter(coords, diameter_to_pitch: float = 0.5) -> float:
-    """Spot diameter in pixels from the spot layout: ``diameter_to_pitch`` x median nearest-neighbour distance.
-
-    Legacy ST (100 um spots, 200 um apart) and Visium (55 um spots, 100 um apart) both have a
-    ratio of about 0.5.
-    """
-    from scipy.spatial import cKDTree
-
-    xy = check_coords(coords)
-    if len(xy) < 2:
-        raise CasperInputError("need at least 2 spots to estimate the spot diameter; pass spot_diameter_px")
-    dist, _ = cKDTree(xy).query(xy, k=2)
-    return float(diameter_to_pitch * np.median(dist[:, 1]))
-
-
 # --- stain normalisation -------------------------------------------------------------------
 
 #: reference optical-density mean and std per RGB channel (pooled over the MOB and HER2 sections)

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from anndata import AnnData
 
+from napari_casper.casper.preprocess import standardize
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
 from napari_casper.histology.features import handcrafted_features
 from napari_casper.histology.patches import check_coords, normalize_stain
-from napari_casper.histology.regressors import RidgeRegressor, Standardizer, fit_ridge, retrieve
+from napari_casper.histology.regressors import RidgeRegressor, fit_ridge, retrieve
 
 #: prediction heads, in the order they are tried
 HEADS: tuple[str, ...] = ("ridge", "retrieval", "ensemble", "crossmodal")
@@ -39,7 +40,7 @@ MIN_SECTION_SPOTS = 20
 
 def section_standardize(values: np.ndarray) -> np.ndarray:
     """Z-score the columns of one section's ``(n_spots, d)`` values with that section's statistics."""
-    return Standardizer.fit(values)(values)
+    return standardize(values)[0]
 
 
 @dataclass
@@ -160,9 +161,7 @@ class PredictionHeads:
         return (ridge + retrieved) / 2, spread
 
     def ridge_predict(self, X: np.ndarray, columns=None) -> np.ndarray:
-        coef = self.ridge.coef if columns is None else self.ridge.coef[:, columns]
-        intercept = self.ridge.intercept if columns is None else self.ridge.intercept[columns]
-        return (self.ridge.x_scaler(X) @ coef + intercept).astype(np.float32)
+        return self.ridge.predict(X, columns)
 
 
 @dataclass

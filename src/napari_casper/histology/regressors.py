@@ -2,37 +2,31 @@
 
 Both are used twice: on handcrafted features they are the baselines, on the learned embedding
 (optionally concatenated with handcrafted features) they are the model's prediction heads.
+The estimators are scikit-learn's (``StandardScaler``, ``Ridge`` chosen by ``GridSearchCV``,
+``NearestNeighbors``); a fitted ridge is kept as plain arrays as well, so checkpoints hold no
+pickled objects (:meth:`RidgeRegressor.to_arrays` / :meth:`RidgeRegressor.from_arrays`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, KFold, LeaveOneGroupOut
+from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from napari_casper.casper.preprocess import standardize
+from napari_casper.casper.preprocess import scaler_from_arrays
 
 #: ridge penalties tried by cross-validation (features are z-scored first)
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-1, 5, 13))
 
 
-@dataclass
-class Standardizer:
-    """Per-column z-scoring with statistics from the training rows (constant columns -> 0).
-
-    The fitted form of :func:`napari_casper.casper.preprocess.standardize`.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> Standardizer:
-        _, mean, std = standardize(X)
-        return cls(mean, std)
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        return standardize(X, self.mean, self.std)[0]
+def _ridge_pipeline(alpha: float = 1.0) -> Pipeline:
+    # the SVD solver is exact for every penalty, also the tiny ones on collinear features
+    return make_pipeline(StandardScaler(), Ridge(alpha=alpha, solver="svd"))
 
 
 @dataclass
@@ -41,35 +35,49 @@ class RidgeRegressor:
 
     Attributes
     ----------
-    x_scaler
-        Feature standardisation (training statistics).
-    coef
-        ``(n_features, n_genes)`` weights; ``intercept`` ``(n_genes,)``.
+    pipeline
+        Fitted ``StandardScaler`` (training statistics) + ``Ridge`` (float32 weights).
     alpha
         Penalty chosen by cross-validation; ``cv_mse`` the mean standardised validation MSE per alpha.
     """
 
-    x_scaler: Standardizer
-    coef: np.ndarray
-    intercept: np.ndarray
+    pipeline: Pipeline
     alpha: float
-    cv_mse: dict
+    cv_mse: dict = field(default_factory=dict)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """``(n_spots, n_genes)`` float32 predictions."""
-        return (self.x_scaler(X) @ self.coef + self.intercept).astype(np.float32)
+    @property
+    def coef(self) -> np.ndarray:
+        """``(n_features, n_genes)`` weights on z-scored features."""
+        return self.pipeline[-1].coef_.T
 
+    @property
+    def intercept(self) -> np.ndarray:
+        """``(n_genes,)``."""
+        return self.pipeline[-1].intercept_
 
-def _ridge_path(X: np.ndarray, Y: np.ndarray, alphas) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Ridge solutions for every alpha from one SVD: ``[(coef, intercept), ...]``."""
-    x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
-    U, s, Vt = np.linalg.svd(X - x_mean, full_matrices=False)
-    UtY = U.T @ (Y - y_mean)
-    out = []
-    for alpha in alphas:
-        coef = Vt.T @ ((s / (s * s + alpha))[:, None] * UtY)
-        out.append((coef, y_mean - x_mean @ coef))
-    return out
+    def predict(self, X: np.ndarray, columns=None) -> np.ndarray:
+        """``(n_spots, n_genes)`` float32 predictions (``columns``: only those gene indices)."""
+        if columns is None:
+            return self.pipeline.predict(X).astype(np.float32)
+        ridge = self.pipeline[-1]
+        z = self.pipeline[0].transform(X)
+        return (z @ ridge.coef_[columns].T + ridge.intercept_[columns]).astype(np.float32)
+
+    def to_arrays(self) -> dict:
+        """Plain arrays (and the penalty) that :meth:`from_arrays` rebuilds the regressor from."""
+        scaler = self.pipeline[0]
+        return {"x_mean": scaler.mean_, "x_std": scaler.scale_, "coef": self.coef, "intercept": self.intercept, "alpha": float(self.alpha)}
+
+    @classmethod
+    def from_arrays(cls, x_mean, x_std, coef, intercept, alpha: float) -> RidgeRegressor:
+        """The regressor whose :meth:`to_arrays` gave these (``coef`` ``(n_features, n_genes)``)."""
+        pipeline = _ridge_pipeline(float(alpha))
+        pipeline.steps[0] = (pipeline.steps[0][0], scaler_from_arrays(x_mean, x_std))
+        ridge = pipeline[-1]
+        ridge.coef_ = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).T)
+        ridge.intercept_ = np.asarray(intercept, dtype=np.float32)
+        ridge.n_features_in_ = ridge.coef_.shape[1]
+        return cls(pipeline, float(alpha))
 
 
 def fit_ridge(
@@ -82,66 +90,52 @@ def fit_ridge(
     seed: int = 0,
     max_cv_genes: int = 1000,
 ) -> RidgeRegressor:
-    """Fit ridge regression ``Y ~ X`` choosing alpha by cross-validation.
+    """Fit ridge regression ``Y ~ X`` choosing alpha by cross-validation (sklearn ``GridSearchCV``).
 
     Parameters
     ----------
     X
-        ``(n_spots, n_features)`` features (z-scored inside).
+        ``(n_spots, n_features)`` features (z-scored inside, per training fold).
     Y
         ``(n_spots, n_genes)`` targets (log-normalised expression).
     groups
         Section label per spot. With two or more sections the folds leave one section out
-        (spatially honest); otherwise ``n_folds`` random folds.
+        (spatially honest); otherwise ``n_folds`` shuffled folds.
     alphas
         Candidate penalties; the one with the lowest mean validation MSE of per-gene
-        standardised targets wins.
+        standardised targets wins (the smallest on ties).
     max_cv_genes
         The penalty is chosen on at most this many genes (evenly spaced columns; the mean
         standardised MSE barely changes, and 15k-gene panels stay fast).
     """
-    scaler = Standardizer.fit(X)
-    Xs = scaler(X).astype(np.float64)
+    X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
-    y_std = Y.std(axis=0)
-    y_std = np.where(y_std > 1e-8, y_std, 1.0)
     if groups is not None and len(np.unique(groups)) >= 2:
-        folds = [np.asarray(groups) == g for g in np.unique(groups)]
+        cv, groups = LeaveOneGroupOut(), np.asarray(groups)
     else:
-        rng = np.random.default_rng(seed)
-        fold_id = rng.permutation(len(Xs)) % max(2, min(n_folds, len(Xs)))
-        folds = [fold_id == f for f in np.unique(fold_id)]
+        cv, groups = KFold(max(2, min(n_folds, len(X))), shuffle=True, random_state=seed), None
     cols = np.unique(np.linspace(0, Y.shape[1] - 1, min(max_cv_genes, Y.shape[1])).astype(int))
-    Ycv = Y[:, cols]
-    mse = np.zeros(len(alphas))
-    for val in folds:
-        path = _ridge_path(Xs[~val], Ycv[~val], alphas)
-        for a, (coef, intercept) in enumerate(path):
-            err = (Xs[val] @ coef + intercept - Ycv[val]) / y_std[cols]
-            mse[a] += float((err * err).mean()) / len(folds)
-    best = int(np.argmin(mse))
-    coef, intercept = _ridge_path(Xs, Y, [alphas[best]])[0]
-    return RidgeRegressor(
-        x_scaler=scaler,
-        coef=coef.astype(np.float32),
-        intercept=intercept.astype(np.float32),
-        alpha=float(alphas[best]),
-        cv_mse={float(a): float(m) for a, m in zip(alphas, mse)},
+    Ycv = StandardScaler(with_mean=False).fit_transform(Y[:, cols])  # every gene weighs the same
+    search = GridSearchCV(
+        _ridge_pipeline(), {"ridge__alpha": [float(a) for a in alphas]}, cv=cv, scoring="neg_mean_squared_error", refit=False
     )
+    search.fit(X, Ycv, groups=groups)
+    mse = -search.cv_results_["mean_test_score"]
+    best = float(alphas[int(np.argmin(mse))])
+    pipeline = _ridge_pipeline(best).fit(X, Y)
+    scaler, ridge = pipeline[0], pipeline[-1]
+    scaler.mean_, scaler.scale_ = scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
+    ridge.coef_, ridge.intercept_ = ridge.coef_.astype(np.float32), ridge.intercept_.astype(np.float32)
+    return RidgeRegressor(pipeline, best, {float(a): float(m) for a, m in zip(alphas, mse)})
 
 
 def cosine_topk(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(n_query, k)`` of the ``k`` most cosine-similar bank rows, and their similarities."""
-    q = np.asarray(query, dtype=np.float32)
-    b = np.asarray(bank, dtype=np.float32)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-8)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
-    sim = q @ b.T
-    k = min(k, b.shape[0])
-    idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sim, idx, axis=1)
-    order = np.argsort(-top, axis=1)
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+    bank = np.asarray(bank, dtype=np.float32)
+    k = min(k, bank.shape[0])
+    neighbours = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(bank)
+    distance, idx = neighbours.kneighbors(np.asarray(query, dtype=np.float32))
+    return idx, (1.0 - distance).astype(np.float32)
 
 
 def retrieve(

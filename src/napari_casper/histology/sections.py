@@ -15,7 +15,8 @@ import numpy as np
 from anndata import AnnData
 
 from napari_casper.errors import CasperInputError
-from napari_casper.histology.patches import check_coords, estimate_spot_diameter
+from napari_casper.histology.patches import check_coords
+from napari_casper.io.convert import estimate_spot_diameter
 
 
 @dataclass

@@ -24,6 +24,7 @@ from napari_casper.io.elements import (
     mean_scale,
     spot_element_names,
     spot_positions,
+    spot_rows,
 )
 
 
@@ -195,15 +196,7 @@ def expression_table(sdata, spots_name: str, instance_ids: pd.Index, table_name:
     elif table_name not in names:
         raise CasperInputError(f"table {table_name!r} does not annotate spots {spots_name!r} (tables that do: {names}).")
     table = sdata.tables[table_name]
-    attrs = table.uns["spatialdata_attrs"]
-    sub = table[table.obs[attrs["region_key"]].astype(str).to_numpy() == spots_name]
-    rows = pd.Index(sub.obs[attrs["instance_key"]].to_numpy()).get_indexer(np.asarray(instance_ids))
-    if (rows < 0).any():
-        raise CasperInputError(
-            f"table {table_name!r} has no row for {int((rows < 0).sum())} of the {len(rows)} spots of {spots_name!r}: "
-            "every training spot needs its counts; drop the spots without a row."
-        )
-    return sub[rows].copy()
+    return table[spot_rows(table, spots_name, instance_ids, missing="error", table_name=table_name).rows].copy()
 
 
 def spot_table_pairs(sdata, coordinate_system: str | None = None) -> list[tuple[str, str]]:

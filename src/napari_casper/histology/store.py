@@ -111,19 +111,11 @@ def prediction_elements(
 
 
 def free_names(existing, spots_base: str = SPOTS_BASE, table_base: str = TABLE_BASE) -> tuple[str, str]:
-    """The first ``(spots, table)`` name pair, with one shared version suffix, that is not taken."""
-    from napari_casper.io.stores import next_free_name
+    """The first ``(spots, table)`` name pair, one version of each (``name_versions``), that is not taken."""
+    from napari_casper.io.stores import name_versions
 
     existing = set(existing)
-    for base in (spots_base, table_base):
-        next_free_name([], base)  # validates the name
-    version = 1
-    while True:
-        suffix = "" if version == 1 else f"_{version}"
-        pair = (f"{spots_base}{suffix}", f"{table_base}{suffix}")
-        if not set(pair) & existing:
-            return pair
-        version += 1
+    return next(pair for pair in zip(name_versions(spots_base), name_versions(table_base)) if not set(pair) & existing)
 
 
 def save_histology_predictions(

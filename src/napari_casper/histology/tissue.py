@@ -65,17 +65,6 @@ class TissueMask:
         out[inside] = self.mask[row[inside], col[inside]]
         return out
 
-    def full_resolution(self, max_pixels: int = 50_000_000) -> np.ndarray:
-        """The mask at full image resolution (nearest neighbour); refuses very large images."""
-        H, W = self.image_shape
-        if max_pixels < H * W:
-            raise CasperInputError(
-                f"a {H} x {W} full-resolution mask is too large; use the thumbnail mask and .scale"
-            )
-        rows = np.minimum((np.arange(H) * self.scale).astype(int), self.mask.shape[0] - 1)
-        cols = np.minimum((np.arange(W) * self.scale).astype(int), self.mask.shape[1] - 1)
-        return self.mask[np.ix_(rows, cols)]
-
 
 def tissue_scores(thumbnail: np.ndarray, smooth_px: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed ``(saturation, optical_density)`` maps of an ``(h, w, 3)`` uint8 thumbnail."""

@@ -24,7 +24,7 @@ from napari_casper.errors import CasperInputError
 from napari_casper.histology.config import HistologyConfig
 from napari_casper.histology.fit import (
     EpochLog,
-    TrainingHistory,
+    FitHistory,
     embed_expression,
     fit_encoder,
     limited_threads,
@@ -86,7 +86,7 @@ def choose_model_genes(expression: np.ndarray, genes: Sequence[str], config: His
 @dataclass
 class _Fitted:
     model: HistologyExpressionModel
-    history: TrainingHistory
+    history: FitHistory
     model_genes: list[int]
     mean: np.ndarray
     std: np.ndarray

@@ -72,23 +72,37 @@ def read_image_file(path: str | Path) -> np.ndarray:
     return array
 
 
-def estimate_spot_diameter(coords: np.ndarray, diameter_to_pitch: float = LEGACY_ST_DIAMETER_TO_PITCH) -> float:
+def estimate_spot_diameter(
+    coords: np.ndarray, diameter_to_pitch: float = LEGACY_ST_DIAMETER_TO_PITCH, *, default: float | None = None
+) -> float:
     """Spot diameter from the median nearest-neighbour distance of ``coords`` ``(n, 2)``.
 
     For gridded platforms the nearest-neighbour distance is the centre-to-centre pitch; the
-    diameter is ``diameter_to_pitch`` times that (0.5 for legacy ST, 0.55 for Visium, about
-    1 for segmented cells that touch).
+    diameter is ``diameter_to_pitch`` times that (0.5 for legacy ST, 0.55 for Visium, about 1
+    for segmented cells that touch; 1 gives the pitch itself).
+
+    Fewer than 2 spots have no neighbour to measure: the result is then ``default`` when the
+    caller gives one (e.g. a size to draw a lone point with), otherwise :class:`CasperInputError`.
+    Spots that all share one position raise the same error.
     """
     from scipy.spatial import cKDTree
 
     coords = np.asarray(coords, dtype=float)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise CasperInputError(f"spot coordinates must be an (n_spots, 2) array of (x, y); got shape {coords.shape}.")
     if len(coords) < 2:
-        return 1.0
+        if default is not None:
+            return float(default)
+        raise CasperInputError(
+            f"cannot estimate the spot diameter from {len(coords)} spot(s): it needs at least 2. Pass the spot diameter explicitly."
+        )
+    if not np.isfinite(coords).all():
+        raise CasperInputError("spot coordinates contain NaN or infinite values; drop those spots.")
     dist, _ = cKDTree(coords).query(coords, k=2)
     pitch = float(np.median(dist[:, 1]))
     if not np.isfinite(pitch) or pitch <= 0:
         raise CasperInputError(
-            "cannot estimate the spot diameter: spots share coordinates. Pass spot_diameter explicitly."
+            "cannot estimate the spot diameter: spots share coordinates. Pass the spot diameter explicitly."
         )
     return pitch * diameter_to_pitch
 

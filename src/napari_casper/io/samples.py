@@ -3,10 +3,11 @@
 * :func:`load_drosophila` -- the BDTNP in situ atlas of the stage-6 Drosophila embryo (3039
   locations x 84 genes, microns, lateral projection) with a rendered embryo image, and the
   Karaiskos et al. 2017 scRNA-seq reference (1297 cells; the 2000 most variable genes plus all
-  atlas genes) as a second table. BSD-3 (novosparc).
-* :func:`load_mob` -- mouse olfactory bulb section 1 (Stahl et al. 2016, legacy ST): H&E,
-  379 spots, raw counts of 1000 genes (symbols as var_names, Ensembl ids in
-  ``var["gene_ids"]``). MIT (STUtility).
+  atlas genes and their case variants) as a second table. BSD-3 (novosparc).
+* :func:`load_mob` -- a mouse olfactory bulb section (Stahl et al. 2016, legacy ST; section 1
+  by default, all four are shipped): H&E, 379-438 spots, raw counts of 1000 genes (symbols as
+  var_names, Ensembl ids in ``var["gene_ids"]``). MIT (STUtility). :func:`mob_files` gives the
+  ``.h5ad`` + ``.jpg`` pair of a section, e.g. for ``napari-casper histology-train``.
 
 ``scripts/build_sample_data.py`` rebuilds the files from ``../shared/data``.
 """
@@ -21,6 +22,8 @@ import numpy as np
 SAMPLE_DIR = files("napari_casper") / "sample_data"
 #: microns per pixel of the rendered embryo image
 EMBRYO_IMAGE_RESOLUTION = 2.0
+#: the packaged mouse olfactory bulb sections (``<name>.h5ad`` + ``<name>.jpg``)
+MOB_SECTIONS = ("MOB1", "MOB2", "MOB3", "MOB4")
 
 
 def _path(name: str):
@@ -33,7 +36,7 @@ def load_drosophila_atlas() -> ad.AnnData:
 
 
 def load_drosophila_reference() -> ad.AnnData:
-    """Karaiskos scRNA-seq reference, log-normalised: 1297 cells x 2000 HVGs + atlas genes."""
+    """Karaiskos scRNA-seq reference, log-normalised: 1297 cells x (2000 HVGs + atlas genes and their case variants)."""
     return ad.read_h5ad(_path("drosophila_reference.h5ad"))
 
 
@@ -96,12 +99,28 @@ def load_drosophila():
     )
 
 
-def load_mob():
-    """SpatialData of MOB section 1: ``image`` (H&E), ``spots`` (100 um circles), ``table`` (counts)."""
+def mob_files(section: int | str = 1):
+    """``(h5ad, jpg)`` resources of a packaged MOB section: ``1``..``4`` or ``"MOB1"``..``"MOB4"``.
+
+    ``uns["image"]`` of the ``.h5ad`` names the ``.jpg`` beside it, so the ``.h5ad`` opens with its
+    H&E in napari and in the histology commands (``str()`` of a resource is a file path in an
+    ordinary installation).
+    """
+    name = section if isinstance(section, str) else f"MOB{section}"
+    if name not in MOB_SECTIONS:
+        from napari_casper.errors import CasperInputError
+
+        raise CasperInputError(f"no packaged MOB section {section!r}; choose 1-4 or one of {MOB_SECTIONS}")
+    return _path(f"{name}.h5ad"), _path(f"{name}.jpg")
+
+
+def load_mob(section: int | str = 1):
+    """SpatialData of a MOB section: ``image`` (H&E), ``spots`` (100 um circles), ``table`` (counts)."""
     from napari_casper.io.convert import anndata_to_spatialdata
 
-    mob = ad.read_h5ad(_path("mob1.h5ad"))
-    return anndata_to_spatialdata(mob, np.asarray(_read_jpg(_path("mob1.jpg"))))
+    table, image = mob_files(section)
+    mob = ad.read_h5ad(table)
+    return anndata_to_spatialdata(mob, np.asarray(_read_jpg(image)))
 
 
 def _read_jpg(resource):

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -297,14 +298,23 @@ def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Pat
     return path
 
 
-def next_free_name(existing: list[str] | set[str], base: str) -> str:
-    """``base`` if unused, else ``base_2``, ``base_3``, ... (never an existing name)."""
-    if not re.fullmatch(r"[A-Za-z0-9_\-]+", base):
-        raise CasperInputError(f"invalid element name {base!r}: use letters, digits, '_' or '-'.")
-    existing = set(existing)
-    if base not in existing:
-        return base
+def check_element_name(name: str) -> str:
+    """``name`` if it is a valid element name (letters, digits, ``_``, ``-``); :class:`CasperInputError` otherwise."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise CasperInputError(f"invalid element name {name!r}: use letters, digits, '_' or '-'.")
+    return name
+
+
+def name_versions(base: str) -> Iterator[str]:
+    """``base``, ``base_2``, ``base_3``, ...: the one rule for versioned element names."""
+    yield check_element_name(base)
     version = 2
-    while f"{base}_{version}" in existing:
+    while True:
+        yield f"{base}_{version}"
         version += 1
-    return f"{base}_{version}"
+
+
+def next_free_name(existing: list[str] | set[str], base: str) -> str:
+    """The first of :func:`name_versions` of ``base`` not in ``existing`` (never an existing name)."""
+    existing = set(existing)
+    return next(name for name in name_versions(base) if name not in existing)

@@ -73,8 +73,11 @@ class SpotContext:
 
         Spots without a table row get NaN.
         """
-        series = pd.Series(np.asarray(values, dtype=object), index=self.instance_ids)
-        return series.reindex(pd.Index(element_ids)).to_numpy()
+        from napari_casper.io.elements import spot_rows
+
+        per_row = np.full(self.table.n_obs, np.nan, dtype=object)
+        per_row[self.rows] = np.asarray(values, dtype=object)
+        return spot_rows(self.table, self.element, element_ids, missing="nan", table_name=self.table_name).gather(per_row)
 
 
 def spot_context(
@@ -87,6 +90,7 @@ def spot_context(
         mean_scale,
         spot_element_names,
         spot_positions,
+        spot_rows,
         spot_table,
         table_regions,
     )
@@ -115,21 +119,15 @@ def spot_context(
     element = sdata.shapes[spots] if spots in sdata.shapes else sdata.points[spots]
     affine = affine_yx(element, cs)
     xy, diameters, ids = spot_positions(sdata, spots)
-    obs = sdata.tables[table].obs
-    mine = np.flatnonzero(obs[attrs["region_key"]].astype(str).to_numpy() == spots)
-    position = pd.Index(ids).get_indexer(obs[attrs["instance_key"]].to_numpy()[mine])
-    found = position >= 0
-    rows, position = mine[found], position[found]
-    if len(rows) == 0:
-        raise CasperInputError(f"no row of table {table!r} matches a spot of {spots!r}: the instance ids disagree.")
+    join = spot_rows(sdata.tables[table], spots, ids, missing="drop", table_name=table)
     return SpotContext(
         sdata,
         spots,
         table,
         cs,
-        rows,
-        np.asarray(ids)[position],
-        apply_affine_xy(affine, xy[position]),
+        join.rows,
+        np.asarray(ids)[join.spots],
+        apply_affine_xy(affine, xy[join.spots]),
         float(np.median(diameters)) * mean_scale(affine),
     )
 

@@ -197,7 +197,7 @@ class CasperWidget(RunsInBackground, QWidget):
 
         scores = []
         for gene in frame.columns:
-            layer_tuple = value_layer(self.geometry(), frame[gene].to_numpy(), gene_layer_name(gene))
+            layer_tuple = value_layer(self.geometry(), frame[gene].to_numpy(), gene_layer_name(gene, "casper"))
             add_or_update(self.viewer, layer_tuple)
             kwargs = layer_tuple[1]
             limits = kwargs.get("face_contrast_limits", kwargs.get("contrast_limits"))

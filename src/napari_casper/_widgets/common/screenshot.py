@@ -10,10 +10,12 @@ def screenshot_store(store: Path, gene: str, path: Path) -> Path:
     import napari
     from PIL import Image
 
+    from napari_casper.display.value_layers import gene_layer_name
+
     viewer = napari.Viewer(show=True)
     try:
         viewer.open(str(store), plugin="napari-casper")
-        target = f"casper:{gene}"
+        target = gene_layer_name(gene, "casper")
         for layer in viewer.layers:
             layer.visible = layer.name == target or isinstance(layer, napari.layers.Image)
         viewer.layers.selection.active = viewer.layers[target]

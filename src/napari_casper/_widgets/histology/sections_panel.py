@@ -163,12 +163,6 @@ class SectionsPanel(QGroupBox):
     def labels(self) -> list[str]:
         return [self.list.item(row).text() for row in range(self.list.count())]
 
-    def set_checked(self, labels) -> None:
-        wanted = set(labels)
-        for row in range(self.list.count()):
-            item = self.list.item(row)
-            item.setCheckState(Qt.Checked if item.text() in wanted else Qt.Unchecked)
-
     def chosen(self) -> list[SectionSource]:
         """The ticked sections; an error when none is."""
         by_label = {source.label: source for source in self._sources.values()}

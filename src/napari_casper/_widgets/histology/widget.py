@@ -25,17 +25,6 @@ from napari_casper._widgets.histology.train_panel import HistologyTrainPanel
 from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.io.elements import METADATA_KEY
 
-GENE_PREFIX = "histology:"
-UNCERTAINTY_PREFIX = "histology uncertainty:"
-
-
-def gene_layer_name(label: str) -> str:
-    return f"{GENE_PREFIX}{label}"
-
-
-def uncertainty_layer_name(label: str) -> str:
-    return f"{UNCERTAINTY_PREFIX}{label}"
-
 
 class HistologyWidget(RunsInBackground, QWidget):
     """Train on sections with H&E + counts; predict genes and uncertainty on the open slide."""
@@ -283,7 +272,7 @@ class HistologyWidget(RunsInBackground, QWidget):
 
     def show_gene(self, label: str | None = None, *, hide_others: bool = True) -> None:
         """Show ``histology:<label>`` (and its uncertainty when ticked); other histology genes are hidden."""
-        from napari_casper.display.value_layers import value_layer
+        from napari_casper.display.value_layers import gene_layer_name, uncertainty_layer_name, value_layer
 
         job = self.result
         if job is None:
@@ -298,14 +287,15 @@ class HistologyWidget(RunsInBackground, QWidget):
         extra = {"gene": gene, "image": job.image_layer}
         values = job.prediction.expression[:, column]
         spread = job.prediction.uncertainty[:, column]
-        layer = add_or_update(self.viewer, value_layer(job.geometry, values, gene_layer_name(label), extra_metadata=extra))
+        layer = add_or_update(self.viewer, value_layer(job.geometry, values, gene_layer_name(label, "histology"), extra_metadata=extra))
         uncertainty = add_or_update(
             self.viewer,
-            value_layer(job.geometry, spread, uncertainty_layer_name(label), colormap="viridis", extra_metadata=extra),
+            value_layer(job.geometry, spread, uncertainty_layer_name(label, "histology"), colormap="viridis", extra_metadata=extra),
         )
         if hide_others:
+            prefixes = (gene_layer_name("", "histology"), uncertainty_layer_name("", "histology"))
             for other in self.viewer.layers:
-                if other.name.startswith((GENE_PREFIX, UNCERTAINTY_PREFIX)) and other not in (layer, uncertainty):
+                if other.name.startswith(prefixes) and other not in (layer, uncertainty):
                     other.visible = False
         layer.visible = True
         uncertainty.visible = self.predict_panel.show_uncertainty.isChecked()

@@ -177,16 +177,16 @@ def _partial_path(target: Path, store: Path | None) -> Path:
 
 def _store_table_name(store: Path, requested: str | None, manifest: dict) -> str:
     """``requested``, or the versioned default: the run's own table (complete or partial) when
-    one matches this manifest, else the first free ``casper_imputed[_vN]``."""
-    from napari_casper.io.stores import element_names_on_disk
+    one matches this manifest, else the first free of ``casper_imputed``, ``casper_imputed_2``, ...
+    (:func:`~napari_casper.io.stores.name_versions`)."""
+    from itertools import islice
+
+    from napari_casper.io.stores import check_element_name, element_names_on_disk, name_versions
 
     if requested is not None:
-        if not requested or "/" in requested or requested.startswith("."):
-            raise CasperInputError(f"invalid table name {requested!r}: use letters, digits, '_' or '-'.")
-        return requested
+        return check_element_name(requested)
     names = set(element_names_on_disk(store, "tables"))
-    for version in range(1, 10_000):
-        name = DEFAULT_TABLE if version == 1 else f"{DEFAULT_TABLE}_v{version}"
+    for name in islice(name_versions(DEFAULT_TABLE), 10_000):
         partial = _partial_path(store / "tables" / name, store)
         if name in names:
             if batch_store.same_run(batch_store.read_manifest(store / "tables" / name), manifest):
@@ -261,7 +261,7 @@ def impute_to_zarr(
         a standalone ``.zarr`` output; or None with ``store`` to add a table to a store.
     store, table_name
         write the result as a new table element of this SpatialData store (default name
-        ``casper_imputed``, versioned ``_v2``, ``_v3`` ... when taken by other runs).
+        ``casper_imputed``, then ``casper_imputed_2``, ``_3`` ... when taken by other runs).
     spot_chunk, gene_chunk
         block (= zarr chunk) size.
     scheduler
