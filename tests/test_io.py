@@ -100,3 +100,29 @@ def test_missing_image_named_in_uns(tmp_path):
     adata.write_h5ad(tmp_path / "MOB3.h5ad")  # uns['image'] = 'MOB3.jpg', not copied
     with pytest.raises(CasperInputError, match="names image 'MOB3.jpg'.*does not exist"):
         read_any(tmp_path / "MOB3.h5ad")
+
+
+def test_h5ad_writes_are_atomic_and_never_over_an_input(tmp_path, monkeypatch):
+    import anndata as ad
+    import numpy as np
+
+    from napari_casper.errors import CasperInputError
+    from napari_casper.io.stores import write_h5ad_atomic
+
+    target = tmp_path / "out.h5ad"
+    write_h5ad_atomic(ad.AnnData(np.ones((3, 2), dtype=np.float32)), target)
+    earlier = target.read_bytes()
+
+    def dies_half_way(self, path, *args, **kwargs):  # an interrupted write: half a file, then failure
+        with open(path, "wb") as handle:
+            handle.write(earlier[: len(earlier) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", dies_half_way)
+    with pytest.raises(CasperInputError, match="cannot write .*out.h5ad.*No space left"):
+        write_h5ad_atomic(ad.AnnData(np.zeros((3, 2), dtype=np.float32)), target)
+    monkeypatch.undo()
+    assert target.read_bytes() == earlier and ad.read_h5ad(target).X.sum() == 6  # the earlier result is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]  # no partial file left behind
+    with pytest.raises(CasperInputError, match="is an input file"):
+        write_h5ad_atomic(ad.AnnData(np.zeros((3, 2), dtype=np.float32)), target, inputs=[target])

@@ -63,3 +63,17 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     code = main(["histology-predict", "--model", str(tmp_path / "absent.pt"), "--image", "x.jpg", "--out", str(tmp_path / "o.h5ad")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_predict_never_writes_over_an_input(tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    spots = tmp_path / "MOB3.h5ad"
+    shutil.copyfile(mob_path("MOB3"), spots)
+    before = hashlib.sha256(spots.read_bytes()).hexdigest()
+    code = main(["histology-predict", "--model", str(tmp_path / "m.pt"), "--spots", str(spots), "--out", str(spots)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is an input file" in err and "Traceback" not in err
+    assert hashlib.sha256(spots.read_bytes()).hexdigest() == before  # the input is untouched

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_casper.histology.sections import choose_reduction, read_jpeg
     from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
     from napari_casper.io.convert import estimate_spot_diameter
+    from napari_casper.io.stores import refuse_input_as_output, write_h5ad_atomic
 
+    refuse_input_as_output(args.out, (args.spots, args.image, args.model))  # before any work
     predictor = load_predictor(args.model)
     obs_names = None
     coords = None
@@ -76,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     adata = result.to_anndata(obs_names)
     adata.uns["image"] = str(image_path)
     adata.uns["spot_diameter_px"] = float(diameter)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(args.out)
+    write_h5ad_atomic(adata, args.out, inputs=(args.spots, image_path, args.model))
     print(f"wrote {args.out}: {adata.n_obs} spots x {adata.n_vars} genes (head {result.head})")
     return 0

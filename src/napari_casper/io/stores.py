@@ -234,6 +234,40 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
     return target
 
 
+def refuse_input_as_output(output: str | Path, inputs, option: str = "--out") -> Path:
+    """``output`` as a Path, or a :class:`CasperInputError` when it is one of the ``inputs`` files."""
+    output = Path(output)
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source)
+        same = output.exists() and source.exists() and os.path.samefile(output, source)
+        if same or output.resolve() == source.resolve():
+            raise CasperInputError(
+                f"{option} {output} is an input file ({source}); writing there would destroy it. Choose another output path."
+            )
+    return output
+
+
+def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *, inputs=()) -> Path:
+    """Write ``adata`` to ``path`` through a temporary file in the same folder, renamed into place.
+
+    A reader (or an interrupted run) never sees a half-written ``path``: an earlier file there
+    stays intact until the new one is complete. ``inputs`` are files ``path`` must not be.
+    """
+    path = refuse_input_as_output(path, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.parent / f".{path.name}.casper-tmp-{uuid.uuid4().hex[:8]}.h5ad"
+    try:
+        adata.write_h5ad(scratch)
+        os.replace(scratch, path)
+    except OSError as err:
+        raise CasperInputError(f"cannot write {path} ({err.strerror or err}): check the folder exists, is writable and has space.") from err
+    finally:
+        scratch.unlink(missing_ok=True)
+    return path
+
+
 def install_element(store: Path, group: str, name: str, source: Path, *, overwrite: bool = False) -> Path:
     """Move the finished element folder ``source`` to ``store/group/name`` and refresh the
     store's metadata. ``source`` must be on the store's file system (beside the store)."""

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from napari_casper.casper.batch.impute import impute_to_zarr
 from napari_casper.errors import CasperInputError
+from napari_casper.io.stores import write_h5ad_atomic
 
 
 def write_imputation(
@@ -61,5 +62,4 @@ def write_h5ad(imputer, genes: Sequence[str], path: str | Path, *, spot_chunk: i
                            "units": "normalised reference expression (imputed)"}
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Writing zarr v2", category=UserWarning)
-        adata.write_h5ad(path)
-    return path
+        return write_h5ad_atomic(adata, path)  # a run killed mid-write leaves no partial file at path
