@@ -33,6 +33,10 @@ def test_train_then_impute(files, capsys):
                  "--out", str(root / "pred.h5ad")]) == 0
     pred = ad.read_h5ad(root / "pred.h5ad")
     assert list(pred.var_names) == ["eve", "ftz"] and pred.n_obs == 3039
+    # a gene named twice is refused (it used to write duplicated columns)
+    assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"), "--genes", "eve,ftz,eve",
+                 "--out", str(root / "dup.h5ad")]) == 2
+    assert "eve more than once" in capsys.readouterr().err and not (root / "dup.h5ad").exists()
     assert "spatial" in pred.obsm and np.isfinite(pred.X).all()
 
     assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"),
@@ -50,3 +54,19 @@ def test_cli_errors_are_one_line(files, capsys):
     code = main(["train", "--st", str(root / "nope.h5ad"), "--reference", str(reference),
                  "--out", str(root / "m.pt")])
     assert code == 2 and "nope.h5ad does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--st", "st.h5ad", "--reference", "ref.h5ad", "--out", "m.pt", "--epochs"],
+    ["histology-train", "s.h5ad", "--out", "h.pt", "--epochs"],
+    ["impute", "--model", "m.pt", "--st", "st.h5ad", "--genes", "eve", "--out", "x.h5ad", "--gene-chunk"],
+])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_counts_below_one_are_usage_errors(command, value, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([*command, value])
+    assert stop.value.code == 2  # argparse's usage error, before any file is read or written
+    err = capsys.readouterr().err
+    assert f"argument {command[-1]}: must be" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from napari_casper.cli.common import (
     markdown_table,
+    positive_int,
     read_h5ad,
     regenerate_section,
     reproducing_command,
@@ -67,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold split and methods")
     parser.add_argument(
-        "--genes-limit", type=int, help="evaluate only this many genes (seeded subset), for quick runs"
+        "--genes-limit", type=positive_int, help="evaluate only this many genes (seeded subset), for quick runs"
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
     parser.set_defaults(func=run)

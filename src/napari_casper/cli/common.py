@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from napari_casper.errors import CasperInputError
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` for counts (epochs, steps, chunk sizes, threads): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value} (leave the option out for the default)")
+    return value
 
 
 def require_file(path: Path, what: str, fix: str = "pass an existing file") -> Path:

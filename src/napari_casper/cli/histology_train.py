@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_casper.cli.common import positive_int, require_file
 from napari_casper.cli.common import read_gene_list as read_genes
-from napari_casper.cli.common import require_file
 from napari_casper.errors import CasperInputError
 
 
@@ -23,14 +23,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help="spot diameter in full-resolution image pixels (default: half the median spot spacing)",
     )  # fmt: skip
     parser.add_argument(
-        "--patch-size", type=int,
+        "--patch-size", type=positive_int,
         help="patch side in pixels (default: 64 when spots are at least 64 px across, else 32)",
     )  # fmt: skip
     parser.add_argument(
-        "--epochs", type=int, help="training epochs (default: about 120 optimisation steps, 10 to 30 epochs)"
+        "--epochs", type=positive_int, help="training epochs (default: about 120 optimisation steps, 10 to 30 epochs)"
     )
     parser.add_argument(
-        "--inner-epochs", type=int,
+        "--inner-epochs", type=positive_int,
         help="epochs of the inner leave-one-section-out models that choose the head (default: --epochs)",
     )  # fmt: skip
     parser.add_argument(
@@ -38,11 +38,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help="prediction head: auto (chosen by leave-one-section-out on the training sections), "
         "ridge, retrieval, ensemble or crossmodal (default auto)",
     )  # fmt: skip
-    parser.add_argument("--n-model-genes", type=int, default=1000, help="HVGs fed to the expression encoder")
-    parser.add_argument("--top-k", type=int, default=50, help="neighbours for retrieval and uncertainty")
+    parser.add_argument("--n-model-genes", type=positive_int, default=1000, help="HVGs fed to the expression encoder")
+    parser.add_argument("--top-k", type=positive_int, default=50, help="neighbours for retrieval and uncertainty")
     parser.add_argument("--backbone", type=Path, help="optional local TorchScript backbone file (frozen)")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at most 4)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: half the cores, at most 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 

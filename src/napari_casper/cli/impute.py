@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.cli.common import read_h5ad
+from napari_casper.cli.common import positive_int, read_h5ad, split_list
 from napari_casper.errors import CasperInputError
 
 
@@ -34,12 +34,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-table",
                    help="name of the new table in the --st store (default casper_imputed, then casper_imputed_2, "
                    "... when a run with other settings took the name)")
-    p.add_argument("--spot-chunk", type=int, default=50_000, help="spots per block/chunk (default 50000)")
-    p.add_argument("--gene-chunk", type=int, default=256, help="genes per block/chunk (default 256)")
+    p.add_argument("--spot-chunk", type=positive_int, default=50_000, help="spots per block/chunk (default 50000)")
+    p.add_argument("--gene-chunk", type=positive_int, default=256, help="genes per block/chunk (default 256)")
     p.add_argument("--scheduler",
                    help="run the blocks on dask.distributed: a scheduler address (tcp://host:8786; workers must "
                    "see the output path) or local:N for a local cluster of N worker processes")
-    p.add_argument("--threads", type=int, help="local decoding threads without --scheduler (default: all CPUs)")
+    p.add_argument("--threads", type=positive_int, help="local decoding threads without --scheduler (default: all CPUs)")
     p.add_argument("--restart", action="store_true",
                    help="discard an interrupted run (or replace a finished output once the new one is complete) "
                    "instead of resuming")
@@ -55,9 +55,12 @@ def add_parser(subparsers) -> None:
 def _genes(args, model) -> list[str]:
     if args.all_reference_genes:
         return list(model.centroids.genes)
-    genes = [g.strip() for g in args.genes.split(",") if g.strip()]
+    genes = split_list(args.genes)
     if not genes:
         raise CasperInputError("--genes is empty; give comma-separated gene names")
+    repeated = sorted({g for g in genes if genes.count(g) > 1})
+    if repeated:
+        raise CasperInputError(f"--genes names {', '.join(repeated)} more than once; list each gene once")
     return genes
 
 

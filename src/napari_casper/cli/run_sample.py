@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_casper.cli.common import positive_int
+
 #: gap, pair-rule and terminal genes: striped patterns a good imputation must reproduce
 DEFAULT_HELD_OUT = ("eve", "ftz", "hb", "Kr", "kni", "gt", "odd", "run")
 
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> None:
         default=",".join(DEFAULT_HELD_OUT),
         help=f"atlas genes hidden from every cell during training (default: {','.join(DEFAULT_HELD_OUT)})",
     )
-    parser.add_argument("--max-steps", type=int, default=None, help="training batches (default: the engine's)")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="training batches (default: the engine's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-screenshot", action="store_true", help="skip the napari screenshot (no display needed)")
     parser.set_defaults(func=run)

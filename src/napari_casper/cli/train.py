@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.cli.common import read_h5ad, require_file
+from napari_casper.cli.common import positive_int, read_h5ad, require_file
 
 
 def add_parser(subparsers) -> None:
@@ -25,10 +25,10 @@ def add_parser(subparsers) -> None:
         "up to 5000 cells, else Leiden)",
     )
     p.add_argument("--resolution", type=float, default=1.0, help="Leiden resolution (default 1.0)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (an epoch = --steps-per-epoch batches)")
-    p.add_argument("--max-steps", type=int, default=None, help="maximum optimisation steps (default 300)")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="batches between validations (default 25)")
-    p.add_argument("--batch-size", type=int, default=None, help="spots per batch (default 512)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="maximum epochs (an epoch = --steps-per-epoch batches)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="maximum optimisation steps (default 300)")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="batches between validations (default 25)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="spots per batch (default 512)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--case-insensitive", action="store_true", help="match gene names ignoring case")
