@@ -232,8 +232,10 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
 
     assert main([*args, "--st", str(root / "st.h5ad")]) == 2
     assert "--out is required" in capsys.readouterr().err
-    assert main([*args, "--st", str(store), "--out", str(tmp_path / "x.zarr"), "--spot-chunk", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a usage error, caught by argparse before any work
+        main([*args, "--st", str(store), "--out", str(tmp_path / "x.zarr"), "--spot-chunk", "0"])
+    assert stop.value.code == 2 and "--spot-chunk: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
 
 
 
