@@ -109,9 +109,9 @@ def test_compare_attention_save_and_reopen(casper, qtbot, tmp_path):
     viewer, widget = casper
     train(widget, qtbot)
     widget.impute.add_gene("eve")
-    widget.start_imputation(["eve"])
+    qtbot.mouseClick(widget.impute.impute_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
-    widget.compare_with_measured("eve")
+    qtbot.mouseClick(widget.impute.compare_button, Qt.MouseButton.LeftButton)  # compares the listed gene, eve
     assert {"measured:eve", "casper held-out:eve", "difference:eve"} <= {l.name for l in viewer.layers}
     r = widget.workflow.correlation("eve")
     assert f"PCC {r:.3f} (predicted with eve hidden" in widget.impute.score.text()
@@ -121,10 +121,11 @@ def test_compare_attention_save_and_reopen(casper, qtbot, tmp_path):
     grid_of(viewer).enabled = False
 
     first = widget.workflow.display_names[0]
-    widget.show_attention(first)
+    widget.attention_panel.centroid.setCurrentText(first)
+    qtbot.mouseClick(widget.attention_panel.show_button, Qt.MouseButton.LeftButton)
     weights = viewer.layers[f"casper attention:{first}"].features["value"].to_numpy()
     np.testing.assert_allclose(weights, widget.workflow.display_attention()[:, 0], rtol=1e-5)
-    widget.show_dominant_centroid()
+    qtbot.mouseClick(widget.attention_panel.dominant_button, Qt.MouseButton.LeftButton)
     assert "casper dominant centroid" in viewer.layers
     assert widget.attention_panel.legend.text()
 
