@@ -128,6 +128,31 @@ def leiden_clusters(
     return adata.obs["leiden"].astype(str).to_numpy()
 
 
+def check_label_column(values: pd.Series, label_key: str, obs: pd.DataFrame | None = None) -> None:
+    """A :class:`CasperInputError` when ``values`` are measurements or ids rather than cell-type labels:
+    a column of fractional numbers, or one in which most labels name a single cell."""
+    n = len(values)
+    candidates = [] if obs is None else [
+        c for c in obs.columns
+        if c != label_key and not pd.api.types.is_float_dtype(obs[c]) and 1 < obs[c].nunique() <= max(2, n // 2)
+    ]
+    fix = f"choose a column of cell types{f' (e.g. {candidates[:3]})' if candidates else ''}, or leave it empty for Leiden clusters"
+    if pd.api.types.is_float_dtype(values):
+        numbers = values.to_numpy(dtype=float)
+        if not np.all(np.isclose(numbers, np.round(numbers))):
+            raise CasperInputError(
+                f"label column {label_key!r} holds fractional numbers ({values.nunique()} distinct values over {n} cells), "
+                f"not cell-type labels: every value would become a one-cell 'cell type'; {fix}"
+            )
+    n_labels = int(values.nunique())
+    singletons = int((values.value_counts() == 1).sum())
+    if n >= 10 and n_labels > n // 2 and singletons > n_labels // 2:
+        raise CasperInputError(
+            f"label column {label_key!r} has {n_labels} distinct values for {n} cells ({singletons} of them name a single "
+            f"cell): it looks like a per-cell id or measurement, not cell types; {fix}"
+        )
+
+
 def compute_centroids(
     reference_expression,
     genes,
@@ -177,6 +202,7 @@ def compute_centroids(
                 f"label column {label_key!r} has {int(values.isna().sum())} missing values; "
                 "fill or drop those cells first"
             )
+        check_label_column(values, label_key, obs)
         labels, expr, sizes = _group_means(reference_expression, values.astype(str).to_numpy())
         desc = f"label:{label_key}"
     elif method == "leiden":

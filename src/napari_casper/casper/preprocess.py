@@ -31,6 +31,8 @@ from napari_casper.errors import CasperInputError
 
 #: fewest panel genes shared with the reference that CASPER accepts
 MIN_SHARED_GENES = 5
+#: fewest spots (ST) and cells (reference) CASPER accepts: expression has to vary between them
+MIN_OBSERVATIONS = 10
 NORMALIZE_CHOICES = ("auto", "counts", "log1p", "none")
 #: library size every cell/spot of raw counts is scaled to before ``log1p`` (counts per 10,000,
 #: scanpy's and Seurat's usual choice). Fixed rather than each data set's median total so that
@@ -282,9 +284,14 @@ def prepare_pair(
     genes, or fewer than ``min_shared`` usable shared genes. Panel genes that are zero in every
     spot or every reference cell are dropped (they carry no signal and cannot be standardised).
     """
-    for adata, what in ((st, "ST"), (reference, "reference")):
+    for adata, what, unit in ((st, "ST", "spot"), (reference, "reference", "cell")):
         if adata.n_obs == 0 or adata.n_vars == 0:
             raise CasperInputError(f"the {what} data is empty ({adata.n_obs} x {adata.n_vars})")
+        if adata.n_obs < MIN_OBSERVATIONS:
+            raise CasperInputError(
+                f"the {what} data has only {adata.n_obs} {unit}{'s' if adata.n_obs != 1 else ''}: CASPER learns from how "
+                f"genes vary between {unit}s and needs at least {MIN_OBSERVATIONS}; give the whole section / reference"
+            )
         if not adata.var_names.is_unique:
             dup = adata.var_names[adata.var_names.duplicated()].unique().tolist()
             raise CasperInputError(
@@ -301,7 +308,16 @@ def prepare_pair(
     ref_index = {g: i for i, g in enumerate(ref_genes)}
     ref_cols = [ref_index[g] for g in match.reference_genes]
     ref_panel = dense(ref_X[:, ref_cols])
-    keep = (st_X.max(axis=0) > st_X.min(axis=0)) & (ref_panel.max(axis=0) > ref_panel.min(axis=0))
+    varies_st = st_X.max(axis=0) > st_X.min(axis=0)
+    varies_ref = ref_panel.max(axis=0) > ref_panel.min(axis=0)
+    for varies, what, count in ((varies_st, "ST data", f"{st.n_obs} spots"), (varies_ref, "reference", f"{reference.n_obs} cells")):
+        if match.n_matched >= min_shared and int(varies.sum()) < min_shared:
+            raise CasperInputError(
+                f"{match.n_matched} panel genes are shared with the reference, but only {int(varies.sum())} of them vary "
+                f"over the {count} of the {what} (the others are constant, e.g. all zero): CASPER needs at least "
+                f"{min_shared} genes that vary; check that the {what} holds the expression of distinct spots/cells"
+            )
+    keep = varies_st & varies_ref
     dropped = [g for g, k in zip(match.st_genes, keep) if not k]
     panel = [g for g, k in zip(match.st_genes, keep) if k]
     panel_ref = [g for g, k in zip(match.reference_genes, keep) if k]

@@ -13,15 +13,18 @@ import sys
 from pathlib import Path
 
 from napari_casper.cli.common import (
+    check_output,
     markdown_table,
     positive_int,
     read_h5ad,
     regenerate_section,
     reproducing_command,
+    require_file,
     split_list,
     write_tables,
+    write_text,
 )
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, CasperUsageError
 
 DEFAULT_METHODS = "casper,tangram,knn,mean"
 
@@ -100,15 +103,32 @@ def _source(adata, path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_casper import __version__
-    from napari_casper.evaluate.protocol import resolve_method, run_benchmark
+    from napari_casper.evaluate.protocol import resolve_method
 
     names = split_list(args.methods)
     if not names:
-        raise CasperInputError("--methods is empty: name at least one method, e.g. knn,mean")
+        raise CasperUsageError("--methods is empty: name at least one method, e.g. knn,mean")
     if len(set(names)) != len(names):
-        raise CasperInputError(f"--methods names a method twice: {args.methods}")
-    methods = {name: resolve_method(name) for name in names}
+        raise CasperUsageError(f"--methods names a method twice: {args.methods}")
+    try:
+        methods = {name: resolve_method(name) for name in names}
+    except CasperInputError as err:  # a misspelt --methods entry: the command line is wrong
+        raise CasperUsageError(str(err)) from err
+    if args.folds < 2:
+        raise CasperUsageError(f"--folds must be at least 2 (got {args.folds}): each fold holds out genes the others see")
+    require_file(args.st, "spatial (--st)", "pass an existing .h5ad file")
+    require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
+    check_output(args.out, (args.st, args.reference))  # the folder is created only when the results are written
+    from napari_casper.io.outputs import OutputLock
+
+    with OutputLock(args.out):  # one benchmark per output folder at a time
+        return _run(args, methods)
+
+
+def _run(args: argparse.Namespace, methods) -> int:
+    from napari_casper import __version__
+    from napari_casper.evaluate.protocol import run_benchmark
+
     st = read_h5ad(args.st, "spatial (--st)")
     reference = read_h5ad(args.reference, "reference (--reference)")
 
@@ -139,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         *regenerate_section(command_line(args)),
     ]
-    (args.out / "summary.md").write_text("\n".join(lines))
+    write_text(args.out / "summary.md", "\n".join(lines))
     print(_markdown_table(result.summary))
     print(f"wrote {args.out / 'per_gene.csv'}, summary.csv, runtimes.csv and summary.md")
     return 0

@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 from napari_casper.cli.common import (
+    check_output,
     markdown_table,
     read_gene_list,
     regenerate_section,
     reproducing_command,
     split_list,
     write_tables,
+    write_text,
 )
 from napari_casper.errors import CasperInputError
 
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if len(names) < 2:
         raise CasperInputError("--sections needs at least two section names")
     paths = [args.dataset_dir / f"{n}.h5ad" for n in names]
+    check_output(args.out, paths)
     start = time.perf_counter()
     sections, args.patch_size = load_sections(paths, None, args.spot_diameter_px, args.patch_size)
     config = config_from_args(args)
@@ -111,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     write_tables(args.out, {"per_gene.csv": result.per_gene, "summary.csv": result.summary})
-    (args.out / "selection.json").write_text(
-        json.dumps({"selection": result.selection, "training": result.training}, indent=1, default=float)
-    )
+    write_text(args.out / "selection.json",
+               json.dumps({"selection": result.selection, "training": result.training}, indent=1, default=float))
     summary = result.summary
     means = summary[summary.section == "mean"]
     marker_cols = [m for m in markers if m in summary.columns]
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         *regenerate_section(command_line(args)),
     ]
-    (args.out / "summary.md").write_text("\n".join(lines))
+    write_text(args.out / "summary.md", "\n".join(lines))
     print(markdown_table(means, ["method", *_METRICS, *marker_cols, "seconds"]))
     print(f"wrote {args.out / 'summary.md'}, summary.csv, per_gene.csv, selection.json")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, CasperUsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,17 +35,69 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_casper.cli.common import check_output
+    from napari_casper.io.outputs import OutputLock
+
+    check_output(args.out, (args.spots, args.image, args.model))  # before any work: never over an input
+    with OutputLock(args.out):  # a second run writing the same output stops at once
+        return _predict(args)
+
+
+def _load_model(path: Path):
+    from napari_casper.cli.common import require_checkpoint, safe_checkpoint_error
+    from napari_casper.histology.checkpoint import load_predictor
+
+    require_checkpoint(path, "model (--model)", "`napari-casper histology-train`")
+    try:
+        return load_predictor(path)
+    except CasperInputError as err:
+        raise safe_checkpoint_error(err, path, "`napari-casper histology-train`") from err
+
+
+def _read_image(path: Path, reduction: int):
+    """The decoded image and its scale; an unreadable or truncated file is a clear error."""
+    from napari_casper.histology.sections import read_jpeg
+
+    if path.suffix.lower() in (".tif", ".tiff"):  # tifffile: float32 and multi-channel TIFFs too
+        return _read_tiff(path, reduction)
+    try:
+        return read_jpeg(path, reduction)
+    except CasperInputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PIL: truncated, not an image, unsupported mode
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        what = "is truncated (the file is incomplete: copy or export it again)" if "truncated" in text else (
+            f"cannot be decoded ({type(err).__name__}: {text}): use a jpg, png or tif file that opens in an image viewer")
+        raise CasperInputError(f"H&E image {path} {what}.") from err
+
+
+def _read_tiff(path: Path, reduction: int):
+    import numpy as np
+    from PIL import Image
+
+    from napari_casper.io.convert import read_image_file
+
+    array = read_image_file(path)  # uint8 (float images scaled), (y, x, c)
+    if array.dtype != np.uint8:
+        raise CasperInputError(f"H&E image {path} has {array.dtype} pixels; export it as an 8-bit RGB image")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    rgb = Image.fromarray(np.ascontiguousarray(array[:, :, :3]))
+    if reduction > 1:
+        rgb = rgb.reduce(reduction)
+    return np.asarray(rgb), rgb.width / array.shape[1]
+
+
+def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_casper.cli.common import read_gene_list, read_h5ad, require_file
-    from napari_casper.histology.checkpoint import load_predictor
-    from napari_casper.histology.sections import choose_reduction, read_jpeg
+    from napari_casper.histology.sections import choose_reduction
     from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
-    from napari_casper.io.convert import estimate_spot_diameter
-    from napari_casper.io.stores import refuse_input_as_output, write_h5ad_atomic
+    from napari_casper.io.convert import check_spots_inside_image, estimate_spot_diameter
+    from napari_casper.io.stores import write_h5ad_atomic
 
-    refuse_input_as_output(args.out, (args.spots, args.image, args.model))  # before any work
-    predictor = load_predictor(args.model)
+    predictor = _load_model(args.model)
     obs_names = None
     coords = None
     image_path = args.image
@@ -53,22 +105,35 @@ def run(args: argparse.Namespace) -> int:
         spots = read_h5ad(args.spots, "spots (--spots)")
         if "spatial" not in spots.obsm:
             raise CasperInputError(f"{args.spots} has no obsm['spatial'] spot centres")
+        if spots.n_obs == 0:
+            raise CasperInputError(f"{args.spots} has no spots (0 rows): give spots to predict at, or leave --spots out "
+                                   "for virtual spots over the tissue")
         coords = np.asarray(spots.obsm["spatial"], dtype=np.float64)[:, :2]
+        if not np.isfinite(coords).all():
+            raise CasperInputError(f"{args.spots}: {int((~np.isfinite(coords).all(1)).sum())} spots have NaN or infinite "
+                                   "coordinates in obsm['spatial']; drop them or fix their coordinates")
         obs_names = spots.obs_names
         if image_path is None and spots.uns.get("image"):
             image_path = args.spots.parent / str(spots.uns["image"])
     if image_path is None:
-        raise CasperInputError("give the H&E image with --image (or --spots whose uns['image'] names it)")
+        raise CasperUsageError("give the H&E image with --image (or --spots whose uns['image'] names it)")
     require_file(image_path, "H&E image")
     diameter = args.spot_diameter_px
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
+        raise CasperUsageError(f"--spot-diameter-px must be a positive number of pixels (got {diameter})")
+    if args.pitch_px is not None and not (np.isfinite(args.pitch_px) and args.pitch_px > 0):
+        raise CasperUsageError(f"--pitch-px must be a positive number of pixels (got {args.pitch_px})")
     if diameter is None and coords is None:
         diameter = predictor.config.spot_diameter_px  # recorded at training time, when known
     if diameter is None:
         if coords is None:
-            raise CasperInputError("virtual spots need --spot-diameter-px (the physical spot size in pixels)")
+            raise CasperUsageError("virtual spots need --spot-diameter-px (the physical spot size in pixels)")
         diameter = estimate_spot_diameter(coords)
-    image, scale = read_jpeg(image_path, choose_reduction(diameter, predictor.config.patch_size))
-    if coords is None:
+    image, scale = _read_image(image_path, choose_reduction(diameter, predictor.config.patch_size))
+    if coords is not None:  # spots in another resolution would give confident predictions of blank background
+        full_shape = (round(image.shape[0] / scale), round(image.shape[1] / scale))
+        check_spots_inside_image(coords, full_shape, f"spots of {args.spots} do not match the image {image_path}")
+    else:
         tissue = detect_tissue(image)
         pitch = args.pitch_px * scale if args.pitch_px else None
         coords = virtual_spots_for(tissue, diameter * scale, pitch, layout=args.layout) / scale

@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_casper.cli.common import positive_int, require_file
+from napari_casper.cli.common import check_output, positive_int, require_file
 from napari_casper.cli.common import read_gene_list as read_genes
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, CasperUsageError
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +101,26 @@ def load_sections(paths, images, spot_diameter_px, patch_size):
     from napari_casper.io.convert import estimate_spot_diameter
 
     if images and len(images) != len(paths):
-        raise CasperInputError(f"{len(images)} --images for {len(paths)} sections; give one image per section")
+        raise CasperUsageError(f"{len(images)} --images for {len(paths)} sections; give one image per section")
     for path in paths:
         require_file(path, "section", "pass an existing .h5ad file")
+    for path in paths:  # fail on an unreadable file before decoding any image
+        try:
+            anndata.read_h5ad(path, backed="r").file.close()
+        except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
+            from napari_casper.io.stores import unreadable_h5ad
+
+            raise unreadable_h5ad(path, err, "section ") from err
     if patch_size is None:
         diameter = spot_diameter_px
         if diameter is None:
             first = anndata.read_h5ad(paths[0], backed="r")
-            diameter = estimate_spot_diameter(first.obsm["spatial"][:, :2])
+            try:
+                if "spatial" not in first.obsm:
+                    raise CasperInputError(f"section {paths[0]} has no obsm['spatial'] spot centres (x, y pixels of its image)")
+                diameter = estimate_spot_diameter(first.obsm["spatial"][:, :2])
+            finally:
+                first.file.close()
         patch_size = suggest_patch_size(diameter)
     sections = [
         load_section(path, image_path=images[i] if images else None, spot_diameter_px=spot_diameter_px, patch_size=patch_size)
@@ -130,6 +142,14 @@ def full_resolution_diameter(args: argparse.Namespace, sections) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_casper.io.outputs import OutputLock
+
+    check_output(args.out, [*args.sections, *(args.images or [])])  # before any work
+    with OutputLock(args.out):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from napari_casper.histology.checkpoint import save_predictor
     from napari_casper.histology.train import train_histology
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.cli.common import positive_int, read_h5ad, split_list
-from napari_casper.errors import CasperInputError
+from napari_casper.cli.common import check_output, load_casper_model, positive_int, read_h5ad, split_list
+from napari_casper.errors import CasperUsageError
 
 
 def add_parser(subparsers) -> None:
@@ -57,10 +57,10 @@ def _genes(args, model) -> list[str]:
         return list(model.centroids.genes)
     genes = split_list(args.genes)
     if not genes:
-        raise CasperInputError("--genes is empty; give comma-separated gene names")
+        raise CasperUsageError("--genes is empty; give comma-separated gene names")
     repeated = sorted({g for g in genes if genes.count(g) > 1})
     if repeated:
-        raise CasperInputError(f"--genes names {', '.join(repeated)} more than once; list each gene once")
+        raise CasperUsageError(f"--genes names {', '.join(repeated)} more than once; list each gene once")
     return genes
 
 
@@ -72,22 +72,26 @@ def _print_progress(update) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_casper.casper.batch.spot_source import open_spots
-    from napari_casper.casper.checkpoint import load_checkpoint
 
     out = args.out
     if out is not None and out.suffix.lower() not in (".zarr", ".h5ad"):
-        raise CasperInputError(f"output {out} must end in .zarr (chunked, resumable) or .h5ad")
+        raise CasperUsageError(f"output {out} must end in .zarr (chunked, resumable) or .h5ad")
     if out is not None and args.out_table:
-        raise CasperInputError("give either --out (a separate output) or --out-table (a new table in the --st store)")
+        raise CasperUsageError("give either --out (a separate output) or --out-table (a new table in the --st store)")
+    if out is not None:
+        check_output(out, (args.st, args.model))
     if out is not None and out.suffix.lower() == ".h5ad":
         if args.scheduler or args.restart or args.table:
-            raise CasperInputError("--scheduler, --restart and --table need a .zarr output or a SpatialData --st store")
-        return _run_h5ad(args)
+            raise CasperUsageError("--scheduler, --restart and --table need a .zarr output or a SpatialData --st store")
+        from napari_casper.io.outputs import OutputLock
+
+        with OutputLock(out):  # held from the start: a second run on this output stops at once
+            return _run_h5ad(args)
     source = open_spots(args.st, args.table)
     try:
         if out is None and source.store is None:
-            raise CasperInputError(f"--out is required: {args.st} is not a SpatialData store to add the table to")
-        model = load_checkpoint(args.model, panel_genes=source.var_names)
+            raise CasperUsageError(f"--out is required: {args.st} is not a SpatialData store to add the table to")
+        model = load_casper_model(args.model, panel_genes=source.var_names)
         from napari_casper.casper.batch.impute import impute_to_zarr
 
         genes = _genes(args, model)
@@ -110,11 +114,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_h5ad(args: argparse.Namespace) -> int:
     from napari_casper.casper.batch.output import write_imputation
-    from napari_casper.casper.checkpoint import load_checkpoint
+    from napari_casper.casper.batch.spot_source import check_spots
     from napari_casper.casper.imputation import CasperImputer
 
-    st = read_h5ad(args.st, "input ")
-    model = load_checkpoint(args.model, panel_genes=st.var_names)
+    if args.out.exists():  # before reading anything
+        raise CasperUsageError(f"{args.out} already exists; choose another output path or delete it")
+    st = read_h5ad(args.st, "spatial (--st) ")
+    check_spots(st.n_obs, st.var_names, args.st)
+    model = load_casper_model(args.model, panel_genes=st.var_names)
     imputer = CasperImputer(model, st, device=args.device, restandardize=args.restandardize)
     genes = _genes(args, model)
     imputer.resolve_genes(genes)

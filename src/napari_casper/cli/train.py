@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_casper.cli.common import positive_int, read_h5ad, require_file
+from napari_casper.cli.common import check_output, positive_int, read_h5ad, require_file
 
 
 def add_parser(subparsers) -> None:
@@ -37,10 +37,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_casper.io.outputs import OutputLock
+
+    require_file(args.st, "spatial (--st)", "pass an existing .h5ad file")
+    require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
+    check_output(args.out, (args.st, args.reference))  # before training: a read-only folder fails now, not at the end
+    with OutputLock(args.out):  # a second run writing the same model stops at once
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from napari_casper.casper.checkpoint import save_checkpoint
     from napari_casper.casper.training import CasperConfig, train_casper
+    from napari_casper.io.outputs import write_error
 
-    require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
     st = read_h5ad(args.st, "spatial (--st)")
     reference = read_h5ad(args.reference, "reference (--reference)")
     options = {
@@ -70,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
             )
 
     model = train_casper(st, reference, config, progress=progress)
-    save_checkpoint(model, args.out)
+    try:
+        save_checkpoint(model, args.out)  # a temporary file renamed into place
+    except OSError as err:
+        Path(str(args.out) + ".tmp").unlink(missing_ok=True)
+        raise write_error(err, args.out, kept="An earlier model there is intact." if args.out.exists() else "") from err
     h = model.history
     print(model.report["gene_match"])
     print(f"centroids: {model.report['centroids']}; ST normalisation: {model.st_normalization}")

@@ -9,7 +9,6 @@ weights, the chosen head, the head-selection scores and the training history.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +57,11 @@ def save_predictor(predictor, path) -> Path:
         "selection": dict(predictor.selection),
         "history": predictor.history,
     }
+    from napari_casper.io.outputs import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".pt") as scratch:  # the output's lock; an earlier model stays until the rename
+        torch.save(payload, scratch)
     return path
 
 
@@ -84,7 +83,12 @@ def load_predictor(path, *, expected_genes=None):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unreadable for any reason: same advice
-        raise CheckpointMismatchError(f"{path} is not a readable napari-casper histology checkpoint ({err})") from err
+        # torch's message may advise weights_only=False, which would run code stored in the file: never repeat it
+        reason = "it holds Python objects other than plain arrays" if "weights_only" in str(err) else type(err).__name__
+        raise CheckpointMismatchError(
+            f"{path} is not a readable napari-casper histology checkpoint ({reason}); use a model file written by "
+            "napari-casper histology-train"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointMismatchError(
             f"{path} is not a histology checkpoint (a CASPER imputation checkpoint? use "

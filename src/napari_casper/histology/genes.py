@@ -16,8 +16,13 @@ from napari_casper.errors import CasperInputError
 def common_genes(sections) -> list[str]:
     """Genes measured in every training section, in the first section's order."""
     for s in sections:
-        if s.expression is None:
-            raise CasperInputError(f"training section {s.name} has no expression; give spots x genes counts")
+        if s.expression is None or s.expression.n_vars == 0:
+            raise CasperInputError(
+                f"training section {s.name} has no counts (no gene columns): histology training needs the measured "
+                "spots x genes counts of every section; give the section's expression table"
+            )
+        if s.expression.n_obs == 0:
+            raise CasperInputError(f"training section {s.name} has no spots (0 rows); give sections with measured spots")
         if not s.expression.var_names.is_unique:
             raise CasperInputError(
                 f"section {s.name} has duplicated gene names; call adata.var_names_make_unique() first"
@@ -27,9 +32,14 @@ def common_genes(sections) -> list[str]:
         common &= set(s.expression.var_names)
     genes = [g for g in sections[0].expression.var_names if g in common]
     if len(genes) < 10:
+        first = sections[0]
+        pairs = [(s, len(set(first.expression.var_names) & set(s.expression.var_names))) for s in sections[1:]]
+        worst, shared = min(pairs, key=lambda pair: pair[1])
         raise CasperInputError(
-            f"the training sections share only {len(genes)} genes; use sections measured on the same "
-            "gene panel (same gene naming)"
+            f"the training sections share only {len(genes)} genes: section {worst.name} ({worst.expression.n_vars} genes, "
+            f"e.g. {list(worst.expression.var_names[:2])}) shares {shared} with {first.name} ({first.expression.n_vars} genes, "
+            f"e.g. {list(first.expression.var_names[:2])}); use sections measured on the same gene panel with the same "
+            "gene naming (symbols vs Ensembl ids)"
         )
     return genes
 

@@ -36,6 +36,8 @@ def read_image_file(path: str | Path) -> np.ndarray:
 
     jpg/png go through Pillow (whole-slide jpgs exceed Pillow's decompression-bomb limit,
     which is lifted for files the user asked for explicitly); tif/tiff go through tifffile.
+    Floating-point images (e.g. a float32 TIFF with values 0..1 or 0..255) become uint8 0..255.
+    A truncated, damaged or non-image file is a :class:`CasperInputError` that says so.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,10 +61,15 @@ def read_image_file(path: str | Path) -> np.ndarray:
     except CasperInputError:
         raise
     except Exception as err:  # noqa: BLE001 - any decoder failure means the same to the user
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "truncated" in text.lower():
+            raise CasperInputError(f"image {path} is truncated ({text}): the file is incomplete; copy or export it again.") from err
         raise CasperInputError(
-            f"cannot read image {path} ({type(err).__name__}: {err}): "
+            f"cannot read image {path} ({type(err).__name__}: {text}): "
             "use a jpg, png or tif file that opens in an image viewer."
         ) from err
+    if array.dtype.kind == "f":
+        array = float_image_to_uint8(array, path)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
@@ -70,6 +77,18 @@ def read_image_file(path: str | Path) -> np.ndarray:
             f"image {path} has shape {array.shape}; expected (height, width) or (height, width, channels)."
         )
     return array
+
+
+def float_image_to_uint8(array: np.ndarray, path) -> np.ndarray:
+    """A floating-point image as uint8: values in 0..1 are scaled by 255, values up to 255 kept,
+    larger ranges scaled to 0..255. NaN/inf pixels are an error (there is no colour to show)."""
+    if not np.isfinite(array).all():
+        raise CasperInputError(f"image {path} has NaN or infinite pixels: export it again with finite values (e.g. uint8).")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0:
+        raise CasperInputError(f"image {path} has negative pixel values (min {low:.3g}): export it as an RGB image (uint8).")
+    factor = 255.0 if high <= 1.0 else (1.0 if high <= 255.0 else 255.0 / high)
+    return np.clip(np.rint(array * factor), 0, 255).astype(np.uint8)
 
 
 def estimate_spot_diameter(
@@ -139,7 +158,8 @@ def spatial_coordinates(adata: ad.AnnData, key: str = "spatial", axes: Sequence[
     return coords
 
 
-def _check_spots_inside_image(coords_xy: np.ndarray, shape_yx: tuple[int, int], what: str) -> None:
+def check_spots_inside_image(coords_xy: np.ndarray, shape_yx: tuple[int, int], what: str) -> None:
+    """A :class:`CasperInputError` when fewer than 90 % of the ``(x, y)`` spots lie on the image."""
     height, width = shape_yx
     inside = (
         (coords_xy[:, 0] >= 0) & (coords_xy[:, 0] < width) & (coords_xy[:, 1] >= 0) & (coords_xy[:, 1] < height)
@@ -249,7 +269,7 @@ def anndata_to_spatialdata(
         array = read_image_file(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if array.ndim == 2:
             array = array[:, :, None]
-        _check_spots_inside_image(coords, array.shape[:2], "spots do not match the image")
+        check_spots_inside_image(coords, array.shape[:2], "spots do not match the image")
         images[image_name] = image_element(array, coordinate_system=coordinate_system)
     spots = spots_element(coords, diameter, coordinate_system=coordinate_system)
     table = table_for_spots(adata, spots_name)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import anndata as ad
 
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, CasperUsageError
+from napari_casper.io.outputs import OutputLock, atomic_path, remove_stale_scratch, scratch_path, write_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 ELEMENT_GROUPS = ("images", "labels", "points", "shapes", "tables")
@@ -61,7 +62,7 @@ def read_spatialdata(path: str | Path):
 
     path = Path(path)
     if not path.exists():
-        raise CasperInputError(f"{path} does not exist: check the path.")
+        raise CasperUsageError(f"{path} does not exist: check the path.")
     if not path.is_dir() or not is_spatialdata_store(path):
         raise CasperInputError(
             f"{path} is not a SpatialData store (no zarr root with SpatialData elements). Open a "
@@ -92,14 +93,43 @@ def find_image_beside(path: Path, adata: ad.AnnData) -> Path | None:
     return None
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def unreadable_h5ad(path: Path, err: BaseException, what: str = "") -> CasperInputError:
+    """Why ``path`` could not be read as AnnData, in words: not HDF5 at all (a CSV, a zarr folder ...),
+    truncated or damaged, or readable HDF5 that is not an AnnData file."""
+    path = Path(path)
+    label = f"{what}{path}"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError:
+        head = b""
+    if path.is_dir():
+        return CasperInputError(f"{label} is a folder, not an .h5ad file: give the .h5ad file (a SpatialData .zarr store "
+                                "is read by the commands and options that say so).")
+    if head != HDF5_SIGNATURE:
+        kind = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
+        return CasperInputError(
+            f"{label} is not an .h5ad (AnnData/HDF5) file ({kind}, not HDF5 data): convert it first, e.g. "
+            "anndata.read_csv(...).write_h5ad('x.h5ad') for a spots x genes CSV table."
+        )
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "truncated" in text or "eof" in text or "bad object header" in text or "Unable to synchronously open" in text:
+        return CasperInputError(f"{label} is truncated or damaged ({text}): the file is incomplete; copy or export it again.")
+    return CasperInputError(f"cannot read {label} as AnnData ({type(err).__name__}: {text}): write it again with anndata.")
+
+
 def read_h5ad(path: Path, what: str = "") -> ad.AnnData:
     """``ad.read_h5ad`` with errors that name the file (``what`` prefixes the path)."""
-    if not path.is_file():
-        raise CasperInputError(f"{what}{'file ' if what else ''}{path} does not exist: check the path.")
+    path = Path(path)
+    if not path.exists():
+        raise CasperUsageError(f"{what}{'file ' if what else ''}{path} does not exist: check the path.")
     try:
         return ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
-        raise CasperInputError(f"cannot read {what}{path} as AnnData ({type(err).__name__}: {err}).") from err
+        raise unreadable_h5ad(path, err, what) from err
 
 
 def read_h5ad_spatial(path: str | Path, image: str | Path | None = None, **kwargs):
@@ -219,18 +249,22 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
         raise CasperInputError(
             f"{name!r} is a {element_kind(current, name)} element in {store}; it cannot be replaced by {group}."
         )
-    scratch_root = store.parent / f".{store.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        import warnings
+    with OutputLock(store):
+        remove_stale_scratch(store)
+        scratch_root = scratch_path(store)
+        try:
+            import warnings
 
-        with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
-            warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
-            sd.SpatialData(**{group: {name: element}}).write(scratch_root)
-        if not (store / group).exists():
-            shutil.copytree(scratch_root / group, store / group, ignore=shutil.ignore_patterns(name))
-        target = install_element(store, group, name, scratch_root / group / name, overwrite=overwrite)
-    finally:
-        shutil.rmtree(scratch_root, ignore_errors=True)
+            with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
+                warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
+                sd.SpatialData(**{group: {name: element}}).write(scratch_root)
+            if not (store / group).exists():
+                shutil.copytree(scratch_root / group, store / group, ignore=shutil.ignore_patterns(name))
+            target = install_element(store, group, name, scratch_root / group / name, overwrite=overwrite)
+        except OSError as err:
+            raise write_error(err, store / group / name, kept=f"The store {store} is as it was.") from err
+        finally:
+            shutil.rmtree(scratch_root, ignore_errors=True)
     return target
 
 
@@ -243,7 +277,7 @@ def refuse_input_as_output(output: str | Path, inputs, option: str = "--out") ->
         source = Path(source)
         same = output.exists() and source.exists() and os.path.samefile(output, source)
         if same or output.resolve() == source.resolve():
-            raise CasperInputError(
+            raise CasperUsageError(
                 f"{option} {output} is an input file ({source}); writing there would destroy it. Choose another output path."
             )
     return output
@@ -256,15 +290,8 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *, inputs=()) -> Path
     stays intact until the new one is complete. ``inputs`` are files ``path`` must not be.
     """
     path = refuse_input_as_output(path, inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.parent / f".{path.name}.casper-tmp-{uuid.uuid4().hex[:8]}.h5ad"
-    try:
+    with atomic_path(path, ".h5ad") as scratch:  # holds the output's lock; clears scratch of killed runs
         adata.write_h5ad(scratch)
-        os.replace(scratch, path)
-    except OSError as err:
-        raise CasperInputError(f"cannot write {path} ({err.strerror or err}): check the folder exists, is writable and has space.") from err
-    finally:
-        scratch.unlink(missing_ok=True)
     return path
 
 
@@ -323,12 +350,20 @@ def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Pat
             f"{path} already exists; nothing was written. Choose a new path, or add elements to it "
             "with write_new_element(...), or pass overwrite=True."
         )
-    scratch = path.parent / f".{path.name}.casper-tmp-{uuid.uuid4().hex[:8]}"
     try:
-        sdata.write(scratch)
-        move_into_place(scratch, path, overwrite=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(err, path) from err
+    with OutputLock(path):
+        remove_stale_scratch(path)
+        scratch = scratch_path(path)
+        try:
+            sdata.write(scratch)
+            move_into_place(scratch, path, overwrite=True)
+        except OSError as err:
+            raise write_error(err, path, kept="An earlier store there is intact." if path.exists() else "") from err
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 

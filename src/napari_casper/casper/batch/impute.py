@@ -284,14 +284,22 @@ def impute_to_zarr(
     if int(spot_chunk) < 1 or int(gene_chunk) < 1:
         raise CasperInputError(f"spot_chunk and gene_chunk must be positive (got {spot_chunk}, {gene_chunk})")
     spot_chunk, gene_chunk = int(spot_chunk), int(gene_chunk)
-    state = _State(model_or_imputer, spots, device=device, restandardize=restandardize,
-                   hide_genes=hide_genes, encode_batch=encode_batch)
-    try:
-        return _impute(state, [str(g) for g in genes], out, store, table_name, spot_chunk, gene_chunk, scheduler,
-                       restart, threads, obs, obsm, progress)
-    finally:
-        if state.owned:
-            state.source.close()
+    from napari_casper.io.outputs import OutputLock, write_error
+
+    written = Path(store) if store is not None else Path(out)
+    # one writer per output (per store when adding a table): a second run stops here with a clear message
+    with OutputLock(written):
+        state = _State(model_or_imputer, spots, device=device, restandardize=restandardize,
+                       hide_genes=hide_genes, encode_batch=encode_batch)
+        try:
+            return _impute(state, [str(g) for g in genes], out, store, table_name, spot_chunk, gene_chunk, scheduler,
+                           restart, threads, obs, obsm, progress)
+        except OSError as err:
+            raise write_error(err, written, kept="Blocks already written are kept: run the same command again to "
+                              "resume.") from err
+        finally:
+            if state.owned:
+                state.source.close()
 
 
 def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, scheduler, restart, threads, obs, obsm,
@@ -325,6 +333,9 @@ def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, schedu
         if target.suffix.lower() != ".zarr":
             raise CasperInputError(f"output {target} must end in .zarr (a chunked, resumable table)")
     partial = _partial_path(target, store)
+    from napari_casper.io.outputs import remove_stale_scratch
+
+    remove_stale_scratch(partial)  # the skeleton scratch of a run killed while creating it (we hold the lock)
     complete, replace = _prepare_target(target, partial, manifest, restart)
     grid = batch_store.block_grid(state.n_spots, len(genes), spot_chunk, gene_chunk)
     if complete:

@@ -14,7 +14,21 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, CasperUsageError
+
+
+def check_spots(n_obs: int, var_names, where) -> None:
+    """A :class:`CasperInputError` when spots cannot be imputed: none at all, or a gene named twice
+    (which column would the model read?)."""
+    names = pd.Index(np.asarray(var_names).astype(str))
+    if n_obs == 0:
+        raise CasperInputError(f"{where} has no spots (0 rows): there is nothing to impute; give a section with spots.")
+    if not names.is_unique:
+        repeated = names[names.duplicated()].unique().tolist()
+        raise CasperInputError(
+            f"{where} names gene(s) {', '.join(repeated[:5])} in more than one column: the model would read an "
+            "arbitrary one of them. Keep one column per gene (sum or drop the duplicates) and run again."
+        )
 
 
 class SpotSource:
@@ -45,6 +59,7 @@ class SpotSource:
         self.store = Path(store) if store is not None else None
         self.table = table
         self._closer = closer
+        check_spots(len(obs), self.var_names, f"table {table!r} of {store}" if store is not None else "the spots")
         if X.shape != (len(obs), len(self.var_names)):
             raise CasperInputError(
                 f"the expression matrix has shape {X.shape} but the table lists {len(obs)} spots and "
@@ -96,15 +111,22 @@ def open_spots(path: str | Path, table: str | None = None) -> SpotSource:
 
     path = Path(path)
     if not path.exists():
-        raise CasperInputError(f"input {path} does not exist: check the path.")
+        raise CasperUsageError(f"input {path} does not exist: check the path.")
     if path.suffix.lower() == ".h5ad":
         if table is not None:
-            raise CasperInputError(f"--table names a table of a SpatialData store, but {path} is an .h5ad: drop --table.")
+            raise CasperUsageError(f"--table names a table of a SpatialData store, but {path} is an .h5ad: drop --table.")
+        from napari_casper.io.stores import unreadable_h5ad
+
         try:
             adata = ad.read_h5ad(path, backed="r")
         except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
-            raise CasperInputError(f"cannot read {path} as AnnData ({type(err).__name__}: {err}).") from err
-        source = spots_from_anndata(adata)
+            raise unreadable_h5ad(path, err, "spots ") from err
+        try:
+            check_spots(adata.n_obs, adata.var_names, path)
+            source = spots_from_anndata(adata)
+        except BaseException:
+            adata.file.close()
+            raise
         source._closer = adata.file.close
         return source
     if path.is_dir() and is_spatialdata_store(path):
