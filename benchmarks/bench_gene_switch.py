@@ -48,7 +48,8 @@ def main() -> None:
     app = QApplication.instance()
 
     t0 = time.perf_counter()
-    raster = geometry.raster()
+    pyramid = geometry.pyramid()
+    raster = pyramid.base
     build_s = time.perf_counter() - t0
     data, kwargs, kind = value_layer(geometry, values[:, 0], "casper:gene0")
     image = viewer.add_image(data, **kwargs)
@@ -57,7 +58,7 @@ def main() -> None:
     for r in range(args.repeats):
         column = values[:, (r + 1) % values.shape[1]]
         t = time.perf_counter()
-        image.data = raster.render(column)
+        image.data = pyramid.levels(column)
         app.processEvents()
         raster_ms.append((time.perf_counter() - t) * 1000)
 

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import mob_path, shared_path
 from spatialdata.models import TableModel
+from test_value_layers import sample_levels
 
 from napari_casper.display.gene_display import GeneSwitcher, TableGenes
 from napari_casper.display.value_layers import POINTS_LIMIT, SpotGeometry
@@ -69,18 +70,20 @@ def test_switcher_renders_each_spot_at_its_centre():
     xy = np.asarray(adata.obsm["spatial"], dtype=float)[:, :2]
     table = _table(adata.X, np.arange(n), list(adata.var_names))
     geometry = SpotGeometry(yx=xy[:, ::-1], size=np.full(n, 8.0), affine=np.eye(3), element="spots", coordinate_system="global")
-    switcher = GeneSwitcher(geometry, TableGenes(table, "spots", np.arange(n)), "genes:spots/table")
+    switcher = GeneSwitcher(geometry, TableGenes(table, "spots", np.arange(n)), "spots/table")
     data, kwargs, kind = switcher.layer_tuple(str(adata.var_names[0]))
     assert kind == "image" and switcher.is_raster
+    assert kwargs["name"] == f"genes: {adata.var_names[0]} (spots/table)" and kwargs["metadata"]["napari_casper"]["units"] == "log1p counts"
     gene = str(adata.var_names[10])
-    image, limits = switcher.switch(gene)
-    assert image.shape == data.shape and limits[0] <= limits[1]
+    levels, limits = switcher.switch(gene)
+    assert [lv.shape for lv in levels] == [lv.shape for lv in data] and limits[0] <= limits[1]
+    assert switcher.name == f"genes: {gene} (spots/table)"
     # world (y, x) of each cell -> raster pixel through the layer's affine
-    inverse = np.linalg.inv(kwargs["affine"])
-    pix = np.rint((inverse @ np.c_[xy[:, ::-1], np.ones(n)].T)[:2].T).astype(int)
-    shown = image[pix[:, 0], pix[:, 1]]
+    shown = sample_levels(levels, kwargs["affine"], xy[:, ::-1])
     expected = np.log1p(adata.X[:, 10].toarray().ravel())
     assert np.mean(np.isclose(shown, expected, rtol=1e-5)) > 0.95
+    # the hover reads the new gene's values
+    assert switcher.hover.describe(xy[3, ::-1]) == f"spot: 3, value: {expected[3]:.4g}"
 
 
 def test_a_table_layer_such_as_uncertainty_is_read_instead_of_x():

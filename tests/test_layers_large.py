@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 from conftest import shared_path
+from test_value_layers import sample_levels
 
 from napari_casper.display.layers import LARGE_SPOT_SET, spatialdata_to_layers
 from napari_casper.io.convert import anndata_to_spatialdata
@@ -23,10 +24,10 @@ def test_large_section_gets_a_total_counts_raster_and_hidden_points():
     kinds = {kwargs["name"]: (kind, kwargs) for _, kwargs, kind in layers}
     assert kinds["spots"][0] == "points" and kinds["spots"][1]["visible"] is False
     (overview,) = [layer for layer in layers if layer[1]["metadata"]["napari_casper"]["kind"] == "spots_overview"]
-    image, kwargs, kind = overview
-    assert kind == "image" and "total counts" in kwargs["name"]
+    levels, kwargs, kind = overview
+    assert kind == "image" and "total counts" in kwargs["name"] and kwargs["multiscale"]
+    assert kwargs["metadata"]["napari_casper"]["units"] == "log1p total counts per spot"
     # known truth at each cell centre: log1p of that cell's total counts
-    centres = np.c_[tiled.obsm["spatial"][:, ::-1], np.ones(tiled.n_obs)]
-    pixels = np.rint((np.linalg.inv(kwargs["affine"]) @ centres.T)[:2].T).astype(int)
     expected = np.log1p(np.asarray(tiled.X.sum(axis=1)).ravel())
-    assert np.mean(np.isclose(image[pixels[:, 0], pixels[:, 1]], expected, rtol=1e-5)) > 0.95
+    shown = sample_levels(levels, kwargs["affine"], tiled.obsm["spatial"][:, ::-1])
+    assert np.mean(np.isclose(shown, expected, rtol=1e-5)) > 0.95

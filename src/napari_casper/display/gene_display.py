@@ -6,8 +6,10 @@ Sparse tables are converted to CSC once (at the first gene read), so a column is
 dense, backed and dask tables are read column by column. Nothing holds more than the one gene being shown.
 
 A :class:`GeneSwitcher` turns such a column into the data of one value layer (a Points
-layer's feature up to :data:`~napari_casper.display.value_layers.POINTS_LIMIT` spots, a raster image
-above) so that switching the gene replaces the layer's data without rebuilding it.
+layer's feature up to :data:`~napari_casper.display.value_layers.POINTS_LIMIT` spots, a multiscale
+raster above) so that switching the gene replaces the layer's data without rebuilding it. The
+layer is named after the gene it shows and where it comes from (:func:`genes_layer_name`), and
+its metadata names the units of the values (:attr:`TableGenes.units`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import scipy.sparse as sp
 
 from napari_casper.display.value_layers import SpotGeometry, contrast_limits, value_layer
 from napari_casper.errors import CasperInputError
-from napari_casper.io.elements import spot_rows
+from napari_casper.io.elements import METADATA_KEY, spot_rows
 
 TRANSFORMS = ("auto", "log1p", "none")
+GENES_PREFIX = "genes: "
+
+
+def genes_layer_name(gene: str, source: str) -> str:
+    """``genes: <gene> (<source>)``, e.g. ``genes: eve (cells/atlas)``: the Genes layer showing ``gene``."""
+    return f"{GENES_PREFIX}{gene} ({source})"
 
 
 class TableGenes:
@@ -70,6 +78,8 @@ class TableGenes:
 
             transform = "log1p" if detect_normalization(_sample_rows(self._X)) == "counts" else "none"
         self.transform = transform
+        #: what the shown values are, for the colour bar
+        self.units = _units(table, transform, layer)
 
     def resolve(self, gene: str) -> str:
         """The table's spelling of ``gene`` (exact, then case-insensitive)."""
@@ -104,6 +114,14 @@ class TableGenes:
         return per_row if self._identity else self._join.gather(per_row)
 
 
+def _units(table, transform: str, layer: str | None) -> str:
+    if transform == "log1p":
+        return f"log1p {layer}" if layer else "log1p counts"
+    kind = str(table.uns.get("napari_casper", {}).get("kind", ""))
+    what = "predicted log-normalised expression" if kind.endswith("predictions") else "values as stored"
+    return f"{layer} of {what}" if layer else what
+
+
 def _sample_rows(X, n: int = 2000):
     """At most ``n`` evenly spaced rows of ``X`` (enough to tell counts from normalised values)."""
     step = max(1, X.shape[0] // n)
@@ -112,49 +130,59 @@ def _sample_rows(X, n: int = 2000):
 
 
 class GeneSwitcher:
-    """Shows one gene of a :class:`TableGenes` on spot geometry, one layer, swapped in place."""
+    """Shows one gene of a :class:`TableGenes` on spot geometry, one layer, swapped in place.
 
-    def __init__(self, geometry: SpotGeometry, genes: TableGenes, name: str, *, colormap: str = "magma") -> None:
+    ``source`` says where the genes come from (``"cells/atlas"``: element / table); the layer is
+    named :func:`genes_layer_name` of the gene shown and follows it.
+    """
+
+    def __init__(self, geometry: SpotGeometry, genes: TableGenes, source: str, *, colormap: str = "magma") -> None:
         if genes.n_spots != geometry.n_spots:
             raise CasperInputError(f"{genes.n_spots} table spots for {geometry.n_spots} displayed spots.")
         self.geometry = geometry
         self.genes = genes
-        self.name = name
+        self.source = source
         self.colormap = colormap
         self.gene: str | None = None
-        self._buffers: list[np.ndarray] | None = None
-        self._turn = 0
+        self.hover = None
 
     @property
     def is_raster(self) -> bool:
         return self.geometry.use_raster
 
+    @property
+    def name(self) -> str:
+        """The layer name for the gene shown now."""
+        return genes_layer_name(self.gene or "", self.source)
+
     def layer_tuple(self, gene: str) -> tuple:
-        """Layer-data tuple for the first display (builds the raster once for large sets)."""
+        """Layer-data tuple for the first display (builds the raster pyramid once for large sets)."""
         self.gene = self.genes.resolve(gene)
         values = self.genes.values(self.gene)
-        layer = value_layer(self.geometry, values, self.name, colormap=self.colormap, extra_metadata={"gene": self.gene})
-        if self.is_raster:  # the switch buffers, touched now (in the worker) so no switch pays the page faults
-            shape = self.geometry.raster().index_map.shape
-            self._buffers = [np.full(shape, np.nan, np.float32) for _ in range(2)]
+        layer = value_layer(
+            self.geometry,
+            values,
+            self.name,
+            colormap=self.colormap,
+            units=self.genes.units,
+            extra_metadata={"gene": self.gene, "genes_source": self.source},
+        )
+        self.hover = layer[1]["metadata"][METADATA_KEY].get("hover")
         return layer
 
-    def switch(self, gene: str) -> tuple[np.ndarray, tuple[float, float]]:
+    def switch(self, gene: str) -> tuple[object, tuple[float, float]]:
         """``(layer data or per-spot values, contrast limits)`` for ``gene``.
 
-        Raster layers get a new image (one gather over the raster); Points layers get the
-        values for their ``value`` feature.
+        Raster layers get new multiscale data (napari then reads only the tile on screen);
+        Points layers get the values for their ``value`` feature.
         """
         self.gene = self.genes.resolve(gene)
         values = self.genes.values(self.gene)
         limits = contrast_limits(values)
         if self.is_raster:
-            # two buffers taken in turn: the one the layer shows now is never written to
-            raster = self.geometry.raster()
-            if self._buffers is None:
-                self._buffers = [np.empty(raster.index_map.shape, np.float32) for _ in range(2)]
-            self._turn ^= 1
-            return raster.render(values, out=self._buffers[self._turn]), limits
+            if self.hover is not None:
+                self.hover.values = values
+            return self.geometry.pyramid().levels(values), limits
         return values, limits
 
 

@@ -1,8 +1,13 @@
 """Per-spot values (a predicted gene, an attention weight, uncertainty) as napari layer data.
 
 Pure numpy; no napari import. Small spot sets become Points layers (pickable, drawn at the
-spot diameter); large ones a raster Image layer built once from a :class:`SpotRaster`, so
-switching the gene it shows is one array gather (napari recolours 100k points in ~1 s).
+spot diameter, ``features`` = the spot id and its value only, so hovering reads both at once);
+large ones a multiscale raster Image layer built once from a :class:`SpotPyramid`, so switching
+the gene it shows only re-reads the tile on screen (napari recolours 100k points in ~1 s).
+Zoomed in, the raster's finer levels draw every spot as a round disc. A raster carries a
+:class:`SpotHover` in its metadata: the spot id and value under a world position (the GUI puts
+it into the layer's status line). Every continuous layer's metadata names the ``units`` of its
+values (:func:`value_units`), which the GUI shows beside the layer's colour bar.
 Layer names are predictable: ``<method>:<gene>`` (``casper:Penk``, ``histology:Penk``),
 ``histology uncertainty:<gene>``, ``casper attention:<centroid>``, ``casper dominant centroid``.
 """
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from napari_casper.display.spot_raster import SpotRaster
+from napari_casper.display.spot_raster import SpotPyramid, SpotRaster
 from napari_casper.io.elements import METADATA_KEY, mean_scale
 
 #: above this many spots, value layers are rasters instead of Points
@@ -41,6 +46,25 @@ def uncertainty_layer_name(gene: str, method: str) -> str:
 
 def attention_layer_name(centroid: str) -> str:
     return f"{ATTENTION_PREFIX}{centroid}"
+
+
+#: what the values of a layer are, by the start of its name (the longest match wins)
+UNITS_BY_PREFIX = {
+    "casper:": "predicted log-normalised expression",
+    "histology:": "predicted log-normalised expression",
+    "casper held-out:": "predicted log-normalised expression",
+    "measured:": "measured log-normalised expression",
+    "difference:": "predicted minus measured (z-scores)",
+    "histology uncertainty:": "uncertainty (log-normalised expression)",
+    "casper uncertainty:": "uncertainty (log-normalised expression)",
+    ATTENTION_PREFIX: "attention weight",
+}
+
+
+def value_units(name: str) -> str:
+    """The units of a value layer named ``name`` (e.g. ``casper:Penk`` -> predicted log-normalised expression)."""
+    matches = [prefix for prefix in UNITS_BY_PREFIX if name.startswith(prefix)]
+    return UNITS_BY_PREFIX[max(matches, key=len)] if matches else "value"
 
 
 #: contrast limits of longer vectors are estimated on an evenly spaced subsample of this size
@@ -75,19 +99,27 @@ class SpotGeometry:
     affine: np.ndarray
     element: str
     coordinate_system: str
-    _raster: SpotRaster | None = field(default=None, repr=False)
+    #: the spots' ids (the element's instance ids); ``None``: their positions 0..n-1
+    ids: np.ndarray | None = None
+    _pyramid: SpotPyramid | None = field(default=None, repr=False)
 
     @classmethod
     def from_points_kwargs(cls, data: np.ndarray, kwargs: dict) -> SpotGeometry:
         meta = kwargs.get("metadata", {}).get(METADATA_KEY, {})
         size = np.broadcast_to(np.asarray(kwargs.get("size", 1.0), dtype=float), (len(data),)).copy()
+        ids = meta.get("instance_ids")
         return cls(
             yx=np.asarray(data, dtype=float),
             size=size,
             affine=np.asarray(kwargs.get("affine", np.eye(3)), dtype=float),
             element=meta.get("element", ""),
             coordinate_system=meta.get("coordinate_system", "global"),
+            ids=None if ids is None or len(ids) != len(data) else np.asarray(ids),
         )
+
+    @property
+    def spot_ids(self) -> np.ndarray:
+        return np.arange(self.n_spots) if self.ids is None else np.asarray(self.ids)
 
     @property
     def n_spots(self) -> int:
@@ -97,41 +129,92 @@ class SpotGeometry:
     def use_raster(self) -> bool:
         return self.n_spots > POINTS_LIMIT
 
-    def raster(self) -> SpotRaster:
-        """The spot raster in data coordinates (built on first use, then reused)."""
-        if self._raster is None:
+    def pyramid(self) -> SpotPyramid:
+        """The multiscale spot raster in data coordinates (built on first use, then reused)."""
+        if self._pyramid is None:
             data_diameter = self.size / max(mean_scale(self.affine), 1e-12)
-            self._raster = SpotRaster.build(self.yx[:, ::-1], data_diameter)
-        return self._raster
+            self._pyramid = SpotPyramid(self.yx[:, ::-1], data_diameter)
+        return self._pyramid
+
+    def raster(self) -> SpotRaster:
+        """The pyramid's precomputed level: which spot covers each pixel, in data coordinates."""
+        return self.pyramid().base
+
+
+class SpotHover:
+    """The spot under a world position and its value, for a raster layer's status line.
+
+    ``values`` is the vector shown (replaced when the layer shows another gene). Finding the
+    spot is a look-up in a few grid cells (:class:`~napari_casper.display.spot_raster.SpotGrid`),
+    well under a millisecond at a million spots.
+    """
+
+    def __init__(self, geometry: SpotGeometry, values: np.ndarray) -> None:
+        self.geometry = geometry
+        self.values = np.asarray(values, dtype=np.float32)
+        self._inverse = np.linalg.inv(geometry.affine)
+
+    def spot_at(self, world_yx) -> int:
+        """Position (0..n-1) of the spot covering the world point ``(y, x)``; -1 if none."""
+        y, x = (self._inverse @ np.array([float(world_yx[-2]), float(world_yx[-1]), 1.0]))[:2]
+        return self.geometry.pyramid().grid.at(x, y)
+
+    def describe(self, world_yx) -> str:
+        """``spot: <id>, value: <value>`` for the spot under ``world_yx``; empty off the spots."""
+        spot = self.spot_at(world_yx)
+        if spot < 0:
+            return ""
+        return f"spot: {self.geometry.spot_ids[spot]}, value: {format_value(self.values[spot])}"
+
+
+def format_value(value: float) -> str:
+    """A value as the status line shows it (4 significant digits; ``nan`` for a spot without one)."""
+    return "nan" if not np.isfinite(value) else f"{float(value):.4g}"
 
 
 def value_layer(
-    geometry: SpotGeometry, values: np.ndarray, name: str, *, colormap: str = "magma", extra_metadata: dict | None = None
+    geometry: SpotGeometry,
+    values: np.ndarray,
+    name: str,
+    *,
+    colormap: str = "magma",
+    extra_metadata: dict | None = None,
+    units: str | None = None,
 ) -> tuple:
     """Layer-data tuple showing ``values`` ``(n_spots,)`` on the spots.
 
-    Points layer (``features[name]`` holds the values) up to :data:`POINTS_LIMIT` spots, a
-    raster Image layer (NaN off spots) above it.
+    Points layer (``features``: ``spot`` id and ``value``) up to :data:`POINTS_LIMIT` spots, a
+    multiscale raster Image layer (NaN off spots; a :class:`SpotHover` in its metadata) above it.
+    ``units`` (default: :func:`value_units` of ``name``) go into the metadata for the colour bar.
     """
     values = np.asarray(values, dtype=np.float32)
-    meta = {METADATA_KEY: {"element": geometry.element, "kind": "values", "coordinate_system": geometry.coordinate_system}}
+    meta = {
+        METADATA_KEY: {
+            "element": geometry.element,
+            "kind": "values",
+            "coordinate_system": geometry.coordinate_system,
+            "units": units or value_units(name),
+        }
+    }
     meta[METADATA_KEY].update(extra_metadata or {})
     limits = contrast_limits(values)
     if geometry.use_raster:
-        raster = geometry.raster()
+        pyramid = geometry.pyramid()
+        meta[METADATA_KEY]["hover"] = SpotHover(geometry, values)
         kwargs = {
             "name": name,
-            "affine": geometry.affine @ raster.affine_yx(),
+            "affine": geometry.affine @ pyramid.affine_yx(),
             "colormap": colormap,
             "contrast_limits": limits,
+            "multiscale": True,
             "metadata": meta,
         }
-        return (raster.render(values), kwargs, "image")
+        return (pyramid.levels(values), kwargs, "image")
     kwargs = {
         "name": name,
         "affine": geometry.affine,
         "size": geometry.size,
-        "features": pd.DataFrame({"value": values}),
+        "features": pd.DataFrame({"spot": geometry.spot_ids, "value": values}),
         "face_color": "value",
         "face_colormap": colormap,
         "face_contrast_limits": limits,
@@ -145,7 +228,7 @@ def categorical_layer(geometry: SpotGeometry, labels: np.ndarray, categories: li
     """Points layer-data tuple coloured by a category per spot (e.g. the dominant centroid)."""
     codes = np.asarray(labels)
     colours = category_colours(categories)
-    frame = pd.DataFrame({"category": pd.Categorical([categories[i] for i in codes], categories=categories)})
+    frame = pd.DataFrame({"spot": geometry.spot_ids, "category": pd.Categorical([categories[i] for i in codes], categories=categories)})
     kwargs = {
         "name": name,
         "affine": geometry.affine,

@@ -2,13 +2,28 @@
 
 A layer of the same name and type is updated in place (data, colours, contrast) instead of
 stacking a duplicate; its position in the layer list and the user's visibility choice stay.
+
+Every continuous napari-casper layer (metadata ``units``: value layers, the Genes layer, the
+overview of a large spot set) is :func:`decorate`-d: napari's colour bar overlay on the canvas
+(``colorbar`` of an Image, ``face_colorbar`` of Points), its units on the canvas (the viewer's
+text overlay lists ``<layer>: <units>`` for every such layer shown, top layer first, beside the
+stacked colour bars), and, for a raster, the spot id and value under the cursor in the status
+line (napari's own status of an Image is only the pixel value). :func:`add_or_update` decorates
+what it adds; :func:`watch` decorates every such layer a viewer gets, e.g. from the reader.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from napari_casper.io.elements import METADATA_KEY
+
+#: metadata kinds of continuous layers (a colour bar and units)
+CONTINUOUS_KINDS = ("values", "spots_overview")
+_decorated: weakref.WeakSet = weakref.WeakSet()
+_watched: weakref.WeakSet = weakref.WeakSet()
 
 
 def add_or_update(viewer, layer_tuple: tuple):
@@ -21,13 +36,116 @@ def add_or_update(viewer, layer_tuple: tuple):
     # view); a layer whose point count changes is replaced instead
     if same_kind and kind == "points" and len(existing.data) != len(data):
         same_kind = False
+    # an Image layer is multiscale or not for life
+    if same_kind and kind == "image" and bool(existing.multiscale) != bool(kwargs.get("multiscale", False)):
+        same_kind = False
     if same_kind:
         _update(existing, data, kwargs, kind)
-        return existing
-    if existing is not None:
-        viewer.layers.remove(existing)
-    adder = getattr(viewer, f"add_{kind}")
-    return adder(data, **kwargs)
+        layer = existing
+    else:
+        if existing is not None:
+            viewer.layers.remove(existing)
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+    decorate(viewer, layer)
+    return layer
+
+
+def is_continuous(layer) -> bool:
+    """A napari-casper layer of continuous values (it names its units)."""
+    meta = layer.metadata.get(METADATA_KEY, {})
+    return meta.get("kind") in CONTINUOUS_KINDS and bool(meta.get("units"))
+
+
+def colour_bar(layer):
+    """The layer's colour bar overlay (Image: ``colorbar``; Points: ``face_colorbar``); None for other layers."""
+    return getattr(layer, "colorbar", None) or getattr(layer, "face_colorbar", None)
+
+
+def decorate(viewer, layer) -> None:
+    """Give a continuous napari-casper layer its colour bar, units and (rasters) hover text; others are left alone.
+
+    The colour bar and the units appear one event-loop turn after another, each after a paint:
+    the first draw of a new layer, of a colour bar and of new text each compile shaders and
+    render glyphs on the GUI thread (0.2-0.9 s each under software OpenGL), so they are not
+    paid in one stall.
+    """
+    if not is_continuous(layer):
+        return
+    if layer not in _decorated:
+        _decorated.add(layer)
+        if type(layer).__name__ == "Image":
+            _show_spot_in_status(layer)
+        layer.events.visible.connect(lambda *_: show_units(viewer))
+        layer.events.name.connect(lambda *_: show_units(viewer))
+    watch(viewer)
+    _one_per_turn([lambda: _show_colour_bar(layer), lambda: show_units(viewer)])
+
+
+def _show_colour_bar(layer) -> None:
+    bar = colour_bar(layer)
+    if bar is not None and not bar.visible:
+        bar.visible = True
+
+
+def _one_per_turn(steps: list) -> None:
+    """Run ``steps`` one per event-loop turn (pending paints go first)."""
+    from qtpy.QtCore import QTimer
+
+    if steps:
+        QTimer.singleShot(0, lambda: (steps[0](), _one_per_turn(steps[1:])))
+
+
+def watch(viewer) -> None:
+    """Decorate the continuous napari-casper layers ``viewer`` has and gets (the reader's, a sample's)."""
+    if viewer in _watched:
+        return
+    _watched.add(viewer)
+    viewer.layers.events.inserted.connect(lambda event: decorate(viewer, event.value))
+    viewer.layers.events.removed.connect(lambda *_: show_units(viewer))
+    viewer.layers.events.moved.connect(lambda *_: show_units(viewer))
+    for layer in list(viewer.layers):
+        decorate(viewer, layer)
+
+
+def units_lines(viewer) -> list[str]:
+    """``<layer>: <units>`` of every shown continuous layer, top layer first (the order of the colour bars)."""
+    return [
+        f"{layer.name}: {layer.metadata[METADATA_KEY]['units']}"
+        for layer in reversed(list(viewer.layers))
+        if layer.visible and is_continuous(layer)
+    ]
+
+
+def show_units(viewer) -> None:
+    """Write :func:`units_lines` into the viewer's text overlay (top right, above the colour bars)."""
+    lines = units_lines(viewer)
+    overlay = viewer.canvas.overlays["text"]
+    text = "\n".join(lines)
+    if overlay.text != text:
+        overlay.text = text
+    if lines and overlay.position != "top_right":
+        overlay.position = "top_right"
+        overlay.font_size = 10
+    if overlay.visible != bool(lines):
+        overlay.visible = bool(lines)
+
+
+def _show_spot_in_status(layer) -> None:
+    """Make the raster's status line name the spot under the cursor and its value (``SpotHover`` in its metadata)."""
+    original = type(layer).get_status
+
+    def get_status(position=None, *, view_direction=None, dims_displayed=None, world=False, value=None):
+        status = original(layer, position, view_direction=view_direction, dims_displayed=dims_displayed, world=world)
+        hover = layer.metadata.get(METADATA_KEY, {}).get("hover")
+        if position is None or hover is None:
+            return status
+        where = np.asarray(position, dtype=float) if world else np.asarray(layer.data_to_world(position), dtype=float)
+        text = hover.describe(where[-2:])
+        status["value"] = text
+        status["coordinates"] = f"{status['coords']}: {text}" if text else status["coords"]
+        return status
+
+    layer.get_status = get_status  # napari asks the active layer for its status by this name
 
 
 def _update(layer, data, kwargs: dict, kind: str) -> None:

@@ -1,8 +1,11 @@
 """The "Genes" dock widget: browse the genes of any table over its spots, switching instantly.
 
-One layer per spot element and table; choosing another gene replaces that layer's data (a
-raster image above 20k spots, which then hides the plain spots layer under it), never adding a
-layer per gene. Works for measured tables and saved CASPER / histology predictions alike.
+One layer per spot element and table, named after the gene it shows and where the gene comes
+from (``genes: eve (cells/atlas)``) and renamed as the gene changes; choosing another gene
+replaces that layer's data (a multiscale raster above 20k spots, which then hides the plain
+spots layer under it), never adding a layer per gene. The layer has a colour bar with its units
+on the canvas, and hovering a spot shows its id and value. Works for measured tables and saved
+CASPER / histology predictions alike.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from qtpy.QtWidgets import (
 )
 
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
-from napari_casper._widgets.common.layer_sync import spot_layers
+from napari_casper._widgets.common.layer_sync import spot_layers, watch
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
 
-LAYER_PREFIX = "genes:"
+LAYER_PREFIX = "genes: "
+
+
+def _compact(combo: QComboBox, characters: int = 12) -> QComboBox:
+    """A combo box whose width does not grow with its longest entry (long names would widen the dock)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(characters)
+    return combo
 
 
 class GenesWidget(RunsInBackground, QWidget):
@@ -40,20 +50,27 @@ class GenesWidget(RunsInBackground, QWidget):
         self.layer = None
         self.last_switch_ms: float | None = None
         self._key = None
+        self._pending = ""
 
-        self.spots = QComboBox()
-        self.table = QComboBox()
-        self.matrix = QComboBox()
+        self.spots = _compact(QComboBox())
+        self.spots.setToolTip("The spots (or cells) to colour: a spots layer opened from SpatialData or a sample")
+        self.table = _compact(QComboBox())
+        self.table.setToolTip("The table whose genes to show: measured counts, or saved CASPER / histology predictions")
+        self.matrix = _compact(QComboBox())
         self.matrix.setToolTip("X: the table's values; or one of its layers (e.g. a prediction's uncertainty)")
-        self.transform = QComboBox()
+        self.transform = _compact(QComboBox())
         self.transform.addItems(["auto", "log1p", "none"])
         self.transform.setToolTip("auto: log1p for raw counts, values as stored otherwise")
-        self.gene = QComboBox()
+        self.gene = _compact(QComboBox())
         self.gene.setEditable(True)
         self.gene.setInsertPolicy(QComboBox.NoInsert)
         self.gene.setMaxVisibleItems(20)
+        self.gene.setToolTip("The gene shown: pick it from the list, or type its name (any case) and press Return")
+        self.gene.lineEdit().setToolTip(self.gene.toolTip())
         self.previous_button = QPushButton("< Previous")
+        self.previous_button.setToolTip("Show the gene before this one in the table")
         self.next_button = QPushButton("Next >")
+        self.next_button.setToolTip("Show the gene after this one in the table")
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.runner = BackgroundRunner(self.message.setText)
@@ -83,6 +100,7 @@ class GenesWidget(RunsInBackground, QWidget):
         self.next_button.clicked.connect(lambda: self.step(1))
         napari_viewer.layers.events.inserted.connect(self.refresh)
         napari_viewer.layers.events.removed.connect(self.refresh)
+        watch(napari_viewer)  # colour bars and units for the continuous layers already open
         self.refresh()
 
     # -- choices -------------------------------------------------------------------------
@@ -137,8 +155,16 @@ class GenesWidget(RunsInBackground, QWidget):
 
     def _chosen(self) -> None:
         text = self.gene.currentText().strip()
-        if text:
-            self.runner.guard(self.show_gene, text)
+        if not text or self._already(text):
+            return  # Return in the gene field reaches here twice (the field, and the list's "activated")
+        self.runner.guard(self.show_gene, text)
+
+    def _already(self, gene: str) -> bool:
+        """``gene`` is being prepared or shown for the current choices."""
+        if self.busy:
+            return self._pending.lower() == gene.lower()
+        current = self.switcher is not None and self._key == self._wanted_key() and self.layer in self.viewer.layers
+        return bool(current and self.switcher.gene and self.switcher.gene.lower() == gene.lower())
 
     def step(self, offset: int) -> None:
         """Show the previous (-1) or next (+1) gene of the table."""
@@ -163,6 +189,7 @@ class GenesWidget(RunsInBackground, QWidget):
         if not table:
             raise CasperInputError(f"no table annotates the spots of {spots.name!r}: nothing to show.")
         matrix = self.matrix.currentText()
+        self._pending = gene
         self.runner.run(self._build, self._built, spots, table, matrix, self.transform.currentText(), gene)
         self.runner.say(f"preparing {spots.name} / {table} (once)...")
 
@@ -176,14 +203,17 @@ class GenesWidget(RunsInBackground, QWidget):
         layer = None if matrix in ("", "X") else matrix
         genes = table_genes(meta["sdata"], meta["element"], table, meta["instance_ids"], transform=transform, layer=layer)
         suffix = f" [{layer}]" if layer else ""
-        switcher = GeneSwitcher(geometry, genes, f"{LAYER_PREFIX}{meta['element']}/{table}{suffix}")
-        layer_tuple = switcher.layer_tuple(gene)  # builds the raster for large sets
+        switcher = GeneSwitcher(geometry, genes, f"{meta['element']}/{table}{suffix}")
+        layer_tuple = switcher.layer_tuple(gene)  # builds the raster pyramid for large sets
         return (spots.name, table, matrix, transform), switcher, layer_tuple
 
     def _built(self, result) -> None:
         from napari_casper._widgets.common.layer_sync import add_or_update
 
         self._key, self.switcher, layer_tuple = result
+        previous = self._layer_of(self.switcher.source)
+        if previous is not None:  # the same spots/table shown before: that layer follows the new gene
+            previous.name = layer_tuple[1]["name"]
         self.layer = add_or_update(self.viewer, layer_tuple)
         if self.switcher.is_raster:
             # the raster covers the spots; drawing both doubles every frame's cost (a shown
@@ -195,17 +225,26 @@ class GenesWidget(RunsInBackground, QWidget):
                     other.visible = False
         self._announce(None)
 
+    def _layer_of(self, source: str):
+        """The Genes layer already showing ``source`` (element/table), if any."""
+        for layer in self.viewer.layers:
+            if layer.metadata.get(METADATA_KEY, {}).get("genes_source") == source:
+                return layer
+        return None
+
     def _switch(self, gene: str) -> None:
         start = time.perf_counter()
         data, limits = self.switcher.switch(gene)
+        layer = self.layer
         if self.switcher.is_raster:
-            self.layer.data = data
-            self.layer.contrast_limits = limits
+            layer.data = data
+            layer.contrast_limits = limits
         else:
-            self.layer.features = pd.DataFrame({"value": data})
-            self.layer.face_color = "value"
-            self.layer.face_contrast_limits = limits
-        self.layer.metadata[METADATA_KEY]["gene"] = self.switcher.gene
+            layer.features = pd.DataFrame({"spot": self.switcher.geometry.spot_ids, "value": data})
+            layer.face_color = "value"
+            layer.face_contrast_limits = limits
+        layer.metadata[METADATA_KEY]["gene"] = self.switcher.gene
+        layer.name = self.switcher.name
         self.last_switch_ms = (time.perf_counter() - start) * 1000
         self._announce(self.last_switch_ms)
 
@@ -219,5 +258,5 @@ class GenesWidget(RunsInBackground, QWidget):
         kind = "raster" if switcher.is_raster else "points"
         timing = f" in {ms:.0f} ms" if ms is not None else ""
         self.message.setText(
-            f"{switcher.gene} ({switcher.genes.transform}) on {switcher.geometry.n_spots:,} spots ({kind}){timing}"
+            f"{switcher.gene} ({switcher.genes.units}) on {switcher.geometry.n_spots:,} spots ({kind}){timing}"
         )
