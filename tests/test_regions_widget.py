@@ -1,50 +1,51 @@
-"""The Regions dock widget in a real napari viewer (Xvfb + Mesa) on real HER2 and MOB sections."""
+"""The Regions dock widget as a user clicks it, in a real napari viewer (Xvfb + Mesa) on the packaged MOB sections.
+
+Every action is a real click or key press on the widget's controls (file and colour dialogs
+answered by monkeypatching; the button is clicked), and a heartbeat on the GUI thread fails any
+flow that stalls the event loop over 0.5 s.
+"""
 
 from __future__ import annotations
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mob_path, shared_path
+from conftest import mob_path
+from gui_checks import Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
 from napari.utils.notifications import notification_manager
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QColorDialog, QFileDialog
 
 from napari_casper._widgets.regions.layers import PREVIEW_NAME
 from napari_casper._widgets.regions.widget import RegionsWidget
-from napari_casper.display.layers import spatialdata_to_layers
-from napari_casper.errors import CasperInputError
-from napari_casper.io.convert import anndata_to_spatialdata
-from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata, save_spatialdata
-from napari_casper.regions import (
-    HER2_TUMOUR_MARKERS,
-    RegionSet,
-    load_regions,
-    region_statistics,
-    save_regions,
-    spot_context,
-)
+from napari_casper.io.stores import read_spatialdata
+from napari_casper.regions import region_membership, spot_context
 
 pytestmark = pytest.mark.gui
+#: MOB markers (gene symbols are the MOB var_names): granule-cell layer Penk, mitral/tufted Nrgn
+MARKERS = "Penk, Nrgn"
 
 
 def messages(since: int) -> list[str]:
     return [str(r.message) for r in notification_manager.records[since:]]
 
 
-@pytest.fixture()
-def mob_store(tmp_path):
-    return save_spatialdata(read_h5ad_spatial(mob_path("MOB1")), tmp_path / "mob1.zarr")
+def idle(qtbot, widget, timeout: int = 60_000) -> None:
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
 @pytest.fixture()
 def regions_widget(make_napari_viewer, qtbot):
     created = []
 
-    def make(show: bool = False):
-        viewer = make_napari_viewer(show=show)
+    def make():
+        viewer = make_napari_viewer(show=True)
+        viewer.window._qt_window.resize(1600, 1000)
         widget = RegionsWidget(viewer)
         viewer.window.add_dock_widget(widget, name="Regions")
         created.append(widget)
+        qtbot.waitUntil(widget.open_button.isVisible, timeout=10_000)
         return viewer, widget
 
     yield make
@@ -52,226 +53,235 @@ def regions_widget(make_napari_viewer, qtbot):
         qtbot.waitUntil(lambda widget=widget: not widget.busy, timeout=60_000)
 
 
-def open_spots(viewer, path, store=None) -> None:
-    """The spots of an ``.h5ad`` (no image, to stay fast) as the reader would add them."""
-    sdata = anndata_to_spatialdata(ad.read_h5ad(path))
-    for data, kwargs, kind in spatialdata_to_layers(sdata, source=None if store is None else str(store)):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
+def open_by_click(qtbot, monkeypatch, widget, path) -> None:
+    """Open section... with the file dialog answering ``path``; waits until the layers are in."""
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    click(qtbot, widget.open_button)
+    idle(qtbot, widget, 120_000)
 
 
-def open_her2_spots(viewer, section: str = "C2", store=None) -> None:
-    """HER2 spots (no 9300 px image), see :func:`open_spots`."""
-    open_spots(viewer, shared_path("her2st", f"{section}.h5ad"), store)
+def spots_xy(viewer) -> np.ndarray:
+    return spot_context(viewer.layers["spots"].metadata["napari_casper"]["sdata"]).coords
 
 
-def test_draw_every_shape_kind_save_versioned_and_reopen_from_disk(mob_store, regions_widget, qtbot):
-    # mob_store first: without ../shared it skips before a viewer exists (napari's viewer
-    # fixture cannot tear down after a skip in set-up)
-    viewer, widget = regions_widget(show=True)
-    viewer.open(str(mob_store), plugin="napari-casper")
-    assert widget.spots_combo.currentText() == "spots" and widget.store_edit.text() == str(mob_store)
-    layer = widget.new_regions_layer()
-    np.testing.assert_allclose(layer.affine.affine_matrix, viewer.layers["spots"].affine.affine_matrix)
-    kinds = {
-        "tumour": ("polygon", [[700, 700], [650, 1000], [900, 1150], [1000, 800]]),
-        "stroma": ("rectangle", [[1100, 600], [1100, 900], [1300, 900], [1300, 600]]),
-        "immune": ("ellipse", [[500, 1000], [500, 1300], [700, 1300], [700, 1000]]),
-    }
-    for cls, (shape_type, vertices) in kinds.items():
-        widget.select_class(cls)
-        layer.add([np.array(vertices, float)], shape_type=shape_type)
-    theta = np.linspace(0, 2 * np.pi, 60, endpoint=False)
-    lasso = np.c_[1000 + 120 * np.sin(theta), 1200 + 150 * np.cos(theta) * (1 + 0.2 * np.sin(4 * theta))]
-    widget.add_class("necrosis", "#000000")
-    layer.add([lasso], shape_type="polygon")  # what the freehand (lasso) tool draws
-    assert list(layer.features["class"]) == ["tumour", "stroma", "immune", "necrosis"]
-    np.testing.assert_allclose(layer.edge_color[3], [0, 0, 0, 1])
-    np.testing.assert_allclose(layer.edge_color[0][:3], widget.classes.rgba("tumour")[:3])
-
-    layer.selected_data = {1}
-    widget.set_class_of_selected("normal")
-    assert layer.features["class"][1] == "normal"
-    np.testing.assert_allclose(layer.face_color[1][:3], widget.classes.rgba("normal")[:3])
-
-    start = len(notification_manager.records)
-    widget.save()  # real worker thread
-    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
-    assert any("Saved 4 regions" in m and "'regions'" in m for m in messages(start)), messages(start)
-    widget.save()
-    widget.wait()
-    assert widget.last_saved.shapes_name == "regions_2"
-    widget.name_edit.setText("regions")
-    start = len(notification_manager.records)
-    widget.save()
-    widget.wait()
-    assert any("already has" in m and "overwrite" in m for m in messages(start)), messages(start)
-    on_disk = read_spatialdata(mob_store)
-    assert {"regions", "regions_2"} <= set(on_disk.shapes) and "regions_3" not in on_disk.shapes
-    assert list(on_disk.tables["regions_table"].obs["class"]) == ["tumour", "normal", "immune", "necrosis"]
-
-    # reopen from disk in a fresh viewer: classes, colours and shape kinds come back, editable
-    viewer2, widget2 = regions_widget()
-    viewer2.open(str(mob_store), plugin="napari-casper")
-    assert widget2.refresh_saved_regions() == ["regions", "regions_2"]
-    loaded = widget2.load("regions")
-    assert list(loaded.features["class"]) == ["tumour", "normal", "immune", "necrosis"]
-    assert list(loaded.shape_type) == ["polygon", "rectangle", "ellipse", "polygon"]
-    assert widget2.classes.colour("necrosis") == "#000000"
-    np.testing.assert_allclose(loaded.edge_color[3], [0, 0, 0, 1])
-    for before, after in zip(
-        widget.layer_regions(layer).world_polygons(), widget2.layer_regions(loaded).world_polygons()
-    ):
-        assert before.symmetric_difference(after).area < 1e-6 * before.area
+def square(centre_xy, half: float) -> np.ndarray:
+    """A napari (y, x) square around an (x, y) centre."""
+    x, y = centre_xy
+    return np.array([[y - half, x - half], [y - half, x + half], [y + half, x + half], [y + half, x - half]], float)
 
 
-def drawn_pixels(viewer, layer) -> np.ndarray:
-    """Canvas pixels that change when ``layer`` is shown, and the screenshot with it."""
-    layer.visible = False
-    without = viewer.screenshot(canvas_only=True, flash=False)[:, :, :3].astype(int)
-    layer.visible = True
-    shot = viewer.screenshot(canvas_only=True, flash=False)[:, :, :3].astype(int)
-    return np.abs(shot - without).sum(axis=2) > 30, shot
+class Steps:
+    """One :class:`Heartbeat` per step of a flow: the longest GUI-thread stall of each is reported and checked."""
+
+    def __init__(self):
+        self.longest: dict[str, float] = {}
+        self._beat: Heartbeat | None = None
+
+    def __call__(self, name: str) -> None:
+        self.close()
+        self._name, self._beat = name, Heartbeat().__enter__()
+
+    def close(self) -> None:
+        if self._beat is not None:
+            self._beat.__exit__(None, None, None)
+            self.longest[self._name] = self._beat.longest
+            self._beat = None
+
+    def assert_responsive(self, limit: float = 0.5) -> None:
+        self.close()
+        print("longest GUI stall per step: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.longest.items()))
+        slow = {k: round(v, 2) for k, v in self.longest.items() if v > limit}
+        assert not slow, f"the GUI thread stalled over {limit} s in {slow}"
 
 
-def test_auto_suggest_slider_accept_statistics_and_differential_genes(regions_widget, tmp_path, qtbot):
-    viewer, widget = regions_widget(show=True)
-    open_her2_spots(viewer)
-    viewer.layers["spots"].face_color = "white"
-    suggestion = widget.compute_suggestion(list(HER2_TUMOUR_MARKERS))
-    assert suggestion.threshold == pytest.approx(suggestion.otsu) and "Otsu" in widget.threshold_label.text()
-    spots = viewer.layers["spots"]
-    spots.face_color = "biomarker score"  # the new feature colours the spots
-    assert len(np.unique(spots.face_color.round(3), axis=0)) > 20
-    spots.face_color = "white"
-    preview = viewer.layers[PREVIEW_NAME]
-    assert len(preview.data) >= 1
-    viewer.reset_view()
-    changed, shot = drawn_pixels(viewer, preview)
-    assert changed.sum() > 500, "the preview outlines are not drawn"
-    red, green, blue = shot[changed].mean(axis=0)
-    assert red > 1.5 * green and red > 1.5 * blue, "outlines should take the tumour colour"
-    above_at_otsu = int(widget.suggestion.above.sum())
-    widget.threshold_slider.setValue(900)
-    assert widget.suggestion.above.sum() < above_at_otsu and widget.suggestion.threshold > suggestion.otsu
-    widget.otsu_button.click()
-    assert widget.suggestion.threshold == pytest.approx(suggestion.otsu)
-    widget.accept_suggestion()
-    assert PREVIEW_NAME not in viewer.layers
-    regions = viewer.layers["regions"]
-    assert set(regions.features["class"]) == {"tumour"}
-
-    widget.compute_statistics()  # real worker thread
-    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
-    stats = widget.statistics
-    ctx = spot_context(viewer.layers["spots"].metadata["napari_casper"]["sdata"])
-    expected = region_statistics(ctx, widget.layer_regions(), list(HER2_TUMOUR_MARKERS))
-    pd.testing.assert_frame_equal(stats, expected)
-    tumour = stats[(stats["level"] == "class") & (stats["name"] == "tumour")].iloc[0]
-    assert (
-        tumour["n_spots"] == (viewer.layers["spots"].features["region_class"] == "tumour").sum() >= 0.95 * above_at_otsu
-    )
-    assert widget.stats_table.rowCount() == len(stats)
-
-    widget.start_differential("class: tumour")  # real worker thread
-    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
-    assert widget.differential is not None and "EPCAM" in list(widget.differential["gene"][:20])
-    assert widget.de_table.rowCount() == 50
-    written = widget.export_csv(tmp_path / "stats.csv")
-    assert len(written) == 2
-    pd.testing.assert_frame_equal(pd.read_csv(written[0]), stats, check_dtype=False, check_categorical=False)
-    assert list(pd.read_csv(written[1])["gene"][:5]) == list(widget.differential["gene"][:5])
-
-
-def test_bad_inputs_become_clear_error_notifications(regions_widget, tmp_path):
+def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, monkeypatch, tmp_path):
     viewer, widget = regions_widget()
     start = len(notification_manager.records)
-    widget.score_button.click()  # no spots layer yet
-    assert any("no spots layer" in m for m in messages(start))
+    step = Steps()
+    if True:
+        step("open")
+        open_by_click(qtbot, monkeypatch, widget, mob_path("MOB1"))
+        assert {"image", "spots"} <= {layer.name for layer in viewer.layers}
+        assert widget.spots_combo.currentText() == "spots"
+        assert "opened MOB1.h5ad" in widget.message.text()
 
-    sdata = anndata_to_spatialdata(ad.read_h5ad(mob_path("MOB1")))
-    store = save_spatialdata(sdata, tmp_path / "mob1.zarr")
-    open_spots(viewer, mob_path("MOB1"), store)
-    start = len(notification_manager.records)
-    widget.genes_edit.setText("Penk, NOT_A_GENE")
-    widget.score_button.click()
-    assert any("['NOT_A_GENE'] are not in table" in m and "Fix" in m for m in messages(start)), messages(start)
+        step("classes")
+        # classes: add (typed + Add), colour (dialog answered), remove
+        type_text(qtbot, widget.class_name, "necrosis", enter=False)
+        click(qtbot, widget.classes_panel.add_button)
+        assert "necrosis" in widget.classes and widget.current_class == "necrosis"
+        assert "class 'necrosis' added" in widget.message.text()
+        monkeypatch.setattr(QColorDialog, "getColor", staticmethod(lambda *a, **k: QColor("#123456")))
+        click(qtbot, widget.classes_panel.colour_button)
+        assert widget.classes.colour("necrosis") == "#123456" and "#123456" in widget.message.text()
+        type_text(qtbot, widget.class_name, "scratch")  # Return adds too
+        assert widget.current_class == "scratch"
+        click(qtbot, widget.classes_panel.remove_button)
+        assert "scratch" not in widget.classes and "removed" in widget.message.text()
 
-    widget.save_button.click()  # nothing drawn yet
-    assert any("no regions layer" in m for m in messages(start))
-    layer = widget.new_regions_layer()
-    far = spot_context(sdata).coords.max(axis=0) + 3000
-    layer.add(
-        [np.array([[far[1], far[0]], [far[1], far[0] + 500], [far[1] + 500, far[0] + 500]])], shape_type="polygon"
-    )
-    widget.genes_edit.setText("Penk")
-    widget.compute_statistics()
-    widget.wait()
-    assert widget.statistics.iloc[0]["n_spots"] == 0
-    widget.de_button.click()
-    assert any("contains no spot" in m for m in messages(start)), messages(start)
-    widget.select_class("tumour")
-    start = len(notification_manager.records)
-    widget._guard(widget.remove_class, "tumour")
-    assert any("used by shapes" in m for m in messages(start))
+        step("new layer + draw")
+        # a regions layer, hand-drawn shapes in the chosen classes, reclassified by click
+        click(qtbot, widget.new_layer_button)
+        layer = viewer.layers["regions"]
+        assert widget.regions_combo.currentText() == "regions"
+        xy = spots_xy(viewer)
+        centre = np.median(xy, axis=0)
+        widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))  # a click in the legend list
+        layer.add([square(centre, 150)], shape_type="polygon")  # what napari's polygon tool adds
+        widget.class_list.setCurrentRow(widget.classes.names.index("necrosis"))
+        layer.add([square(xy.min(axis=0) + 120, 100)], shape_type="rectangle")
+        assert list(layer.features["class"]) == ["stroma", "necrosis"]
+        assert list(layer.features["origin"]) == ["drawn", "drawn"]
+        np.testing.assert_allclose(layer.edge_color[1][:3], widget.classes.rgba("necrosis")[:3])
+        layer.selected_data = {1}
+        widget.class_list.setCurrentRow(widget.classes.names.index("normal"))
+        click(qtbot, widget.assign_button)
+        assert list(layer.features["class"]) == ["stroma", "normal"]
+        np.testing.assert_allclose(layer.face_color[1][:3], widget.classes.rgba("normal")[:3])
+        assert "1 shape(s) set to class 'normal'" in widget.message.text()
 
-    # regions saved in another coordinate system than the spots
-    elsewhere = RegionSet(
-        [np.array([[5000, 3000], [5000, 4000], [6000, 4000]], float)],
-        ["polygon"],
-        ["stroma"],
-        coordinate_system="aligned",
-    )
-    save_regions(store, elsewhere, "aligned_regions")
-    assert load_regions(store, "aligned_regions").coordinate_system == "aligned"
-    widget.refresh_saved_regions()
-    start = len(notification_manager.records)
-    widget.load_combo.setCurrentText("aligned_regions")
-    widget.load_button.click()
-    assert any("not 'global'" in m and "coordinate system" in m for m in messages(start)), messages(start)
+        step("score")
+        # suggest from markers: score, slider by keyboard, Otsu, accept
+        type_text(qtbot, widget.genes_edit, MARKERS)
+        click(qtbot, widget.score_button)
+        idle(qtbot, widget)
+        suggestion = widget.suggestion
+        assert suggestion.threshold == pytest.approx(suggestion.otsu) and "Otsu" in widget.threshold_label.text()
+        assert "biomarker score" in viewer.layers["spots"].features
+        preview = viewer.layers[PREVIEW_NAME]
+        assert len(preview.data) == len(suggestion.polygons) >= 1 and set(preview.shape_type) == {"path"}
+        step("threshold")
+        above = int(suggestion.above.sum())
+        widget.threshold_slider.setFocus()
+        for _ in range(2):
+            qtbot.keyClick(widget.threshold_slider, Qt.Key.Key_PageUp)
+        qtbot.waitUntil(lambda: widget.suggestion.threshold > suggestion.otsu, timeout=10_000)
+        idle(qtbot, widget)
+        assert widget.suggestion.above.sum() < above and "threshold" in widget.message.text()
+        click(qtbot, widget.otsu_button)
+        idle(qtbot, widget)
+        assert widget.suggestion.threshold == pytest.approx(suggestion.otsu)
+        step("accept")
+        n_outlines = len(widget.suggestion.polygons)
+        click(qtbot, widget.accept_button)
+        idle(qtbot, widget)
+        assert PREVIEW_NAME not in viewer.layers
+        assert len(layer.data) == 2 + n_outlines
+        assert list(layer.features["origin"][2:]) == ["suggested"] * n_outlines
+        assert set(layer.features["class"][2:]) == {"tumour"}
+        assert "added" in widget.message.text() and "hand-drawn ones win" in widget.message.text()
+
+        step("statistics")
+        # statistics, differential genes, CSV export
+        click(qtbot, widget.stats_button)
+        idle(qtbot, widget)
+        stats = widget.statistics
+        assert widget.stats_table.rowCount() == len(stats) and "spots per class" in widget.message.text()
+        tumour = stats[(stats["level"] == "class") & (stats["name"] == "tumour")].iloc[0]
+        assert tumour["n_spots"] == (viewer.layers["spots"].features["region_class"] == "tumour").sum() > 0
+        step("differential")
+        choose(qtbot, widget.de_combo, "class: tumour")
+        click(qtbot, widget.de_button)
+        idle(qtbot, widget)
+        assert widget.differential is not None and widget.de_table.rowCount() == 50
+        assert {"Penk", "Nrgn"} & set(widget.differential["gene"][:30])
+        csv = tmp_path / "stats.csv"
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(csv), "")))
+        click(qtbot, widget.export_button)
+        pd.testing.assert_frame_equal(pd.read_csv(csv), stats, check_dtype=False, check_categorical=False)
+        assert (tmp_path / "stats_differential_genes.csv").is_file()
+
+        step("save")
+        # save (typed store, a new one from the open .h5ad), save again (next version), refresh + load
+        store = tmp_path / "mob1.zarr"
+        type_text(qtbot, widget.store_edit, str(store), enter=False)
+        click(qtbot, widget.save_button)
+        idle(qtbot, widget)
+        assert widget.last_saved.shapes_name == "regions" and "new store created" in widget.message.text()
+        click(qtbot, widget.save_button)
+        idle(qtbot, widget)
+        assert widget.last_saved.shapes_name == "regions_2"
+        assert widget.load_combo.count() == 2
+        step("load")
+        click(qtbot, widget.save_panel.refresh_button)
+        idle(qtbot, widget)
+        choose(qtbot, widget.load_combo, "regions_2")
+        click(qtbot, widget.load_button)
+        idle(qtbot, widget)
+        loaded = viewer.layers["regions_2"]
+        assert widget.regions_combo.currentText() == "regions_2"
+        assert list(loaded.features["class"]) == list(layer.features["class"])
+        assert list(loaded.features["origin"]) == list(layer.features["origin"])
+        np.testing.assert_allclose(loaded.edge_color[1][:3], widget.classes.rgba("normal")[:3])
+    step.assert_responsive()
+    on_disk = read_spatialdata(store).tables["regions_table"].obs
+    assert list(on_disk["class"]) == list(layer.features["class"]) and "origin" in on_disk
+    assert not [m for m in messages(start) if "Error" in m or "error" in m]
 
 
-def test_save_beside_an_h5ad_in_a_read_only_folder_asks_for_a_store(regions_widget, tmp_path, monkeypatch):
-    """Data opened from an .h5ad: the store is proposed beside it; an unwritable folder makes Save ask."""
-    from napari_casper._widgets.regions import save_panel as _regions_save_panel
-
+def test_hand_drawn_regions_win_over_suggestions_unless_chosen(regions_widget, qtbot, monkeypatch):
+    """A hand-drawn stroma region keeps its spots where a suggested tumour outline overlaps it (by default)."""
     viewer, widget = regions_widget()
-    source = tmp_path / "read_only" / "MOB1.h5ad"
-    source.parent.mkdir()
-    open_spots(viewer, mob_path("MOB1"), source)
-    beside = source.with_suffix(".zarr")
-    assert widget.store_edit.text() == str(beside)
-    # root may write anywhere, so the folder is declared read-only rather than chmod-ed
-    writable = _regions_save_panel.folder_writable
-    monkeypatch.setattr(
-        _regions_save_panel, "folder_writable", lambda folder: folder != source.parent and writable(folder)
-    )
-    layer = widget.new_regions_layer()
-    x, y = spot_context(viewer.layers["spots"].metadata["napari_casper"]["sdata"]).coords.T
-    layer.add([np.array([[y.min(), x.min()], [y.min(), x.max()], [y.max(), x.max()]])], shape_type="polygon")
+    open_by_click(qtbot, monkeypatch, widget, mob_path("MOB1"))
+    click(qtbot, widget.new_layer_button)
+    layer = viewer.layers["regions"]
+    type_text(qtbot, widget.genes_edit, MARKERS)
+    click(qtbot, widget.score_button)
+    idle(qtbot, widget)
+    # a stroma square around the highest-scoring spot: it overlaps the suggested outline
+    ctx = widget.spot_context()
+    hot = ctx.coords[np.argmax(widget.suggestion.smoothed)]
+    widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))
+    layer.add([square(hot, 220)], shape_type="polygon")
+    click(qtbot, widget.accept_button)
+    idle(qtbot, widget)
+    regions = widget.layer_regions()
+    inside = region_membership(ctx, regions)
+    drawn_alone = int(inside[:, 0].sum())
+    overlap = int((inside[:, 0] & inside[:, 1:].any(axis=1)).sum())
+    assert drawn_alone >= 5 and overlap >= 3, (drawn_alone, overlap)
 
-    asked = []
+    def stroma_spots() -> int:
+        click(qtbot, widget.stats_button)
+        idle(qtbot, widget)
+        stats = widget.statistics
+        return int(stats[(stats["level"] == "class") & (stats["name"] == "stroma")]["n_spots"].iloc[0])
 
-    class Dialog:  # the user cancels the file dialog
-        @staticmethod
-        def getSaveFileName(parent, title, suggested, filters):
-            asked.append(suggested)
-            return "", ""
+    assert widget.precedence_combo.currentData() == "drawn"
+    assert stroma_spots() == drawn_alone  # default: every spot of the hand-drawn region stays stroma
+    choose(qtbot, widget.precedence_combo, "suggested regions win over hand-drawn ones")
+    assert stroma_spots() == drawn_alone - overlap
+    assert "suggested regions win" in widget.message.text()
+    choose(qtbot, widget.precedence_combo, "the top-most (last) shape wins")
+    assert stroma_spots() == drawn_alone - overlap  # the suggestion was added last, on top
 
-    monkeypatch.setattr(_regions_save_panel, "QFileDialog", Dialog)
+
+def test_dock_fits_420_px_has_tooltips_and_messages_follow_the_state(regions_widget, qtbot, monkeypatch):
+    viewer, widget = regions_widget()
+    assert_fits(widget, 420)
+    assert_tooltips(widget)
     start = len(notification_manager.records)
-    widget.save()
-    assert asked == ["MOB1.zarr"] and widget.last_saved is None and not widget.busy
-    assert "not saved" in widget.message.text() and messages(start) == []
-
-    chosen = tmp_path / "elsewhere.zarr"
-    widget.synchronous = True  # inline, as scripts may run it
-    widget.save(path=chosen)  # what the dialog answers
-    assert not widget.busy
-    assert widget.last_saved.shapes_name == "regions" and widget.store_edit.text() == str(chosen)
-    assert any("new store created" in m for m in messages(start)), messages(start)
-    assert "regions" in read_spatialdata(chosen).shapes and not beside.exists()
-
-    monkeypatch.setattr(_regions_save_panel, "folder_writable", writable)
-    widget.store_edit.setText(str(tmp_path / "missing_folder" / "x.zarr"))
-    with pytest.raises(CasperInputError, match="not writable"):
-        widget.save(path=tmp_path / "missing_folder" / "y.zarr")  # a dialog answer that cannot work either
+    click(qtbot, widget.score_button)  # nothing open yet
+    assert "no spots layer" in widget.message.text()
+    assert not widget.accept_button.isEnabled() and not widget.threshold_slider.isEnabled()
+    open_by_click(qtbot, monkeypatch, widget, mob_path("MOB2"))
+    assert "opened MOB2.h5ad" in widget.message.text()  # the earlier error is gone
+    type_text(qtbot, widget.genes_edit, "Penk, NOT_A_GENE")
+    click(qtbot, widget.score_button)
+    idle(qtbot, widget)
+    assert "NOT_A_GENE" in widget.message.text()
+    click(qtbot, widget.save_button)  # nothing drawn
+    assert "no regions layer" in widget.message.text()
+    click(qtbot, widget.new_layer_button)
+    click(qtbot, widget.assign_button)
+    assert "no shape is selected" in widget.message.text()
+    click(qtbot, widget.de_button)
+    assert "compute the statistics first" in widget.message.text()
+    layer = viewer.layers["regions"]
+    widget.class_list.setCurrentRow(0)  # tumour
+    layer.add([square(spots_xy(viewer).mean(axis=0), 200)], shape_type="ellipse")
+    click(qtbot, widget.classes_panel.remove_button)
+    assert "used by shapes" in widget.message.text()
+    assert len(messages(start)) >= 5
+    assert_fits(widget, 420)  # still fits with tables, plot and the progress bar laid out
+    assert_tooltips(widget)

@@ -3,11 +3,13 @@
 Every layer carries the affine of its element's transformation to the chosen coordinate
 system, so images and spots line up on screen. Spot elements (circles with ``radius``, or
 points) become Points layers whose ``size`` is the spot diameter in world units (napari does
-not scale point sizes by the layer affine, napari #6649). The table annotating a spot
-element becomes the layer's ``features`` (obs columns and genes), so any of them can colour
-the spots. Above :data:`LARGE_SPOT_SET` spots the Points layer (kept for the widgets: positions,
-ids, table link) starts hidden and a raster image of the spots' total counts is shown over the
-tissue instead; genes are then browsed one at a time with the Genes widget.
+not scale point sizes by the layer affine, napari #6649). Its ``features`` are the spot id and
+the obs columns of the table annotating the element (cell type, label, ...), so hovering a spot
+reads a short line; genes are not features (a 15k-gene table made every hover a 160k-character,
+one-second status line) but are browsed one at a time with the Genes widget, in a layer named
+after the gene. Above :data:`LARGE_SPOT_SET` spots the Points layer (kept for the widgets:
+positions, ids, table link) starts hidden and a raster image of the spots' total counts is shown
+over the tissue instead.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from napari_casper.io.elements import (
     spot_table,
 )
 
-#: genes go into layer features only while spots x genes stays below this many values
-MAX_FEATURE_VALUES = 20_000_000
 #: above this many spots the Points layer is added hidden and a raster of the spots is shown
 #: instead (software OpenGL redraws 1M points in 3-4 s per frame; the raster in ~20 ms)
 LARGE_SPOT_SET = 100_000
@@ -63,29 +63,22 @@ def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
     return (data if len(data) > 1 else data[0], kwargs, "image")
 
 
-def spot_features(sdata, element_name: str, instance_ids: pd.Index, max_values: int = MAX_FEATURE_VALUES) -> pd.DataFrame:
-    """Per-spot features in element order: the table's obs columns, then its genes (if small enough).
+def spot_features(sdata, element_name: str, instance_ids: pd.Index) -> pd.DataFrame:
+    """Per-spot features in element order: ``spot`` (the instance id), then the table's obs columns.
 
-    Spots without a table row get NaN; genes are left out when spots x genes exceeds
-    ``max_values`` (large tables are coloured gene by gene instead).
+    Spots without a table row get NaN in the obs columns. Genes are not features: hovering a
+    spot lists every feature, and the Genes widget shows one gene at a time instead.
     """
+    ids = np.asarray(instance_ids)
+    frame = pd.DataFrame({"spot": ids})
     link = spot_table(sdata, element_name)
     if link is None:
-        return pd.DataFrame(index=pd.RangeIndex(len(instance_ids)))
+        return frame
     table = sdata.tables[link.name]
     join = spot_rows(table, element_name, instance_ids, missing="nan", table_name=link.name)
     features = join.gather_obs(table.obs.drop(columns=[link.region_key, link.instance_key]))
-    n_rows = int(join.present.sum())
-    if n_rows * table.n_vars <= max_values:
-        present = join.present
-        matrix = table.X[join.rows[present]]
-        genes = np.full((len(instance_ids), table.n_vars), np.nan, dtype=np.float32)
-        genes[present] = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-        names = [str(g) for g in table.var_names]
-        keep = [i for i, g in enumerate(names) if g not in features.columns]
-        gene_frame = pd.DataFrame(genes[:, keep], columns=[names[i] for i in keep])
-        features = pd.concat([features, gene_frame], axis=1)
-    return features
+    features = features.drop(columns=[c for c in features.columns if c == "spot"]).reset_index(drop=True)
+    return pd.concat([frame, features], axis=1)
 
 
 def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str | None = None) -> tuple:
@@ -130,6 +123,7 @@ def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source
         )
     from spatialdata.transformations import get_transformation
 
+    from napari_casper.display.regions import saved_regions_layers
     from napari_casper.display.results import results_layers
 
     layers = []
@@ -147,6 +141,7 @@ def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source
             kwargs["visible"] = False
             layers.append(spots_overview_layer(sdata, name, data, kwargs))
     layers.extend(results_layers(sdata, cs, spot_layers))
+    layers.extend(saved_regions_layers(sdata, cs, spot_layers))
     if not layers:
         raise CasperInputError(f"nothing to show in coordinate system {cs!r}: no image or spot element is in it.")
     for _, kwargs, _ in layers:
@@ -168,5 +163,6 @@ def spots_overview_layer(sdata, element_name: str, data: np.ndarray, kwargs: dic
         totals = join.gather(np.asarray(table.X.sum(axis=1), dtype=np.float32).ravel())
         values = np.log1p(np.clip(totals, 0, None))
         what = "total counts (log1p)"
-    layer = value_layer(geometry, values, f"{element_name}: {what}", colormap="viridis", extra_metadata={"kind": "spots_overview"})
-    return layer
+    units = "log1p total counts per spot" if link is not None else "spot present"
+    name = f"{element_name}: {what}"
+    return value_layer(geometry, values, name, colormap="viridis", units=units, extra_metadata={"kind": "spots_overview"})

@@ -13,9 +13,10 @@ Qt-free core behind the Regions dock widget:
 
 from napari_casper.regions.classes import DEFAULT_REGION_CLASSES, RegionClasses
 from napari_casper.regions.expression import gene_values, parse_gene_list
-from napari_casper.regions.geometry import RegionSet
+from napari_casper.regions.geometry import DRAWN, SUGGESTED, RegionSet
 from napari_casper.regions.spots import (
     OUTSIDE,
+    PRECEDENCES,
     SpotContext,
     assign_spots_to_regions,
     region_membership,
@@ -49,10 +50,13 @@ from napari_casper.regions.suggest import (
 
 __all__ = [
     "DEFAULT_REGION_CLASSES",
+    "DRAWN",
     "HER2_TUMOUR_MARKERS",
     "OUTSIDE",
+    "PRECEDENCES",
     "RegionClasses",
     "RegionSet",
+    "SUGGESTED",
     "SavedRegions",
     "ScoreField",
     "SpotContext",

@@ -38,6 +38,9 @@ SHAPE_TYPES = AREA_SHAPE_TYPES + LINE_SHAPE_TYPES
 #: and of 72, the count of earlier versions); the inscribed polygon's area is
 #: ``n / (2 pi) sin(2 pi / n)`` = 0.99968 of the ellipse's
 ELLIPSE_VERTICES = 144
+#: where a region came from: drawn by hand, or suggested from biomarkers (:mod:`napari_casper.regions.suggest`)
+DRAWN, SUGGESTED = "drawn", "suggested"
+ORIGINS = (DRAWN, SUGGESTED)
 
 
 def apply_affine_xy(affine_yx: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -273,6 +276,9 @@ class RegionSet:
         Name per shape (defaults to ``"<class>_<k>"``).
     affine
         3x3 affine, ``(y, x)`` order, from data coordinates to ``coordinate_system``.
+    origins
+        Per shape :data:`DRAWN` (by hand, the default) or :data:`SUGGESTED` (from biomarkers); where
+        regions overlap, :func:`napari_casper.regions.spots.spot_region_labels` lets one kind win.
     """
 
     vertices: list[np.ndarray]
@@ -284,6 +290,7 @@ class RegionSet:
     palette: RegionClasses = field(default_factory=RegionClasses)
     authors: list[str] | None = None
     timestamps: list[str] | None = None
+    origins: list[str] | None = None
 
     def __post_init__(self):
         self.vertices = [np.asarray(v, dtype=float)[:, -2:] for v in self.vertices]
@@ -304,7 +311,8 @@ class RegionSet:
         self.names = fill_names([""] * n if self.names is None else self.names, self.classes)
         if len(self.names) != n:
             raise CasperInputError(f"{n} shapes but {len(self.names)} names: give one name per shape.")
-        for what in ("authors", "timestamps"):
+        self.origins = [o if o in ORIGINS else DRAWN for o in (self.origins or [DRAWN] * n)]
+        for what in ("authors", "timestamps", "origins"):
             values = getattr(self, what)
             if values is not None and len(values) != n:
                 raise CasperInputError(f"{n} shapes but {len(values)} {what}: give one per shape, or None.")
@@ -355,6 +363,7 @@ class RegionSet:
             self.palette,
             pick(self.authors),
             pick(self.timestamps),
+            pick(self.origins),
         )
 
     @classmethod
@@ -367,6 +376,7 @@ class RegionSet:
         coordinate_system: str = "global",
         palette: RegionClasses | None = None,
         names: Sequence[str] | None = None,
+        origins: Sequence[str] | str = DRAWN,
     ) -> RegionSet:
         """Regions from shapely polygons in (x, y) of ``coordinate_system``, expressed in the data
         coordinates of a layer whose affine is ``affine`` (identity: data = world).
@@ -380,24 +390,25 @@ class RegionSet:
         inverse = np.linalg.inv(affine)
         if isinstance(classes, str):
             classes = [classes] * len(polygons)
+        if isinstance(origins, str):
+            origins = [origins] * len(polygons)
         names = [None] * len(polygons) if names is None else list(names)
         exploded = [
-            (vertices, kind, label, name or "")
-            for geometry, label, name in zip(polygons, classes, names)
+            (vertices, kind, label, name or "", origin)
+            for geometry, label, name, origin in zip(polygons, classes, names, origins)
             for vertices, kind in shape_vertices(
                 shapely.transform(geometry, lambda xy: apply_affine_xy(inverse, xy)),
                 "line" if geometry.geom_type == "LineString" and len(geometry.coords) == 2 else "polygon",
             )
         ]
-        vertices = [v for v, _, _, _ in exploded]
-        classes = [c for _, _, c, _ in exploded]
-        names = [n for _, _, _, n in exploded]
+        columns = list(zip(*exploded)) if exploded else [[]] * 5
         return cls(
-            vertices,
-            [k for _, k, _, _ in exploded],
-            classes,
-            names,
+            list(columns[0]),
+            list(columns[1]),
+            list(columns[2]),
+            list(columns[3]),
             affine,
             coordinate_system,
             palette or RegionClasses(),
+            origins=list(columns[4]),
         )

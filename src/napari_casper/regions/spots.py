@@ -155,10 +155,37 @@ def region_membership(spots: SpotContext, regions: RegionSet) -> np.ndarray:
     return inside
 
 
-def spot_region_labels(spots: SpotContext, regions: RegionSet, *, outside: str = OUTSIDE) -> pd.DataFrame:
-    """Class and region name of every spot; where regions overlap the *last* one (drawn on top) wins."""
+#: which region a spot in overlapping regions belongs to: hand-drawn ones first (the default),
+#: suggested ones first, or simply the last (top-most) shape
+PRECEDENCES = {
+    "drawn": "hand-drawn regions win over suggestions",
+    "suggested": "suggested regions win over hand-drawn ones",
+    "last": "the top-most (last) shape wins",
+}
+
+
+def winning_region(inside: np.ndarray, origins, precedence: str = "drawn") -> np.ndarray:
+    """``(n_spots,)`` index of the region each spot belongs to (-1: none) from ``inside`` ``(n_spots, n_regions)``.
+
+    Among the regions holding a spot, those of the preferred origin (``precedence``, see
+    :data:`PRECEDENCES`) win; among equals the last (top-most) one wins.
+    """
+    if precedence not in PRECEDENCES:
+        raise CasperInputError(f"precedence {precedence!r} is not one of {list(PRECEDENCES)}.")
+    n_regions = inside.shape[1]
+    rank = np.arange(n_regions, dtype=float)
+    if precedence != "last":
+        rank += n_regions * (np.asarray(origins, dtype=object) == precedence)
+    scores = np.where(inside, rank[None, :], -1.0)
+    return np.where(inside.any(axis=1), np.argmax(scores, axis=1) if n_regions else -1, -1)
+
+
+def spot_region_labels(
+    spots: SpotContext, regions: RegionSet, *, outside: str = OUTSIDE, precedence: str = "drawn"
+) -> pd.DataFrame:
+    """Class and region name of every spot; where regions overlap, ``precedence`` decides (:func:`winning_region`)."""
     inside = region_membership(spots, regions)
-    last = np.where(inside.any(axis=1), inside.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1), -1)
+    last = winning_region(inside, regions.origins, precedence)
     classes = np.array(list(regions.classes) + [outside], dtype=object)
     names = np.array(list(regions.names) + [outside], dtype=object)
     categories = list(dict.fromkeys([*regions.palette.names, outside]))
@@ -178,11 +205,13 @@ def assign_spots_to_regions(
     key_added: str = "region_class",
     name_key: str | None = "region_name",
     outside: str = OUTSIDE,
+    precedence: str = "drawn",
 ) -> pd.Series:
     """Write each spot's region class into ``obs[key_added]`` of the spots' table (in memory).
 
     Membership is the spot centre inside the polygon, in the shared coordinate system; where
-    regions overlap, the last one wins. Spots outside every region get ``outside``; table rows
+    regions overlap, ``precedence`` decides (default: hand-drawn regions win over suggested ones,
+    then the last one). Spots outside every region get ``outside``; table rows
     of other elements get NaN. The region name goes to ``obs[name_key]`` (unless None).
 
     Returns
@@ -190,7 +219,7 @@ def assign_spots_to_regions(
     pandas.Series
         The class per spot, indexed by the spots' instance ids.
     """
-    labels = spot_region_labels(spots, regions, outside=outside)
+    labels = spot_region_labels(spots, regions, outside=outside, precedence=precedence)
     table = spots.table
     for key, column in ((key_added, "class"), (name_key, "name")):
         if key is None:

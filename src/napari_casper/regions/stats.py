@@ -2,7 +2,7 @@
 
 :func:`region_statistics` gives one row per region (``level="region"``: spots whose centre lies
 inside that shape, overlaps counted in each), one per class (``level="class"``: spots assigned to
-the class, the last overlapping shape winning, area of the union of its shapes) and one for the
+the class, hand-drawn shapes winning over suggested ones where they overlap unless asked otherwise, area of the union of its shapes) and one for the
 spots outside every region (``level="outside"``). Areas are in squared coordinate-system units
 (pixels of the full-resolution image for legacy ST and Visium data read by napari-casper).
 """
@@ -30,11 +30,13 @@ def region_statistics(
     *,
     normalize: str = "auto",
     extra: pd.DataFrame | None = None,
+    precedence: str = "drawn",
 ) -> pd.DataFrame:
     """Table of ``level, name, class, n_spots, area, mean_<gene>...`` (see the module docstring).
 
     Mean expression is of log-normalised values for table genes (as :func:`gene_values` gives them);
-    empty groups get NaN means.
+    empty groups get NaN means. ``precedence`` decides the class of spots in overlapping regions
+    (:func:`napari_casper.regions.spots.winning_region`).
     """
     import shapely
 
@@ -44,7 +46,7 @@ def region_statistics(
         gene_values(spots, genes, normalize=normalize, extra=extra) if genes else pd.DataFrame(index=spots.instance_ids)
     )
     inside = region_membership(spots, regions)
-    labels = spot_region_labels(spots, regions)["class"].astype(str).to_numpy()
+    labels = spot_region_labels(spots, regions, precedence=precedence)["class"].astype(str).to_numpy()
     polygons = regions.world_polygons()
 
     def row(level, name, cls, mask, area):

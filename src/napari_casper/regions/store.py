@@ -3,7 +3,7 @@
 Saving writes two elements, ``<name>`` (shapes: one polygon per region, in the data coordinates
 of the layer they were drawn on, with that layer's affine as the transformation to the coordinate
 system) and ``<name>_table`` (one row per region: ``class``, ``name``, ``author``, ``timestamp``,
-``colour``, ``shape_type``; ``uns["region_classes"]`` keeps the whole legend). Each element is
+``colour``, ``shape_type``, ``origin`` (drawn / suggested); ``uns["region_classes"]`` keeps the whole legend). Each element is
 written atomically by :func:`napari_casper.io.stores.write_new_element`; without an explicit name the
 next free version is taken (``regions``, ``regions_2``, ...), so earlier annotations are never
 replaced unless ``overwrite=True`` is asked for.
@@ -29,7 +29,7 @@ import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
-from napari_casper.regions.geometry import RegionSet, shape_vertices, valid_polygon
+from napari_casper.regions.geometry import DRAWN, RegionSet, shape_vertices, valid_polygon
 
 TABLE_SUFFIX = "_table"
 DEFAULT_REGIONS_NAME = "regions"
@@ -157,6 +157,7 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
             "timestamp": timestamps,
             "colour": regions.colours(),
             "shape_type": regions.shape_types,
+            "origin": regions.origins,
             _REGION_KEY: pd.Categorical([name] * n),
             _INSTANCE_KEY: np.arange(n),
         },
@@ -292,6 +293,7 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
         "timestamp": "",
         "shape_type": "polygon",
         "colour": "",
+        "origin": DRAWN,
     }
     info = pd.DataFrame({column: [default] * len(element) for column, default in defaults.items()}, index=element.index)
     if SHAPE_TYPE_COLUMN in element:  # saved by this plugin (regions or File > Save Layers)
@@ -307,12 +309,12 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
             if colour and cls not in palette:
                 palette.add(cls, colour)
     geometries, rows = [], []
-    for geometry, (cls, label, author, stamp, saved_type, _) in zip(
+    for geometry, (cls, label, author, stamp, saved_type, _, origin) in zip(
         element_geometries(element), info.itertuples(index=False, name=None)
     ):
         shapes = shape_vertices(geometry, saved_type)  # a self-crossing outline saved as several parts
         for vertices, shape_type in shapes:
             geometries.append(vertices)
-            rows.append((shape_type, cls, label if len(shapes) == 1 else "", author, stamp))
-    shape_types, classes, names, authors, stamps = (list(column) for column in zip(*rows)) if rows else ([],) * 5
-    return RegionSet(geometries, shape_types, classes, names, affine, cs, palette, authors, stamps)
+            rows.append((shape_type, cls, label if len(shapes) == 1 else "", author, stamp, origin))
+    shape_types, classes, names, authors, stamps, origins = (list(c) for c in zip(*rows)) if rows else ([],) * 6
+    return RegionSet(geometries, shape_types, classes, names, affine, cs, palette, authors, stamps, origins)

@@ -23,7 +23,7 @@ import pandas as pd
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
 from napari_casper.regions.expression import gene_values
-from napari_casper.regions.geometry import RegionSet
+from napari_casper.regions.geometry import SUGGESTED, RegionSet
 from napari_casper.regions.spots import SpotContext
 
 #: HER2+ breast cancer: ERBB2 amplicon (ERBB2, GRB7) and epithelial markers (KRT19, EPCAM)
@@ -233,6 +233,7 @@ class Suggestion:
             affine=affine,
             coordinate_system=self.coordinate_system,
             palette=palette,
+            origins=SUGGESTED,
         )
 
 

@@ -40,17 +40,26 @@ class ClassesPanel(QGroupBox):
         self.class_list = QListWidget()
         self.class_list.setMinimumHeight(110)
         self.class_list.setMaximumHeight(150)
+        self.class_list.setToolTip("the legend: pick the class new shapes are drawn in")
         self.class_list.currentTextChanged.connect(self._class_chosen)
         self.class_name = QLineEdit()
         self.class_name.setPlaceholderText("new class name")
+        self.class_name.setToolTip("name of a class to add to the legend (then press Add or Return)")
         add, colour, remove = QPushButton("Add"), QPushButton("Colour..."), QPushButton("Remove")
+        self.add_button, self.colour_button, self.remove_button = add, colour, remove
+        add.setToolTip("add the typed class to the legend")
+        colour.setToolTip("choose the colour of the selected class")
+        remove.setToolTip("remove the selected class (refused while shapes use it)")
         guard = host.runner.guard
+        self.class_name.returnPressed.connect(lambda: guard(self.add_class, self.class_name.text()))
         add.clicked.connect(lambda: guard(self.add_class, self.class_name.text()))
         colour.clicked.connect(self._pick_colour)
         remove.clicked.connect(lambda: guard(self.remove_class, self.current_class))
         self.new_layer_button = QPushButton("New regions layer")
+        self.new_layer_button.setToolTip("add an empty Shapes layer aligned with the spots; draw in it with napari's tools")
         self.new_layer_button.clicked.connect(lambda: guard(host.new_regions_layer))
         self.assign_button = QPushButton("Set class of selected shapes")
+        self.assign_button.setToolTip("give the shapes selected in the regions layer the class chosen in the legend")
         self.assign_button.clicked.connect(lambda: guard(self.set_class_of_selected))
         row = QHBoxLayout()
         for w in (self.class_name, add, colour, remove):
@@ -58,10 +67,8 @@ class ClassesPanel(QGroupBox):
         box = QVBoxLayout(self)
         box.addWidget(self.class_list)
         box.addLayout(row)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.new_layer_button)
-        buttons.addWidget(self.assign_button)
-        box.addLayout(buttons)
+        box.addWidget(self.new_layer_button)
+        box.addWidget(self.assign_button)
 
     @property
     def classes(self):
@@ -105,6 +112,7 @@ class ClassesPanel(QGroupBox):
         self.refresh()
         self.select_class(name.strip())
         self.class_name.clear()
+        self.host.message.setText(f"class {name.strip()!r} added; new shapes are drawn in it.")
 
     def remove_class(self, name: str) -> None:
         in_use = [
@@ -118,10 +126,12 @@ class ClassesPanel(QGroupBox):
             )
         self.classes.remove(name)
         self.refresh()
+        self.host.message.setText(f"class {name!r} removed from the legend.")
 
     def set_class_colour(self, name: str, colour) -> None:
         self.classes.set_colour(name, colour)
         self.refresh()
+        self.host.message.setText(f"class {name!r} is now drawn in {self.classes.colour(name)}.")
 
     def _pick_colour(self) -> None:
         colour = QColorDialog.getColor(QColor(self.classes.colour(self.current_class)), self, "Class colour")
@@ -136,8 +146,6 @@ class ClassesPanel(QGroupBox):
         selected = sorted(layer.selected_data)
         if not selected:
             raise CasperInputError("no shape is selected: select shapes in the regions layer (select tool) first.")
-        features = layer.features.copy()
-        features.loc[features.index[selected], "class"] = cls
-        layer.features = features
+        layer.features.loc[layer.features.index[selected], "class"] = cls
         self.host.recolour(layer)
         self.host.runner.say(f"{len(selected)} shape(s) set to class {cls!r}.")

@@ -10,40 +10,36 @@ import numpy as np
 import pandas as pd
 
 from napari_casper._widgets.common.layer_sync import layer_affine
-from napari_casper.io.elements import METADATA_KEY, mean_scale
+from napari_casper.display.regions import REGIONS_LAYER_KIND, class_colours
+from napari_casper.display.regions import edge_width as region_edge_width
+from napari_casper.display.regions import regions_layer_kwargs as empty_layer_kwargs
+from napari_casper.io.elements import METADATA_KEY
 from napari_casper.regions import RegionClasses, RegionSet
-from napari_casper.regions.geometry import fill_names
+from napari_casper.regions.geometry import DRAWN, ORIGINS, fill_names
 
-REGIONS_KIND = "regions"
 PREVIEW_NAME = "suggested regions (preview)"
-FACE_ALPHA = 0.3
-FEATURE_COLUMNS = ("class", "name", "author", "timestamp")
+#: shapes a layer takes per event-loop turn when regions are added (napari triangulates each
+#: polygon on the GUI thread)
+ADD_BATCH = 2
+
+
+def spot_diameter(spots_layer) -> float:
+    """Median spot diameter of a spots Points layer, world units (Points sizes are not scaled by the affine, #6649)."""
+    return float(np.median(np.atleast_1d(spots_layer.size)))
 
 
 def edge_width(spots_layer, affine: np.ndarray, fraction: float = 1 / 8) -> float:
-    """Edge width, in the data units of a shapes layer with ``affine``, of ``fraction`` of a spot's diameter.
-
-    Points sizes are world units (napari does not scale them, #6649); shapes edges scale with the affine.
-    """
-    world = max(float(np.median(np.atleast_1d(spots_layer.size))) * fraction, 1e-9)
-    return world / max(mean_scale(affine), 1e-12)
+    """Edge width, in the data units of a shapes layer with ``affine``, of ``fraction`` of a spot's diameter."""
+    return region_edge_width(spot_diameter(spots_layer), affine, fraction)
 
 
 def regions_layer_kwargs(name: str, affine: np.ndarray, spots_layer, coordinate_system: str, **metadata) -> dict:
     """``viewer.add_shapes`` keywords of an empty regions layer drawn over ``spots_layer``."""
-    return {
-        "name": name,
-        "ndim": 2,
-        "affine": affine,
-        "text": {"string": "{class}", "color": "white", "size": 10},
-        "edge_width": edge_width(spots_layer, affine),
-        "features": pd.DataFrame({c: pd.Series(dtype=object) for c in FEATURE_COLUMNS}),
-        "metadata": {METADATA_KEY: {"kind": REGIONS_KIND, "coordinate_system": coordinate_system, **metadata}},
-    }
+    return empty_layer_kwargs(name, affine, spot_diameter(spots_layer), coordinate_system, **metadata)
 
 
 def is_regions_layer(layer) -> bool:
-    return layer.metadata.get(METADATA_KEY, {}).get("kind") == REGIONS_KIND
+    return layer.metadata.get(METADATA_KEY, {}).get("kind") == REGIONS_LAYER_KIND
 
 
 def recolour(layer, classes: RegionClasses) -> bool:
@@ -56,11 +52,10 @@ def recolour(layer, classes: RegionClasses) -> bool:
         if cls not in classes:
             classes.add(cls)
             grew = True
-    edges = np.array([classes.rgba(c) for c in names])
-    faces = edges.copy()
-    faces[:, 3] = FACE_ALPHA
-    layer.edge_color = edges
-    layer.face_color = faces
+    edges, faces = class_colours(names, classes)
+    if not (np.array_equal(layer.edge_color, edges) and np.array_equal(layer.face_color, faces)):
+        layer.edge_color = edges
+        layer.face_color = faces
     layer.refresh_text()
     return grew
 
@@ -93,27 +88,53 @@ def layer_to_regions(layer, classes: RegionClasses, coordinate_system: str) -> R
         classes,
         column("author", ""),
         column("timestamp", ""),
+        [o if o in ORIGINS else DRAWN for o in column("origin", DRAWN)],
     )
 
 
-def append_regions(layer, regions: RegionSet) -> None:
-    """Add ``regions`` to ``layer`` as shapes, re-expressed in the layer's data coordinates."""
+def append_regions(layer, regions: RegionSet) -> list[tuple]:
+    """Batches ``[(vertices, shape_types, features), ...]`` that add ``regions`` to ``layer``, in its data coordinates.
+
+    Add each with :func:`add_batch`, one per event-loop turn: napari triangulates every new
+    polygon on the GUI thread, so a few hundred at once would freeze it.
+    """
     target = layer_affine(layer)
     if not np.allclose(target, regions.affine):
-        regions = RegionSet.from_world_polygons(
+        moved = RegionSet.from_world_polygons(
             regions.world_geometries(),
             regions.classes,
             affine=target,
             coordinate_system=regions.coordinate_system,
             palette=regions.palette,
             names=regions.names,
+            origins=regions.origins,
         )
+        if len(moved) == len(regions):  # no shape split into parts: authors and times still line up
+            moved.authors, moved.timestamps = regions.authors, regions.timestamps
+        regions = moved
+    n = len(regions)
+    features = pd.DataFrame(
+        {
+            "class": regions.classes,
+            "name": regions.names,
+            "author": regions.authors if regions.authors and len(regions.authors) == n else [""] * n,
+            "timestamp": regions.timestamps if regions.timestamps and len(regions.timestamps) == n else [""] * n,
+            "origin": regions.origins,
+        },
+        dtype=object,
+    )
+    return [
+        (regions.vertices[i : i + ADD_BATCH], regions.shape_types[i : i + ADD_BATCH], features.iloc[i : i + ADD_BATCH])
+        for i in range(0, n, ADD_BATCH)
+    ]
+
+
+def add_batch(layer, vertices: list, shape_types: list, rows: pd.DataFrame) -> None:
+    """Add shapes to ``layer`` and give them ``rows`` of features (class, name, author, timestamp, origin)."""
     start = len(layer.data)
-    layer.add(regions.vertices, shape_type=regions.shape_types)
-    features = layer.features.copy()
-    rows = features.index[start:]
-    features.loc[rows, "class"] = regions.classes
-    features.loc[rows, "name"] = regions.names
-    features.loc[rows, "author"] = regions.authors or [""] * len(regions)
-    features.loc[rows, "timestamp"] = regions.timestamps or [""] * len(regions)
-    layer.features = features
+    layer.add(vertices, shape_type=shape_types)
+    index = layer.features.index[start:]
+    for column in rows.columns:
+        if column not in layer.features:
+            layer.features[column] = pd.Series([""] * len(layer.features), dtype=object, index=layer.features.index)
+        layer.features.loc[index, column] = rows[column].to_numpy()

@@ -17,9 +17,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_casper._widgets.regions.layers import regions_layer_kwargs
+from napari_casper._widgets.regions.layers import spot_diameter
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
+
+
+def saved_region_names(store: Path) -> list[str]:
+    """Names of the polygon elements (regions) in the store at ``store`` ([] when there is no store yet)."""
+    from napari_casper.io.stores import is_spatialdata_store, read_spatialdata
+    from napari_casper.regions import list_region_elements
+
+    return list_region_elements(read_spatialdata(store)) if is_spatialdata_store(store) else []
 
 
 def folder_writable(folder: Path) -> bool:
@@ -36,13 +44,21 @@ class SavePanel(QGroupBox):
         self.last_saved = None
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("store.zarr (from the spots' source)")
+        self.store_edit.setToolTip("the SpatialData store the regions are saved into (created from the open data if missing)")
         self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("next free version: regions, regions_2, ...")
-        self.overwrite_box = QCheckBox("overwrite an element of that name")
+        self.name_edit.setPlaceholderText("next free: regions, regions_2, ...")
+        self.name_edit.setToolTip("element name; empty takes the next free version (regions, regions_2, ...)")
+        self.overwrite_box = QCheckBox("overwrite that name")
+        self.overwrite_box.setToolTip("replace an existing element of that name (otherwise it is refused)")
         self.save_button = QPushButton("Save regions")
+        self.save_button.setToolTip("write the regions layer into the store (shapes + a table of classes, names, authors)")
         self.save_button.clicked.connect(lambda: host.runner.guard(self.save))
         self.load_combo = QComboBox()
+        self.load_combo.setToolTip("regions (polygon elements) saved in the store")
         refresh, self.load_button = QPushButton("Refresh"), QPushButton("Load")
+        self.refresh_button = refresh
+        refresh.setToolTip("list the regions saved in the store")
+        self.load_button.setToolTip("add the chosen saved regions as an editable Shapes layer")
         refresh.clicked.connect(lambda: host.runner.guard(self.refresh_saved_regions))
         self.load_button.clicked.connect(lambda: host.runner.guard(self.load, self.load_combo.currentText()))
         form = QFormLayout(self)
@@ -51,7 +67,8 @@ class SavePanel(QGroupBox):
         form.addRow(self.overwrite_box)
         form.addRow(self.save_button)
         row = QHBoxLayout()
-        for w in (self.load_combo, refresh, self.load_button):
+        row.addWidget(self.load_combo, 1)
+        for w in (refresh, self.load_button):
             row.addWidget(w)
         form.addRow("saved", row)
 
@@ -118,25 +135,33 @@ class SavePanel(QGroupBox):
             created = not store.exists()
             if created:
                 save_spatialdata(sdata, store)
-            return created, save_regions(store, regions, name, overwrite=overwrite)
+            return created, save_regions(store, regions, name, overwrite=overwrite), saved_region_names(store)
 
         def done(result):
-            created, saved = result
+            created, saved, names = result
             self.last_saved = saved
+            self._show_saved(names)
             self.host.runner.say(saved.message() + (" (new store created from the open data)" if created else ""))
-            self.refresh_saved_regions()
 
         self.host.runner.run(work, done)
 
-    def refresh_saved_regions(self) -> list[str]:
-        from napari_casper.io.stores import is_spatialdata_store, read_spatialdata
-        from napari_casper.regions import list_region_elements
-
+    def refresh_saved_regions(self) -> None:
+        """List the store's saved regions (read in the worker) in the *saved* box."""
         store = self.store()
-        names = list_region_elements(read_spatialdata(store)) if is_spatialdata_store(store) else []
+        self.host.message.setText(f"listing the regions saved in {store} ...")
+
+        def done(names):
+            self._show_saved(names)
+            self.host.message.setText(f"{len(names)} saved region set(s) in {store.name}: {', '.join(names) or 'none'}.")
+
+        self.host.runner.run(saved_region_names, done, store)
+
+    def _show_saved(self, names: list[str]) -> None:
+        current = self.load_combo.currentText()
         self.load_combo.clear()
         self.load_combo.addItems(names)
-        return names
+        if current in names:
+            self.load_combo.setCurrentText(current)
 
     def load(self, name: str):
         """Add saved regions ``name`` from the store (on disk) as an editable Shapes layer."""
@@ -145,12 +170,20 @@ class SavePanel(QGroupBox):
         if not name:
             raise CasperInputError("choose saved regions to load (press Refresh to list the store's regions).")
         host = self.host
-        cs = host.spot_context().coordinate_system
-        regions = load_regions(self.store(), name, coordinate_system=cs)
-        kwargs = regions_layer_kwargs(name, regions.affine, host.spots_layer(), cs, element=name)
-        layer = host.viewer.add_shapes(**kwargs)
-        host.prepare_layer(layer)
-        host.regions_combo.setCurrentText(layer.name)
-        host.add_regions(regions, layer)
-        host.runner.say(f"loaded {len(regions)} regions from {name!r} ({', '.join(sorted(set(regions.classes)))}).")
+        cs, store, diameter = host.spot_context().coordinate_system, self.store(), spot_diameter(host.spots_layer())
+        host.message.setText(f"reading regions {name!r} from {store.name} ...")
+        host.runner.run(lambda: load_regions(store, name, coordinate_system=cs), lambda regions: self._add_loaded(regions, name, diameter))
+
+    def _add_loaded(self, regions, name: str, diameter: float):
+        from napari_casper.display.regions import regions_layer_kwargs
+
+        host, cs = self.host, regions.coordinate_system
+        kwargs = regions_layer_kwargs(
+            name, regions.affine, diameter, cs, classes=regions.palette.to_uns(), element=name
+        )
+        layer = host.viewer.add_shapes(**kwargs)  # the widget adopts it (legend, colours), then the shapes come in batches
+        classes = ", ".join(sorted(set(regions.classes)))
+        host.add_regions(
+            regions, layer, then=lambda layer: host.runner.say(f"loaded {len(regions)} regions from {name!r} ({classes}).")
+        )
         return layer

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from qtpy.QtWidgets import (
+    QAbstractButton,
     QComboBox,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QSizePolicy,
     QTableWidget,
@@ -20,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_casper.errors import CasperInputError
+from napari_casper.regions import PRECEDENCES
 
 #: face colour of spots outside every region
 OUTSIDE_RGBA = np.array([0.85, 0.85, 0.85, 1.0])
@@ -57,27 +60,43 @@ class StatsPanel(QGroupBox):
         self.statistics: pd.DataFrame | None = None
         self.differential: pd.DataFrame | None = None
         guard = host.runner.guard
+        self.precedence_combo = QComboBox()
+        for key, text in PRECEDENCES.items():
+            self.precedence_combo.addItem(text, key)
+        self.precedence_combo.setToolTip("which region a spot belongs to where regions overlap (default: hand-drawn wins)")
         self.stats_button = QPushButton("Statistics + assign spots")
+        self.stats_button.setToolTip("count spots, area and mean marker expression per region and class; colour spots by class")
         self.stats_button.clicked.connect(lambda: guard(self.compute_statistics))
         self.de_combo = QComboBox()
+        self.de_combo.setToolTip("the class or region whose genes are compared with all other spots")
         self.de_button = QPushButton("Differential genes vs rest")
+        self.de_button.setToolTip("rank all genes inside the chosen class or region against the rest (Wilcoxon)")
         self.de_button.clicked.connect(lambda: guard(self.start_differential, self.de_combo.currentText()))
         self.export_button = QPushButton("Export CSV...")
+        self.export_button.setToolTip("write the statistics (and differential genes) as CSV files")
         self.export_button.clicked.connect(self._pick_csv)
         self.stats_table = QTableWidget()
+        self.stats_table.setToolTip("one row per region, per class and for the spots outside every region")
         self.stats_table.setMinimumHeight(150)
         self.de_table = QTableWidget()
+        self.de_table.setToolTip("genes ranked by their difference inside vs outside")
         self.de_table.setMinimumHeight(120)
-        self.plot = _make_plot()
+        self.plot = None  # the matplotlib canvas, made at the first statistics (importing matplotlib takes seconds)
         box = QVBoxLayout(self)
+        overlaps = QHBoxLayout()
+        overlaps.addWidget(QLabel("overlaps"))
+        overlaps.addWidget(self.precedence_combo, 1)
+        box.addLayout(overlaps)
         box.addWidget(self.stats_button)
         box.addWidget(self.stats_table)
-        row = QHBoxLayout()
-        row.addWidget(self.de_combo)
-        row.addWidget(self.de_button)
-        box.addLayout(row)
+        box.addWidget(self.de_combo)
+        box.addWidget(self.de_button)
         box.addWidget(self.de_table)
-        box.addWidget(self.plot)
+        for table in (self.stats_table, self.de_table):
+            for corner in table.findChildren(QAbstractButton):
+                corner.setToolTip("select the whole table (to copy it)")
+        self._plot_slot = QVBoxLayout()
+        box.addLayout(self._plot_slot)
         box.addWidget(self.export_button)
 
     def compute_statistics(self) -> None:
@@ -91,9 +110,13 @@ class StatsPanel(QGroupBox):
         host = self.host
         ctx, regions, extra = host.spot_context(), host.layer_regions(), host.spot_features()
         genes = host.suggest_panel.genes()
+        precedence = self.precedence_combo.currentData()
 
         def work():
-            return region_statistics(ctx, regions, genes, extra=extra), assign_spots_to_regions(ctx, regions)
+            return (
+                region_statistics(ctx, regions, genes, extra=extra, precedence=precedence),
+                assign_spots_to_regions(ctx, regions, precedence=precedence),
+            )
 
         def done(result):
             self.statistics, labels = result
@@ -112,7 +135,7 @@ class StatsPanel(QGroupBox):
             host.runner.say(
                 "spots per class: "
                 + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-                + " (table obs 'region_class')."
+                + f" (table obs 'region_class'; overlaps: {self.precedence_combo.currentText()})."
             )
 
         host.message.setText("computing region statistics ...")
@@ -144,6 +167,10 @@ class StatsPanel(QGroupBox):
         self.host.runner.run(differential_genes, done, ctx, inside)
 
     def _draw_plot(self) -> None:
+        if self.plot is None:
+            self.plot = _make_plot()
+            self.plot.setToolTip("spots per class, and the top genes of the last comparison")
+            self._plot_slot.addWidget(self.plot)
         figure = self.plot.figure
         figure.clear()
         left, right = figure.subplots(1, 2)

@@ -11,17 +11,28 @@ touched on the GUI thread.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from pathlib import Path
 
 import pandas as pd
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
 from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.regions.classes_panel import ClassesPanel
-from napari_casper._widgets.regions.layers import PREVIEW_NAME, append_regions, layer_to_regions, recolour, regions_layer_kwargs
+from napari_casper._widgets.regions.layers import (
+    PREVIEW_NAME,
+    add_batch,
+    append_regions,
+    is_regions_layer,
+    layer_to_regions,
+    recolour,
+    regions_layer_kwargs,
+)
+from napari_casper._widgets.regions.open_panel import OpenPanel
 from napari_casper._widgets.regions.save_panel import SavePanel
 from napari_casper._widgets.regions.stats_panel import StatsPanel
 from napari_casper._widgets.regions.suggest_panel import SuggestPanel
@@ -31,6 +42,7 @@ from napari_casper.regions import RegionClasses, RegionSet
 
 #: the panels' controls, reachable on the widget itself (tests and docs scripts use them)
 PANEL_CONTROLS = {
+    "open_panel": ("open_button", "cancel_button", "progress"),
     "classes_panel": ("class_list", "class_name", "new_layer_button", "assign_button"),
     "suggest_panel": (
         "genes_edit",
@@ -43,8 +55,28 @@ PANEL_CONTROLS = {
         "accept_button",
     ),
     "save_panel": ("store_edit", "name_edit", "overwrite_box", "save_button", "load_combo", "load_button"),
-    "stats_panel": ("stats_button", "de_combo", "de_button", "export_button", "stats_table", "de_table", "plot"),
+    "stats_panel": (
+        "precedence_combo",
+        "stats_button",
+        "de_combo",
+        "de_button",
+        "export_button",
+        "stats_table",
+        "de_table",
+        "plot",
+    ),
 }
+
+
+def warm_up_shapes() -> None:
+    """Build a throwaway Shapes layer off the GUI thread: napari compiles its triangulation (numba,
+    ~2 s) on the first one, which would otherwise stall the first 'New regions layer'."""
+    import numpy as np
+    from napari.layers import Shapes
+
+    Shapes([np.array([[0.0, 0.0], [0.0, 4.0], [3.0, 5.0], [4.0, 0.0]])], shape_type="polygon")
+    import matplotlib.backends.backend_qtagg  # noqa: F401 - the statistics plot's first draw imports it
+    import scanpy  # noqa: F401 - scoring and differential genes import it (3-5 s)
 
 
 class RegionsWidget(RunsInBackground, QWidget):
@@ -56,8 +88,11 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.classes = RegionClasses()
         self._contexts: dict = {}
         self._hooked_layers: weakref.WeakSet = weakref.WeakSet()  # regions layers whose data events we follow
+        self._adding = 0  # batches of shapes still to add (one per event-loop turn)
         self.spots_combo = QComboBox()
+        self.spots_combo.setToolTip("the spots layer (with its table) the regions are compared with")
         self.regions_combo = QComboBox()
+        self.regions_combo.setToolTip("the Shapes layer holding the regions: drawn, suggested or loaded")
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.runner = BackgroundRunner(
@@ -67,6 +102,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         )
         self.synchronous = synchronous  # tests may run worker jobs inline
 
+        self.open_panel = OpenPanel(self)
         self.classes_panel = ClassesPanel(self)
         self.suggest_panel = SuggestPanel(self)
         self.save_panel = SavePanel(self)
@@ -79,22 +115,42 @@ class RegionsWidget(RunsInBackground, QWidget):
         source = QFormLayout()
         source.addRow("spots", self.spots_combo)
         source.addRow("regions layer", self.regions_combo)
-        panels = [self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel]
+        panels = [self.open_panel, self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel]
         self.scroll = scrolled_body(self, [source, *panels, self.message])
 
+        for combo in self.findChildren(QComboBox):  # long names must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+            combo.setMinimumWidth(100)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self._refresh_layer_lists()
         self.classes_panel.refresh()
+        threading.Thread(target=warm_up_shapes, daemon=True, name="regions-warm-up").start()
 
-    # -- background work (busy / synchronous / wait come from RunsInBackground) ------------
+    @property
+    def busy(self) -> bool:
+        """A worker runs, a section is opening, or shapes are still being added."""
+        return self.runner.busy or self.open_panel.opening or self._adding > 0
+
+    def wait(self, timeout_ms: int = 600_000) -> None:
+        """Process Qt events until the widget is no longer :attr:`busy` (tests, scripts)."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        timer = QElapsedTimer()
+        timer.start()
+        while self.busy and timer.elapsed() < timeout_ms:
+            QCoreApplication.processEvents()
+            threading.Event().wait(0.01)
+
+    # -- background work (busy / synchronous come from RunsInBackground) -------------------
     def _guard(self, function, *args):
         """Call ``function``; a failure becomes an error notification and the widget stays usable."""
         return self.runner.guard(function, *args)
 
     def _enable_work_buttons(self, enabled: bool) -> None:
-        for button in (self.save_button, self.de_button, self.stats_button):
-            button.setEnabled(enabled)
+        for button in (self.save_button, self.de_button, self.stats_button, self.score_button, self.accept_button):
+            button.setEnabled(enabled and (button is not self.accept_button or self.suggestion is not None))
 
     # -- layers ----------------------------------------------------------------------------
     def _spots_layers(self) -> list:
@@ -120,6 +176,23 @@ class RegionsWidget(RunsInBackground, QWidget):
             combo.blockSignals(False)
         if not self.store_edit.text():
             self.store_edit.setText(self.save_panel.default_store())
+        for layer in self.shapes_layers():
+            if is_regions_layer(layer) and layer not in self._hooked_layers:
+                self._adopt(layer)
+
+    def _adopt(self, layer) -> None:
+        """Take over a regions layer opened from a store: its saved legend joins the classes, it becomes the regions layer."""
+        from napari_casper.regions import RegionClasses
+
+        saved = RegionClasses.from_uns(layer.metadata.get(METADATA_KEY, {}).get("classes"))
+        for name in saved.names if saved is not None else []:
+            self.classes.add(name, saved.colour(name))
+        self.prepare_layer(layer)
+        self.classes_panel.refresh()
+        self.regions_combo.setCurrentText(layer.name)
+        if len(layer.data):
+            classes = ", ".join(dict.fromkeys(map(str, layer.features["class"])))
+            self.message.setText(f"regions layer {layer.name!r}: {len(layer.data)} saved region(s) ({classes}), editable.")
 
     def spots_layer(self):
         name = self.spots_combo.currentText()
@@ -183,18 +256,19 @@ class RegionsWidget(RunsInBackground, QWidget):
     def prepare_layer(self, layer) -> None:
         """Give a regions layer its feature columns and defaults, and recolour it when shapes are added."""
         current = self.current_class
-        for column, default in (("class", current), ("name", ""), ("author", ""), ("timestamp", "")):
+        for column, default in (("class", current), ("name", ""), ("author", ""), ("timestamp", ""), ("origin", "drawn")):
             if column not in layer.features:
                 layer.features[column] = pd.Series([default] * len(layer.data), dtype=object)
         layer.feature_defaults["class"] = current
         layer.feature_defaults["name"] = ""
+        layer.feature_defaults["origin"] = "drawn"  # what the user draws by hand
         if layer not in self._hooked_layers:
             layer.events.data.connect(lambda event, layer=layer: self._shapes_changed(layer, event))
             self._hooked_layers.add(layer)
         self.recolour(layer)
 
     def _shapes_changed(self, layer, event) -> None:
-        if str(getattr(event, "action", "added")).lower().endswith("added"):
+        if self._adding == 0 and str(getattr(event, "action", "added")).lower().endswith("added"):
             self.recolour(layer)
 
     def recolour(self, layer) -> None:
@@ -210,15 +284,37 @@ class RegionsWidget(RunsInBackground, QWidget):
             cs = self.spot_context().coordinate_system
         return layer_to_regions(layer, self.classes, cs)
 
-    def add_regions(self, regions: RegionSet, layer=None):
-        """Append ``regions`` to ``layer`` (default: the regions layer, created if missing) as editable shapes."""
+    def add_regions(self, regions: RegionSet, layer=None, then=None):
+        """Append ``regions`` to ``layer`` (default: the regions layer, created if missing) as editable shapes.
+
+        Added a few shapes per event-loop turn (napari triangulates each polygon on the GUI thread);
+        ``then(layer)`` is called when all are in.
+        """
         layer = layer or self.regions_layer(create=True)
         for cls in regions.palette.names:
             if cls not in self.classes:
                 self.classes.add(cls, regions.palette.colour(cls))
         self.classes_panel.refresh()
-        append_regions(layer, regions)
-        self.recolour(layer)
+        batches = append_regions(layer, regions)
+        self._adding += 1
+
+        def next_batch():
+            try:
+                if batches:
+                    add_batch(layer, *batches.pop(0))
+                    self.message.setText(f"adding regions to {layer.name!r}: {len(layer.data)} shapes ...")
+                    QTimer.singleShot(0, next_batch)
+                    return
+            except Exception as err:  # noqa: BLE001 - shown to the user, widget stays usable
+                self._adding -= 1
+                self.runner.fail(err)
+                return
+            self._adding -= 1
+            self.recolour(layer)
+            if then is not None:
+                self.runner.guard(then, layer)
+
+        next_batch()
         return layer
 
     # -- the panels' state and actions, as the widget's API --------------------------------
@@ -257,8 +353,8 @@ class RegionsWidget(RunsInBackground, QWidget):
     def set_class_of_selected(self, cls: str | None = None) -> None:
         self.classes_panel.set_class_of_selected(cls)
 
-    def compute_suggestion(self, genes: list[str] | None = None):
-        return self.suggest_panel.compute_suggestion(genes)
+    def compute_suggestion(self, genes: list[str] | None = None) -> None:
+        self.suggest_panel.compute_suggestion(genes)
 
     def set_threshold(self, threshold: float) -> None:
         self.suggest_panel.set_threshold(threshold)
@@ -269,11 +365,11 @@ class RegionsWidget(RunsInBackground, QWidget):
     def save(self, name: str | None = None, overwrite: bool | None = None, path: str | Path | None = None) -> None:
         self.save_panel.save(name, overwrite, path)
 
-    def refresh_saved_regions(self) -> list[str]:
-        return self.save_panel.refresh_saved_regions()
+    def refresh_saved_regions(self) -> None:
+        self.save_panel.refresh_saved_regions()
 
-    def load(self, name: str):
-        return self.save_panel.load(name)
+    def load(self, name: str) -> None:
+        self.save_panel.load(name)
 
     def compute_statistics(self) -> None:
         self.stats_panel.compute_statistics()
