@@ -40,6 +40,7 @@ def test_save_and_reopen_shows_the_same_values(drosophila_store):
     table = predictions_table(
         "cells", ids[order], values.iloc[order].reset_index(drop=True), attention=attention[order],
         centroid_names=[f"c{i}" for i in range(5)], checkpoint="model.pt",
+        centroid_colours=["#000000", "#111111", "#222222", "#333333", "#ff0000"],
     )
     first = save_predictions(drosophila_store, table)
     second = save_predictions(drosophila_store, table)
@@ -53,10 +54,17 @@ def test_save_and_reopen_shows_the_same_values(drosophila_store):
     eve_data, eve_kw, kind = layers["casper:eve"]
     assert kind == "points"
     np.testing.assert_allclose(eve_kw["features"]["value"], values["eve"], rtol=1e-6)
-    dominant = layers["casper dominant centroid"][1]["features"]["category"]
+    dominant_kwargs = layers["casper dominant centroid"][1]
+    dominant = dominant_kwargs["features"]["category"]
     assert (dominant.astype(str).to_numpy() == np.array([f"c{i}" for i in attention.argmax(axis=1)])).all()
-    # the cells layer still shows the measured table
-    np.testing.assert_allclose(layers["cells"][1]["features"]["eve"], values["eve"], rtol=1e-6)
+    assert list(reopened.uns["casper_dominant_centroid_colors"]) == ["#000000", "#111111", "#222222", "#333333", "#ff0000"]
+    red = attention.argmax(axis=1) == 4  # the colour saved for c4 is the colour drawn
+    np.testing.assert_allclose(dominant_kwargs["face_color"][red], np.tile([1.0, 0, 0, 1], (red.sum(), 1)))
+    # the measured table is still there, with its values
+    np.testing.assert_allclose(np.asarray(sdata.tables["atlas"][:, "eve"].X).ravel(), values["eve"], rtol=1e-6)
+    # the dominant centroid comes back with its saved colours and its on-canvas legend
+    legend = layers["casper dominant centroid legend"][1]
+    assert list(legend["features"]["label"]) == ["dominant centroid", *[f"c{i}" for i in range(5)], ""]
 
 
 def test_bad_predictions():

@@ -64,6 +64,45 @@ def test_results_table_and_checkpoint_round_trip(trained, tmp_path):
     # the last float bit, from BLAS blocking)
     np.testing.assert_array_equal(again.imputer.predict(["eve"]), workflow.imputer.predict(["eve"]))
     np.testing.assert_array_equal(again.attention(), workflow.attention())
+    # the cells' clusters travel in the checkpoint: loading needs no clustering, names agree
+    assert again.groups_ready and again.display_names == workflow.display_names
+    np.testing.assert_array_equal(again.display_attention(), workflow.display_attention())
+    # the table carries the dominant centroid with scanpy-style colours
+    dominant = table.obs["casper_dominant_centroid"]
+    assert list(dominant.cat.categories) == workflow.display_names
+    np.testing.assert_array_equal(dominant.cat.codes.to_numpy(), workflow.display_attention().argmax(axis=1))
+    colours = table.uns["casper_dominant_centroid_colors"]
+    assert len(colours) == len(workflow.display_names) and all(c.startswith("#") and len(c) == 7 for c in colours)
+
+
+def test_phases_are_named_and_clustering_is_cancelled_within_a_second():
+    """status names every phase; a cancel while the child process clusters stops it and keeps the model."""
+    import threading
+    import time
+
+    from napari_casper.casper.reference_groups import ClusterJob
+
+    sdata = load_drosophila()
+    reference = sdata.tables["reference"]
+    workflow = CasperWorkflow.from_layer_metadata(layer_meta(sdata, "cells"), reference, leiden_resolution=0.45)
+    cancel, phases, stamps = threading.Event(), [], {}
+
+    def status(text):
+        phases.append(text)
+        if text == "clustering the reference":
+            stamps["asked"] = time.perf_counter()
+            cancel.set()
+
+    workflow.train(max_steps=20, steps_per_epoch=10, status=status, cancel=cancel)
+    stopped = time.perf_counter() - stamps["asked"]
+    assert phases[0] == "preparing genes and centroids" and "refit on all genes and spots: step 20 of 20" in phases
+    assert phases[-1] == "encoding the spots" and "clustering the reference" in phases
+    assert stopped < 1.0, f"cancel took {stopped:.2f} s while clustering"
+    assert workflow.cancelled and workflow.imputer is not None and not workflow.groups_ready
+    # the child process is gone: a new job for the same matrix starts from scratch
+    job = ClusterJob(reference.X, resolution=0.45)
+    assert not job.done
+    job.stop()
 
 
 def test_checkpoint_for_other_genes(trained, tmp_path):

@@ -4,7 +4,8 @@ A checkpoint is one ``torch.save`` file holding only tensors, strings, numbers, 
 (so it loads with ``weights_only=True``, never unpickling code): the network weights and the
 arguments that rebuild it, the training config, the panel genes (ST and reference spelling), the
 centroid labels, sizes and whole-transcriptome expression, the standardisation statistics, the
-preprocessing report, the training history and the library version. Loading restores the exact
+preprocessing report, the training history, the display group of each centroid (when every
+reference cell is a centroid; optional, so older files still load) and the library version. Loading restores the exact
 float32 values, so predictions after a round trip are bit-identical on the same device.
 """
 
@@ -65,6 +66,8 @@ def save_checkpoint(model: CasperModel, path: str | Path) -> Path:
         "report": _plain(model.report),
         "history": _plain(model.history.to_dict()),
     }
+    if model.centroid_groups is not None:
+        payload["centroid_groups"] = [str(g) for g in model.centroid_groups]
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -155,6 +158,7 @@ def load_checkpoint(
         report=dict(payload.get("report", {})),
         history=TrainingHistory.from_dict(payload.get("history", {})),
         library_version=str(payload.get("library_version", "unknown")),
+        centroid_groups=list(payload["centroid_groups"]) if payload.get("centroid_groups") is not None else None,
     )
     if panel_genes is not None:
         check_panel(model, panel_genes)

@@ -72,6 +72,10 @@ class CasperModel:
         the :class:`TrainingHistory`.
     library_version
         napari-casper version that trained the model.
+    centroid_groups
+        when every reference cell is a centroid: the display group (Leiden cluster or label) of
+        each centroid, in centroid order, so attention can be shown per cell type without
+        clustering the reference again (None: not computed).
     """
 
     network: CentroidCrossAttention
@@ -87,6 +91,7 @@ class CasperModel:
     report: dict = field(default_factory=dict)
     history: TrainingHistory = field(default_factory=TrainingHistory)
     library_version: str = __version__
+    centroid_groups: list[str] | None = None
 
     @property
     def reference_genes(self) -> list[str]:

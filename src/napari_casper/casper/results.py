@@ -2,9 +2,11 @@
 
 A results table annotates the same spot element as the measured table. ``X`` holds the
 predicted genes (``var_names``), ``obsm["casper_attention"]`` the spot -> centroid attention
-``(n_spots, n_centroids)``, ``uns["napari_casper"]`` the centroid names, checkpoint path and
-provenance. Saving never replaces an earlier result: it takes the next free name
-(``casper_predictions``, ``casper_predictions_2``, ...).
+``(n_spots, n_centroids)``, ``obs["casper_dominant_centroid"]`` the most-attended centroid of
+each spot (categorical, in centroid order) with its colours in ``uns["casper_dominant_centroid_colors"]``
+(scanpy's convention, so the legend shows the same colours when the store is reopened, in
+napari or scanpy), ``uns["napari_casper"]`` the centroid names, checkpoint path and provenance.
+Saving never replaces an earlier result: it takes the next free name (``casper_predictions``, ``casper_predictions_2``, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from napari_casper.errors import CasperInputError
 
 RESULTS_KIND = "casper_predictions"
 ATTENTION_KEY = "casper_attention"
+#: obs column of the dominant (most-attended) centroid of each spot
+DOMINANT_KEY = "casper_dominant_centroid"
 
 
 def predictions_table(
@@ -30,6 +34,7 @@ def predictions_table(
     attention: np.ndarray | None = None,
     centroid_names: list[str] | None = None,
     checkpoint: str | None = None,
+    centroid_colours: list[str] | None = None,
     region_key: str = "region",
     instance_key: str = "spot_id",
 ) -> ad.AnnData:
@@ -42,7 +47,11 @@ def predictions_table(
     predictions
         ``(n_spots, n_genes)`` predicted expression; columns are gene names.
     attention
-        Optional ``(n_spots, n_centroids)`` attention weights (rows sum to 1).
+        Optional ``(n_spots, n_centroids)`` attention weights (rows sum to 1); with it the
+        dominant centroid of each spot is written to ``obs["casper_dominant_centroid"]``.
+    centroid_colours
+        ``"#rrggbb"`` per centroid (the dominant-centroid legend), saved as
+        ``uns["casper_dominant_centroid_colors"]``.
     """
     from spatialdata.models import TableModel
 
@@ -69,7 +78,15 @@ def predictions_table(
         if attention.shape[0] != n_spots:
             raise CasperInputError(f"attention has {attention.shape[0]} rows for {n_spots} spots.")
         table.obsm[ATTENTION_KEY] = attention
-        info["centroids"] = list(map(str, centroid_names or range(attention.shape[1])))
+        names = list(map(str, centroid_names or range(attention.shape[1])))
+        if len(names) != attention.shape[1]:
+            raise CasperInputError(f"{len(names)} centroid names for {attention.shape[1]} attention columns.")
+        info["centroids"] = names
+        table.obs[DOMINANT_KEY] = pd.Categorical.from_codes(attention.argmax(axis=1), categories=names)
+        if centroid_colours is not None:
+            if len(centroid_colours) != len(names):
+                raise CasperInputError(f"{len(centroid_colours)} colours for {len(names)} centroids.")
+            table.uns[f"{DOMINANT_KEY}_colors"] = np.asarray([str(c) for c in centroid_colours], dtype=object)
     table.uns["napari_casper"] = info
     return TableModel.parse(table, region=spots_element, region_key=region_key, instance_key=instance_key)
 

@@ -32,6 +32,10 @@ from napari_casper.runtime.device import autocast, grad_scaler, select_device, t
 
 #: ``progress(record)`` is called after every epoch with an :class:`EpochRecord`
 ProgressCallback = Callable[[EpochRecord], None]
+#: ``status(text)`` names the phase being run ("preparing genes and centroids", "refit: step 50 of 75")
+StatusCallback = Callable[[str], None]
+#: during the refit, ``status`` is called every this many steps
+REFIT_STATUS_EVERY = 5
 
 
 @dataclass
@@ -157,18 +161,7 @@ def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[
     ref_panel = np.asarray(ref_panel.toarray() if hasattr(ref_panel, "toarray") else ref_panel)
     _, cmean, cstd = standardize(ref_panel)
     spot_z, st_mean, st_std = standardize(pair.st_expression)
-    torch.manual_seed(config.seed)
-    network = CentroidCrossAttention(
-        len(pair.panel_genes),
-        centroids.n_centroids,
-        d_model=config.d_model,
-        hidden=config.hidden,
-        heads=config.heads,
-        dropout=config.dropout,
-        similarity_prior=config.similarity_prior,
-        prior_scale=config.prior_scale,
-        gene_residual=config.gene_residual,
-    )
+    network = fresh_network(len(pair.panel_genes), centroids.n_centroids, config)
     report = dict(pair.report, centroids=f"{centroids.n_centroids} centroids ({centroids.method})")
     model = CasperModel(
         network=network,
@@ -186,6 +179,29 @@ def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[
     return model, spot_z
 
 
+def fresh_network(n_panel: int, n_centroids: int, config: CasperConfig) -> CentroidCrossAttention:
+    """An untrained network, initialised from ``config.seed`` (the same weights for the same seed)."""
+    torch.manual_seed(config.seed)
+    return CentroidCrossAttention(
+        n_panel,
+        n_centroids,
+        d_model=config.d_model,
+        hidden=config.hidden,
+        heads=config.heads,
+        dropout=config.dropout,
+        similarity_prior=config.similarity_prior,
+        prior_scale=config.prior_scale,
+        gene_residual=config.gene_residual,
+    )
+
+
+def _check_cancel(cancel, model: CasperModel | None, where: str) -> None:
+    if is_cancelled(cancel):
+        err = TrainingCancelled(f"training cancelled {where}")
+        err.model = model
+        raise err
+
+
 def train_casper(
     st: AnnData,
     reference: AnnData,
@@ -193,6 +209,7 @@ def train_casper(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelFlag | None = None,
+    status: StatusCallback | None = None,
     **overrides,
 ) -> CasperModel:
     """Train CASPER on the ST panel ``st`` against the scRNA ``reference``.
@@ -212,14 +229,18 @@ def train_casper(
     cancel
         a ``threading.Event`` or a callable returning True to stop; checked before every batch.
         On cancel the best weights so far are restored and :class:`TrainingCancelled` is raised
-        with that model as ``err.model``.
+        with that model as ``err.model`` (None when cancelled before the first batch).
+    status
+        called with the name of each phase: "preparing genes and centroids", then (with
+        ``refit``) "refit on all genes and spots: step s of S" every few refit steps.
 
     Returns
     -------
     CasperModel in eval mode, on the CPU. With ``refit=True`` (default) the validation run only
     chooses the number of steps (its best epoch); the returned model is then trained again with
-    every gene and spot for that many steps (``progress`` is not called during the refit; a
-    cancel during it raises with the validated model). With ``refit=False`` it is the
+    every gene and spot for that many steps, from the same preprocessing and centroids
+    (``progress`` is not called during the refit, ``status`` is; a cancel during it raises
+    with the validated model). With ``refit=False`` it is the
     validation run's best weights.
     """
     if isinstance(config, CasperConfig):
@@ -228,7 +249,12 @@ def train_casper(
         config = CasperConfig.from_dict(config, **overrides)
     start = time.perf_counter()
     with torch_threads(config.num_threads):
-        model = _train(st, reference, config, progress, cancel)
+        _check_cancel(cancel, None, "before it started")
+        if status is not None:
+            status("preparing genes and centroids")
+        prepared = build_model(st, reference, config)
+        _check_cancel(cancel, None, "while preparing genes and centroids")
+        model = _train(prepared, config, progress, cancel)
         if not (config.refit and model.history.validation_genes and model.history.best_epoch):
             return model
         # refit: same recipe on every gene and spot, for as many steps as validation chose
@@ -237,8 +263,13 @@ def train_casper(
             config.to_dict(), val_gene_fraction=0.0, val_spot_fraction=0.0,
             max_steps=max(best.step, config.steps_per_epoch), refit=False,
         )
+        # the same genes, standardisation and centroids: only the network starts afresh
+        base, spot_z = prepared
+        again = copy.copy(base)
+        again.network = fresh_network(base.network.n_panel, base.network.n_centroids, refit)
+        again.history = TrainingHistory()
         try:
-            final = _train(st, reference, refit, None, cancel)
+            final = _train((again, spot_z), refit, None, cancel, status=status)
         except TrainingCancelled as err:
             err.model = model  # the validated model is the best complete one
             raise
@@ -249,10 +280,11 @@ def train_casper(
         return final
 
 
-def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel:
+def _train(prepared: tuple[CasperModel, np.ndarray], config: CasperConfig, progress, cancel, status=None) -> CasperModel:
+    """Train ``prepared`` = ``(model, spot_z)`` from :func:`build_model`; ``status`` reports refit steps."""
     device = select_device(config.device)
     start = time.perf_counter()
-    model, spot_z = build_model(st, reference, config)
+    model, spot_z = prepared
     net = model.network.to(device)
     data = _Tensors(model, spot_z, device)
     n_spots, n_panel = spot_z.shape
@@ -331,6 +363,8 @@ def _train(st, reference, config: CasperConfig, progress, cancel) -> CasperModel
         scheduler.step()
         losses.append(float(loss.detach()))
         step += 1
+        if status is not None and (step % REFIT_STATUS_EVERY == 0 or step == config.max_steps):
+            status(f"refit on all genes and spots: step {step} of {config.max_steps}")
         if step % config.steps_per_epoch == 0 or step == config.max_steps:
             epoch += 1
             val_loss, val_score = _validate(net, data, val_genes, val_spots, device, config)

@@ -8,7 +8,7 @@ element's order), the scRNA reference, the trained model and the predictions mad
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from napari_casper.errors import CasperInputError
+from napari_casper.runtime.control import is_cancelled
 
 
 @dataclass
@@ -107,20 +108,27 @@ class CasperWorkflow:
         *,
         progress: Callable[[dict], None] | None = None,
         cancel=None,
+        status: Callable[[str], None] | None = None,
         **config,
     ):
-        """Fit CASPER; keyword ``config`` are :class:`~napari_casper.casper.training.CasperConfig` fields.
+        """Fit CASPER; keyword ``config`` are :class:`~napari_casper.casper.training.CasperConfig` fields
+        (or ``epochs``: ``max_steps`` = epochs x ``steps_per_epoch``).
 
-        ``progress`` receives a dict per epoch (epoch, step, train_loss, val_loss, val_score).
-        When ``cancel`` is set, training stops within one batch and the best model so far is
-        kept (``self.cancelled`` is then True).
+        ``progress`` receives a dict per epoch (epoch, step, train_loss, val_loss, val_score);
+        ``status`` the name of each phase ("preparing genes and centroids", "refit on all genes
+        and spots: step s of S", "clustering the reference", "encoding the spots"). When
+        ``cancel`` is set, the running phase stops within a second and the best model so far is
+        kept (``self.cancelled`` is then True; with no model yet, :class:`TrainingCancelled`
+        is raised). When every reference cell is a centroid, the cells' Leiden clusters (used
+        to show attention) are computed in a child process while the model trains.
         """
-        from dataclasses import asdict
-
-        from napari_casper.casper.imputation import CasperImputer
-        from napari_casper.casper.training import train_casper
+        from napari_casper.casper.training import CasperConfig, train_casper
         from napari_casper.errors import TrainingCancelled
 
+        say = status or (lambda text: None)
+        epochs = config.pop("epochs", None)
+        if epochs is not None:
+            config["max_steps"] = int(epochs) * int(config.get("steps_per_epoch", CasperConfig.steps_per_epoch))
         self.history = []
         self.cancelled = False
 
@@ -130,25 +138,81 @@ class CasperWorkflow:
             if progress is not None:
                 progress(event)
 
+        job = self._start_clustering()
         try:
-            model = train_casper(
-                self.st,
-                self.reference,
-                label_key=self.label_key,
-                leiden_resolution=self.leiden_resolution,
-                centroid_method=self.centroid_method,
-                progress=record,
-                cancel=cancel,
-                **config,
-            )
-        except TrainingCancelled as stop:
-            model = stop.model
-            self.cancelled = True
-        self.imputer = CasperImputer(model, self.st, device=config.get("device", "auto"))
-        self.predictions.clear()
+            try:
+                model = train_casper(
+                    self.st,
+                    self.reference,
+                    label_key=self.label_key,
+                    leiden_resolution=self.leiden_resolution,
+                    centroid_method=self.centroid_method,
+                    progress=record,
+                    cancel=cancel,
+                    status=say,
+                    **config,
+                )
+            except TrainingCancelled as stop:
+                if getattr(stop, "model", None) is None:
+                    raise
+                model = stop.model
+                self.cancelled = True
+            if not self.cancelled:
+                try:
+                    model.centroid_groups = self._centroid_groups(model, job, cancel, say)
+                except TrainingCancelled:  # the model is complete: keep it, cluster later if asked
+                    self.cancelled = True
+            elif job is not None and job.done:  # cancelled, but the clusters are ready anyway
+                model.centroid_groups = self._centroid_groups(model, job, None, say)
+        finally:
+            if job is not None:
+                job.stop()
+        self._install(model, device=config.get("device", "auto"), status=say)
         self.checkpoint_path = None
-        self._groups = None
         return self.imputer
+
+    def _needs_clusters(self, method: str | None = None) -> bool:
+        """True when the centroids are reference cells with no label column: they are shown per Leiden cluster."""
+        from napari_casper.casper.centroids import MAX_CELL_CENTROIDS
+
+        if self.label_key is not None:
+            return False
+        method = method or self.centroid_method
+        if method.startswith("cells"):
+            return True
+        return method == "auto" and self.reference.n_obs <= MAX_CELL_CENTROIDS
+
+    def _start_clustering(self, method: str | None = None):
+        from napari_casper.casper.reference_groups import ClusterJob
+
+        if not self._needs_clusters(method):
+            return None
+        return ClusterJob(self.reference.X, resolution=self.leiden_resolution)
+
+    def _centroid_groups(self, model, job, cancel, say) -> list[str] | None:
+        """The display group of each centroid (cells only): its label, or its Leiden cluster."""
+        if not model.centroids.method.startswith("cells"):
+            return None
+        position = pd.Index(self.reference.obs_names.astype(str)).get_indexer(model.centroids.labels)
+        if (position < 0).any():
+            raise CasperInputError("the model's centroid cells are not the cells of this reference: choose the reference it was trained with.")
+        if self.label_key is not None:
+            return [str(g) for g in self.reference.obs[self.label_key].astype(str).to_numpy()[position]]
+        if job is None:
+            job = self._start_clustering("cells")
+        if not job.done:
+            say("clustering the reference")
+        clusters = job.result(cancel)
+        return [f"leiden_{c}" for c in np.asarray(clusters)[position]]
+
+    def _install(self, model, *, device: str = "auto", status=None) -> None:
+        from napari_casper.casper.imputation import CasperImputer
+
+        if status is not None:
+            status("encoding the spots")
+        self.imputer = CasperImputer(model, self.st, device=device)
+        self.predictions.clear()
+        self._groups = None
 
     def _require_model(self):
         if self.imputer is None:
@@ -162,14 +226,29 @@ class CasperWorkflow:
         self.checkpoint_path = str(path)
         return Path(path)
 
-    def load_checkpoint(self, path: str | Path):
-        from napari_casper.casper.checkpoint import load_checkpoint
-        from napari_casper.casper.imputation import CasperImputer
+    def load_checkpoint(self, path: str | Path, *, cancel=None, status: Callable[[str], None] | None = None):
+        """Load a model saved by :meth:`save_checkpoint` for these spots.
 
-        self.imputer = CasperImputer(load_checkpoint(path, panel_genes=self.st.var_names), self.st)
-        self._groups = None
+        ``status`` names the phases ("loading checkpoint", "clustering the reference" for an
+        older file that lacks its centroids' groups, "encoding the spots"); a ``cancel``
+        raises :class:`TrainingCancelled` and leaves this workflow as it was.
+        """
+        from napari_casper.casper.checkpoint import load_checkpoint
+        from napari_casper.errors import TrainingCancelled
+
+        say = status or (lambda text: None)
+        say("loading checkpoint")
+        model = load_checkpoint(path, panel_genes=self.st.var_names)
+        if is_cancelled(cancel):
+            raise TrainingCancelled("loading the checkpoint was cancelled")
+        if model.centroid_groups is None and model.centroids.method.startswith("cells"):
+            model.centroid_groups = self._centroid_groups(model, None, cancel, say)  # an older checkpoint
+        if is_cancelled(cancel):
+            raise TrainingCancelled("loading the checkpoint was cancelled")
+        self._install(model, status=say)
         self.checkpoint_path = str(path)
-        self.predictions.clear()
+        self.history = [asdict(r) for r in model.history.records]
+        self.cancelled = False
         return self.imputer
 
     # -- imputation ----------------------------------------------------------------------
@@ -210,7 +289,8 @@ class CasperWorkflow:
 
         When every reference cell is a centroid, attention to 1000s of cells is summed over
         the Leiden clusters of those cells (or their label column), which is what a user can
-        read as a cell-type map. Otherwise the centroids are shown as they are.
+        read as a cell-type map; the groups come with the model (computed while training, or
+        saved in the checkpoint). Otherwise the centroids are shown as they are.
         """
         if self._groups is not None:
             return self._groups
@@ -219,23 +299,24 @@ class CasperWorkflow:
         if not model.centroids.method.startswith("cells"):
             self._groups = (names, None)
             return self._groups
-        position = pd.Index(self.reference.obs_names.astype(str)).get_indexer(names)
-        if self.label_key is not None:
-            cell_groups = self.reference.obs[self.label_key].astype(str).to_numpy()[position]
-            group_names = sorted(set(cell_groups))
-        else:
-            from napari_casper.casper.centroids import leiden_clusters
-            from napari_casper.casper.preprocess import normalize_matrix
-
-            expression, _ = normalize_matrix(self.reference.X)
-            clusters = leiden_clusters(expression, resolution=self.leiden_resolution)[position]
-            cell_groups = np.array([f"leiden_{c}" for c in clusters])
-            group_names = sorted(set(cell_groups), key=lambda g: int(g.split("_")[1]))
+        if model.centroid_groups is None:  # cancelled while clustering: cluster now (in the caller's worker)
+            model.centroid_groups = self._centroid_groups(model, None, None, lambda text: None)
+        cell_groups = list(model.centroid_groups)
+        leiden = all(g.startswith("leiden_") and g[7:].isdigit() for g in cell_groups)
+        group_names = sorted(set(cell_groups), key=(lambda g: int(g[7:])) if leiden else str)
         column = {g: j for j, g in enumerate(group_names)}
         onehot = np.zeros((len(names), len(group_names)), dtype=np.float32)
         onehot[np.arange(len(names)), [column[g] for g in cell_groups]] = 1.0
         self._groups = (group_names, onehot)
         return self._groups
+
+    @property
+    def groups_ready(self) -> bool:
+        """True when :attr:`display_names` is cheap (no clustering left to do)."""
+        if self.imputer is None:
+            return False
+        model = self.imputer.model
+        return self._groups is not None or not model.centroids.method.startswith("cells") or model.centroid_groups is not None
 
     @property
     def display_names(self) -> list[str]:
@@ -280,6 +361,8 @@ class CasperWorkflow:
     def results_table(self, genes: Sequence[str] | None = None) -> ad.AnnData:
         """Results table for the spot element: predicted genes, attention, centroid names."""
         from napari_casper.casper.results import predictions_table
+        from napari_casper.display.legend import hex_colours
+        from napari_casper.display.value_layers import category_colours
 
         genes = list(genes) if genes is not None else list(self.predictions)
         return predictions_table(
@@ -289,6 +372,7 @@ class CasperWorkflow:
             attention=self.display_attention(),
             centroid_names=self.display_names,
             checkpoint=self.checkpoint_path,
+            centroid_colours=hex_colours(category_colours(self.display_names)),
         )
 
     def save_results(self, store: str | Path, genes: Sequence[str] | None = None) -> str:

@@ -32,9 +32,15 @@ class DataPanel(QGroupBox):
         self.viewer = viewer
         self._reference_files: dict[str, Path] = {}
         self.spots = QComboBox()
+        self.spots.setToolTip("the spots layer (with its table of measured genes) to train on and impute for")
         self.reference = QComboBox()
+        self.reference.setToolTip("the scRNA-seq reference: a table of the open SpatialData object, or an .h5ad file")
         self.browse = QPushButton("Open .h5ad...")
+        self.browse.setToolTip("choose an scRNA-seq reference .h5ad file")
         self.label_key = QComboBox()
+        for combo in (self.spots, self.reference, self.label_key):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         self.resolution = QDoubleSpinBox()
         self.resolution.setRange(0.05, 10.0)
         self.resolution.setSingleStep(0.1)
@@ -47,7 +53,7 @@ class DataPanel(QGroupBox):
         form.addRow("spots", self.spots)
         form.addRow("reference", reference_row)
         form.addRow("centroids from", self.label_key)
-        form.addRow("Leiden resolution", self.resolution)
+        form.addRow("resolution", self.resolution)
         self.browse.clicked.connect(self._browse)
         self.reference.currentIndexChanged.connect(self._fill_label_keys)
         self.spots.currentIndexChanged.connect(self._fill_references)

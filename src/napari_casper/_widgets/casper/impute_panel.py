@@ -16,6 +16,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+COMPARE = "Compare with measured"
+BACK = "Back to tissue view"
+
 
 class ImputePanel(QGroupBox):
     """Gene search with completion over all reference genes, a chosen-gene list, actions."""
@@ -25,7 +28,8 @@ class ImputePanel(QGroupBox):
         self._genes: list[str] = []
         self._known: set[str] = set()
         self.search = QLineEdit()
-        self.search.setPlaceholderText("gene name (any reference gene), Enter to add")
+        self.search.setPlaceholderText("gene name, Enter to add")
+        self.search.setToolTip("type any reference gene (completion offers them all) and press Enter to add it to the list")
         self._model = QStringListModel()
         completer = QCompleter(self._model, self)
         completer.setCaseSensitivity(Qt.CaseInsensitive)
@@ -34,10 +38,16 @@ class ImputePanel(QGroupBox):
         self.chosen = QListWidget()
         self.chosen.setSelectionMode(QAbstractItemView.ExtendedSelection)
         self.chosen.setMaximumHeight(110)
+        self.chosen.setToolTip("genes to impute; select some to impute or remove only those")
         self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("remove the selected genes from the list")
         self.impute_button = QPushButton("Impute")
-        self.compare_button = QPushButton("Compare with measured")
-        self.compare_button.setToolTip("side-by-side and difference view for a gene the panel measured")
+        self.impute_button.setToolTip("predict the listed (or selected) genes for every spot; the newest gene is shown, the other gene layers hidden")
+        self.compare_button = QPushButton(COMPARE)
+        self.compare_button.setToolTip(
+            "for a gene the panel measured: measured, predicted with that gene hidden, and their difference, side by side; "
+            "press again (Back) to restore the view"
+        )
         self.score = QLabel("")
         self.score.setWordWrap(True)
         self.colorbar = QLabel("")
@@ -48,14 +58,18 @@ class ImputePanel(QGroupBox):
         buttons = QHBoxLayout()
         buttons.addWidget(self.remove_button)
         buttons.addWidget(self.impute_button)
-        buttons.addWidget(self.compare_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.search)
         layout.addWidget(self.chosen)
         layout.addLayout(buttons)
+        layout.addWidget(self.compare_button)
         layout.addWidget(self.score)
         layout.addWidget(self.colorbar)
         layout.addWidget(self.colorbar_range)
+
+    def set_comparing(self, comparing: bool) -> None:
+        """The compare button becomes Back while a comparison is shown."""
+        self.compare_button.setText(BACK if comparing else COMPARE)
 
     def set_reference_genes(self, genes: list[str]) -> None:
         self._genes = sorted(genes, key=str.lower)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Signal
 
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, TrainingCancelled
 
 
 def notify_error(message: str) -> None:
@@ -29,8 +29,8 @@ def notify_info(message: str) -> None:
 
 
 def error_text(err: BaseException) -> str:
-    """What the user reads: our input errors as written, anything else with its type."""
-    return str(err) if isinstance(err, CasperInputError) else f"{type(err).__name__}: {err}"
+    """What the user reads: our input errors and cancellations as written, anything else with its type."""
+    return str(err) if isinstance(err, CasperInputError | TrainingCancelled) else f"{type(err).__name__}: {err}"
 
 
 class _Relay(QObject):
@@ -43,6 +43,10 @@ def progress_relay(handler: Callable[[object], None]) -> _Relay:
     relay = _Relay()
     relay.event.connect(handler)
     return relay
+
+
+#: pause between two layers added by :meth:`BackgroundRunner.add_layers` (lets the canvas paint in between)
+LAYER_INTERVAL_MS = 40
 
 
 class BackgroundRunner:
@@ -69,10 +73,43 @@ class BackgroundRunner:
         self.on_finish = on_finish
         self.worker = None
         self.synchronous = False  # tests may run work in the GUI thread
+        self._layer_queue: list = []
+        self._layer_timer = None
 
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        return self.worker is not None or bool(self._layer_queue)
+
+    def add_layers(self, add: Callable[[object], object], items: list, then: Callable[[list], None] | None = None) -> None:
+        """Call ``add(item)`` for each item on the GUI thread, one per event-loop turn, then ``then(results)``.
+
+        napari draws a new layer the first time at the next paint (building its shaders costs
+        0.1-0.5 s per layer on a software GL): adding several layers in one handler would add
+        those costs up into one long stall; spread over turns, each paint stays short. The
+        runner is ``busy`` until the last one is added.
+        """
+        from qtpy.QtCore import QTimer
+
+        results: list = []
+        self._layer_queue = list(items)
+        if self.synchronous or not self._layer_queue:
+            for item in self._layer_queue:
+                results.append(self.guard(add, item))
+            self._layer_queue = []
+            if then is not None:
+                self.guard(then, results)
+            return
+
+        def step() -> None:
+            if not self._layer_queue:
+                return
+            results.append(self.guard(add, self._layer_queue.pop(0)))
+            if self._layer_queue:
+                QTimer.singleShot(LAYER_INTERVAL_MS, step)
+            elif then is not None:
+                self.guard(then, results)
+
+        QTimer.singleShot(0, step)
 
     def say(self, text: str) -> None:
         self.show_message(text)
@@ -136,7 +173,7 @@ class BackgroundRunner:
 
         timer = QElapsedTimer()
         timer.start()
-        while self.worker is not None and timer.elapsed() < timeout_ms:
+        while self.busy and timer.elapsed() < timeout_ms:
             QCoreApplication.processEvents()
             threading.Event().wait(0.01)
 

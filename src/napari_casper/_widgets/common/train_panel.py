@@ -35,12 +35,18 @@ class TrainingGroup(QGroupBox):
     def _lay_out(self, rows: list[tuple[str, QWidget]]) -> None:
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip("where training runs: auto picks CUDA, then MPS, then the CPU")
         self.seed = _spin(0, 2**31 - 1, 0)
+        self.seed.setToolTip("random seed: the same seed and data train the same model")
         self.train_button = QPushButton("Train")
+        self.train_button.setToolTip("train in the background; the status names the phase and the plot shows the loss per epoch")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("stop training or loading within a second; the best model so far is kept")
         self.cancel_button.setEnabled(False)
         self.save_button = QPushButton("Save checkpoint...")
+        self.save_button.setToolTip("save the trained model to a .pt file")
         self.load_button = QPushButton("Load checkpoint...")
+        self.load_button.setToolTip("load a model saved with Save checkpoint (for spots with the same panel genes)")
         self.status = QLabel("not trained")
         self.status.setWordWrap(True)
         self.plot = make_loss_plot()
@@ -79,8 +85,11 @@ class TrainPanel(TrainingGroup):
         self.learning_rate.setRange(1e-5, 1.0)
         self.learning_rate.setSingleStep(1e-4)
         self.learning_rate.setValue(1e-3)
+        self.learning_rate.setToolTip("peak learning rate of the one-cycle schedule")
         self.batch_size = _spin(16, 1_000_000, 512)
+        self.batch_size.setToolTip("spots per batch")
         self.heads = _spin(1, 16, 2)
+        self.heads.setToolTip("attention heads of the cross-attention")
         self._lay_out(
             [
                 ("epochs", self.epochs),
@@ -91,13 +100,13 @@ class TrainPanel(TrainingGroup):
         )
 
     def config(self) -> dict:
-        """Training options as keyword arguments for :meth:`CasperWorkflow.train`."""
-        from napari_casper.casper.training import CasperConfig
+        """Training options as keyword arguments for :meth:`CasperWorkflow.train`.
 
-        steps_per_epoch = CasperConfig.steps_per_epoch
+        Cheap on the GUI thread: nothing heavy is imported here (``epochs`` becomes
+        ``max_steps`` in the worker).
+        """
         return {
-            "max_steps": self.epochs.value() * steps_per_epoch,
-            "steps_per_epoch": steps_per_epoch,
+            "epochs": self.epochs.value(),
             "learning_rate": self.learning_rate.value(),
             "batch_size": self.batch_size.value(),
             "heads": self.heads.value(),
