@@ -8,7 +8,7 @@ import pytest
 from histology_data import her2_path, mob_path
 
 from napari_casper.errors import CasperInputError
-from napari_casper.histology.sections import HistologySection, choose_reduction, load_section
+from napari_casper.histology.sections import HistologySection, choose_reduction, load_section, read_jpeg
 
 
 def test_mob_loads_at_full_resolution():
@@ -37,3 +37,27 @@ def test_inconsistent_input_is_explained():
         HistologySection(sec.image, sec.coords, 0.0)
     with pytest.raises(CasperInputError, match="does not exist"):
         load_section(mob_path("MOB2"), image_path="/nonexistent.jpg")
+
+
+def test_images_are_read_through_read_image_file_tiff_too(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    jpg = mob_path("MOB1").with_suffix(".jpg")
+    pixels, scale = read_jpeg(jpg)
+    assert pixels.shape == (1905, 1905, 3) and scale == 1.0
+    tif = tmp_path / "MOB1.tif"
+    tifffile.imwrite(tif, pixels)
+    again, _ = read_jpeg(tif)
+    np.testing.assert_array_equal(again, pixels)
+    half, scale = read_jpeg(tif, reduce=2)  # no draft mode for a TIFF: reduced after reading
+    assert half.shape == (953, 953, 3) and scale == pytest.approx(953 / 1905)
+    quarter, scale = read_jpeg(jpg, reduce=4)  # a JPEG decodes reduced (draft mode)
+    assert quarter.shape == (477, 477, 3) and scale == pytest.approx(477 / 1905)
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(jpg.read_bytes()[:5000])
+    for reduce in (1, 4):
+        with pytest.raises(CasperInputError, match="cut.jpg"):
+            read_jpeg(truncated, reduce)
+    Image.fromarray(pixels[:, :, 0]).save(tmp_path / "grey.png")  # a grey image becomes RGB
+    assert read_jpeg(tmp_path / "grey.png")[0].shape == (1905, 1905, 3)

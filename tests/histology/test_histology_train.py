@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -62,7 +63,7 @@ def test_auto_epochs_and_input_errors(mob_sections):
     with pytest.raises(CasperInputError, match="predictor"):
         train_histology([sec], HistologyConfig(predictor="magic"))
     no_expression = HistologySection(sec.image, sec.coords, sec.spot_diameter_px)
-    with pytest.raises(CasperInputError, match="no expression"):
+    with pytest.raises(CasperInputError, match="no (expression|counts)"):
         train_histology([no_expression])
     other = sec.expression.copy()
     other.var_names = [f"other{i}" for i in range(other.n_vars)]
@@ -75,9 +76,38 @@ def _subset(sec, n):
     return HistologySection(sec.image, sec.coords[:n], sec.spot_diameter_px, expression=sec.expression[:n], name=sec.name)
 
 
-def test_head_is_chosen_by_leave_one_section_out(mob_sections):
+def test_head_is_chosen_by_leave_one_section_out_with_one_overall_progress(mob_sections):
     config = HistologyConfig(epochs=2, inner_epochs=1, threads=1, n_model_genes=200)
-    predictor = train_histology([_subset(s, 150) for s in mob_sections[:2]], config)
+    phases = []
+    predictor = train_histology([_subset(s, 150) for s in mob_sections[:2]], config, phase=phases.append)
     assert set(predictor.selection) == {"ridge", "retrieval", "ensemble", "crossmodal"}
     assert predictor.head == max(predictor.selection, key=predictor.selection.get)
     assert len(predictor.history["epochs"]) == 2
+    texts = [p.text for p in phases]
+    print("\n".join(dict.fromkeys(t.split(": spot")[0] for t in texts)))
+    for name in ("reading section 1 of 2 (MOB1)", "reading section 2 of 2 (MOB2)", "features",
+                 "choosing the head: model 1 of 2 (without MOB1): epoch 1 of 1", "choosing the head: model 2 of 2 (without MOB2): prediction heads",
+                 "final model: epoch 2 of 2", "final model: prediction heads", "trained: head"):  # fmt: skip
+        assert any(t.startswith(name) for t in texts), name
+    # one progress over the three models: one total, never going back, ending at the total
+    assert len({p.total for p in phases}) == 1 and phases[-1].done == phases[-1].total
+    assert [p.done for p in phases] == sorted(p.done for p in phases)
+
+
+@pytest.mark.parametrize("phase", ["reading section 1 of 1", "features", "final model: epoch 1", "final model: prediction heads"])
+def test_cancel_takes_effect_within_a_second_in_every_phase(mob_sections, phase):
+    cancel = threading.Event()
+    clicked = []
+
+    def on_phase(report):
+        if not cancel.is_set() and report.text.startswith(phase):
+            clicked.append(time.perf_counter())
+            cancel.set()
+
+    section = HistologySection(mob_sections[0].image, mob_sections[0].coords, mob_sections[0].spot_diameter_px,
+                               expression=mob_sections[0].expression, name="MOB1")  # fmt: skip (a fresh patch cache)
+    with pytest.raises(TrainingCancelled):
+        train_histology([section], HistologyConfig(epochs=2, threads=1, n_model_genes=100, predictor="ensemble"), phase=on_phase, cancel=cancel)
+    latency = time.perf_counter() - clicked[0]
+    print(f"cancelled at {phase!r} after {latency:.3f} s")
+    assert latency < 1.0

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_casper.errors import TrainingCancelled
 from napari_casper.histology.patches import HED_FROM_RGB
+from napari_casper.runtime.control import CancelFlag, is_cancelled
 
 _STATS = ("mean", "std")
 
@@ -21,13 +23,15 @@ def feature_names(n_scales: int) -> list[str]:
     return [f"s{s}_{c}_{stat}" for s in range(n_scales) for c in channels for stat in _STATS]
 
 
-def handcrafted_features(patches: np.ndarray, *, chunk: int = 512) -> np.ndarray:
+def handcrafted_features(patches: np.ndarray, *, chunk: int = 256, cancel: CancelFlag | None = None) -> np.ndarray:
     """Colour, stain and texture statistics of multi-scale patches.
 
     Parameters
     ----------
     patches
         ``(n_spots, n_scales, P, P, 3)`` uint8 (from ``extract_patches``).
+    cancel
+        ``threading.Event`` or callable, checked before every ``chunk`` of spots.
 
     Returns
     -------
@@ -39,6 +43,8 @@ def handcrafted_features(patches: np.ndarray, *, chunk: int = 512) -> np.ndarray
     n, s = patches.shape[:2]
     out = np.empty((n, s, 7, 2), dtype=np.float32)
     for start in range(0, n, chunk):
+        if is_cancelled(cancel):
+            raise TrainingCancelled("computing patch features cancelled")
         block = patches[start : start + chunk].astype(np.float32) / 255.0  # (b, s, P, P, 3)
         od = -np.log(np.clip(block, 1.0 / 255.0, 1.0))
         hed = od @ HED_FROM_RGB

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,20 @@ class EpochLog:
 
 
 @dataclass
+class Phase:
+    """Where a whole training or prediction run is, as given to ``phase``: one overall progress.
+
+    ``text`` names the phase ("reading section 2 of 3 (MOB2)", "features", "final model: epoch 3
+    of 12", "choosing the head: model 2 of 3 (without MOB2), epoch 1 of 8", "predicting");
+    ``done`` of ``total`` units of the whole run are finished (``done`` never goes back).
+    """
+
+    text: str
+    done: int
+    total: int
+
+
+@dataclass
 class FitHistory:
     """One :func:`fit_encoder` run: its epochs, the epoch whose weights were kept (lowest ``val_loss``), the time taken.
 
@@ -74,6 +89,47 @@ MAX_VALIDATION_SPOTS = 512
 #: optimisation steps aimed at when ``epochs`` is None, and the epoch range allowed
 TARGET_STEPS = 120
 EPOCH_RANGE = (10, 30)
+
+
+def validation_size(n_spots: int, config: HistologyConfig) -> int:
+    """Spots held out for the validation loss (none below 50 spots)."""
+    return min(MAX_VALIDATION_SPOTS, int(round(config.val_fraction * n_spots))) if n_spots >= 50 else 0
+
+
+def planned_epochs(n_spots: int, config: HistologyConfig) -> int:
+    """Epochs :func:`fit_encoder` will run on ``n_spots`` paired spots with ``config``."""
+    return config.epochs or auto_epochs(n_spots - validation_size(n_spots, config), config.batch_size)
+
+
+def run_cancellable(function: Callable, *args, cancel: CancelFlag | None = None, what: str = "histology training", **kwargs):
+    """``function(*args, **kwargs)``, with Cancel taking effect within 50 ms even when it cannot be interrupted.
+
+    The call runs in a helper thread (a ridge cross-validation, a tissue detection: one C call of a
+    second or more); when ``cancel`` is set first, :class:`TrainingCancelled` is raised at once and
+    the helper's result is dropped when it ends. Only for calls without side effects.
+    """
+    if cancel is None:
+        return function(*args, **kwargs)
+    if is_cancelled(cancel):
+        raise TrainingCancelled(f"{what} cancelled")
+    box: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["result"] = function(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True, name=f"{what} (cancellable)").start()
+    while not done.wait(0.05):
+        if is_cancelled(cancel):
+            raise TrainingCancelled(f"{what} cancelled")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def auto_epochs(n_train_spots: int, batch_size: int) -> int:
@@ -176,7 +232,7 @@ def fit_encoder(
 
     n = len(patches)
     order = rng.permutation(n)
-    n_val = min(MAX_VALIDATION_SPOTS, int(round(config.val_fraction * n))) if n >= 50 else 0
+    n_val = validation_size(n, config)
     val_idx, train_idx = order[:n_val], order[n_val:]
     images = patches_to_tensor(patches)
     expr = torch.as_tensor(np.asarray(expression, dtype=np.float32))
@@ -187,7 +243,7 @@ def fit_encoder(
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         batch = max(2, min(config.batch_size, len(train_idx)))
         steps_per_epoch = max(1, len(train_idx) // batch)
-        n_epochs = config.epochs or auto_epochs(len(train_idx), config.batch_size)
+        n_epochs = planned_epochs(n, config)
         total_steps = max(1, n_epochs * steps_per_epoch)
         warmup = max(1, total_steps // 20)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -202,7 +258,7 @@ def fit_encoder(
             model.train()
             perm = torch.from_numpy(rng.permutation(train_idx))
             sums = np.zeros(3)
-            for s in range(steps_per_epoch):
+            for s in range(steps_per_epoch + 1):  # the last check is before the validation loss
                 if is_cancelled(cancel):
                     _finish(model, best_state, history, start)
                     err = TrainingCancelled(
@@ -211,9 +267,13 @@ def fit_encoder(
                     )
                     err.model, err.history = model, history
                     raise err
+                if s == steps_per_epoch:
+                    break
                 idx = perm[s * batch : (s + 1) * batch]
                 x = augment_batch(_as_float(images[idx], device), generator, stain_jitter=config.stain_jitter)
                 out = model.losses(x, expr[idx].to(device), mask_ratio=config.mask_ratio, generator=generator)
+                if is_cancelled(cancel):  # checked again between forward and backward: Cancel waits half a step at most
+                    continue  # the next turn of the loop raises
                 optimiser.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 optimiser.step()
@@ -288,3 +348,11 @@ def embed_expression(model: HistologyExpressionModel, expression: np.ndarray, *,
     model = model.cpu().eval()
     x = torch.as_tensor(np.asarray(expression, dtype=np.float32))
     return torch.cat([model.embed_expression(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]).numpy()
+
+
+def warm_up() -> None:
+    """Run torch's first-use imports once, ahead of use: the first ``AdamW`` imports ``torch._dynamo``
+    (seconds). The Histology widget calls this in a background thread when it opens (with the
+    imports of the modules training and prediction need), so that no Train or Predict click pays for it.
+    """
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])

@@ -22,12 +22,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, TrainingCancelled
+from napari_casper.runtime.control import CancelFlag, is_cancelled
 
 #: default context scales, in multiples of the spot diameter
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 2.0, 4.0)
 #: value of padding outside the image (white glass)
 PAD_VALUE = 255
+#: ``cancel`` is checked (and ``progress`` called) every this many spots while patches are read
+CANCEL_EVERY = 16
+#: a lazy (dask, xarray) image whose spots' region holds at most this many bytes is read into memory
+#: first, in bands of :data:`BAND_ROWS` rows (one read per band instead of one per spot: MOB 2.1 s -> 0.2 s)
+PRELOAD_BYTES = 1 << 29
+BAND_ROWS = 1024
 
 
 class ImageWindows:
@@ -76,6 +83,23 @@ class ImageWindows:
         out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = _to_uint8(block)
         return out
 
+    def preloaded(self, y0: int, y1: int, x0: int, x1: int, *, cancel: CancelFlag | None = None) -> ImageWindows:
+        """Windows over an in-memory copy of ``[y0:y1, x0:x1]`` (clipped to the image) of a lazy image.
+
+        Read in bands of :data:`BAND_ROWS` rows, ``cancel`` checked between bands. An in-memory
+        (numpy) image, or a region over :data:`PRELOAD_BYTES`, is returned as it is (read per window).
+        """
+        cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, self.height), max(x0, 0), min(x1, self.width)
+        if isinstance(self.image, np.ndarray) or cy1 <= cy0 or cx1 <= cx0 or (cy1 - cy0) * (cx1 - cx0) * 3 > PRELOAD_BYTES:
+            return self
+        pixels = np.empty((cy1 - cy0, cx1 - cx0, 3), dtype=np.uint8)
+        for top in range(cy0, cy1, BAND_ROWS):
+            if is_cancelled(cancel):
+                raise TrainingCancelled("reading the image cancelled")
+            bottom = min(top + BAND_ROWS, cy1)
+            pixels[top - cy0 : bottom - cy0] = self.read(top, bottom, cx0, cx1)
+        return _LoadedRegion(pixels, cy0, cx0, self.height, self.width)
+
     def thumbnail(self, max_size: int = 1024) -> tuple[np.ndarray, float]:
         """Downsampled ``(h, w, 3)`` uint8 copy whose longer side is at most ``max_size``.
 
@@ -96,6 +120,23 @@ class ImageWindows:
         h = max(1, round(self.height * factor))
         thumb = np.asarray(Image.fromarray(sub).resize((w, h), Image.Resampling.BOX))
         return thumb, w / self.width
+
+
+class _LoadedRegion(ImageWindows):
+    """Windows of an image of which only ``pixels`` (at ``(y0, x0)``) are in memory; the rest is never read."""
+
+    def __init__(self, pixels: np.ndarray, y0: int, x0: int, height: int, width: int) -> None:
+        self.image, self.channel_first = pixels, False
+        self.y0, self.x0, self.height, self.width = y0, x0, height, width
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        out = np.full((y1 - y0, x1 - x0, 3), PAD_VALUE, dtype=np.uint8)
+        h, w = self.image.shape[:2]
+        cy0, cy1 = max(y0, self.y0), min(y1, self.y0 + h)
+        cx0, cx1 = max(x0, self.x0), min(x1, self.x0 + w)
+        if cy1 > cy0 and cx1 > cx0:
+            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self.image[cy0 - self.y0 : cy1 - self.y0, cx0 - self.x0 : cx1 - self.x0]
+        return out
 
 
 def _is_channel_first(image, shape: tuple[int, ...]) -> bool:
@@ -146,6 +187,8 @@ def extract_patches(
     patch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
     cache_key: str | None = None,
+    cancel: CancelFlag | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Multi-scale patches centred on every spot.
 
@@ -165,6 +208,11 @@ def extract_patches(
         With both given, the result is stored as ``<cache_dir>/<hash>.npy`` and read back on
         the next call with the same key, coordinates and options. ``cache_key`` must identify
         the image (e.g. file path + modification time).
+    cancel
+        ``threading.Event`` or callable, checked every :data:`CANCEL_EVERY` spots; raises
+        :class:`~napari_casper.errors.TrainingCancelled`.
+    progress
+        Called as ``progress(spots_done, n_spots)`` every :data:`CANCEL_EVERY` spots.
 
     Returns
     -------
@@ -188,7 +236,16 @@ def extract_patches(
     sides = [max(1, int(round(s * spot_diameter_px))) for s in scales]
     big = max(sides)
     out = np.empty((len(xy), len(scales), patch_size, patch_size, 3), dtype=np.uint8)
+    if len(xy):
+        low = np.floor(xy.min(axis=0) - big / 2 + 0.5).astype(int)
+        high = np.floor(xy.max(axis=0) - big / 2 + 0.5).astype(int) + big
+        windows = windows.preloaded(low[1], high[1], low[0], high[0], cancel=cancel)
     for i, (x, y) in enumerate(xy):
+        if i % CANCEL_EVERY == 0:
+            if is_cancelled(cancel):
+                raise TrainingCancelled(f"reading patches cancelled at spot {i + 1} of {len(xy)}")
+            if progress is not None:
+                progress(i, len(xy))
         x0 = int(np.floor(x - big / 2 + 0.5))
         y0 = int(np.floor(y - big / 2 + 0.5))
         window = windows.read(y0, y0 + big, x0, x0 + big)
@@ -228,7 +285,7 @@ REFERENCE_OD_MEAN = (0.50, 0.55, 0.28)
 REFERENCE_OD_STD = (0.33, 0.30, 0.17)
 
 
-def normalize_stain(patches: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
+def normalize_stain(patches: np.ndarray, *, chunk: int = 1024, cancel: CancelFlag | None = None) -> np.ndarray:
     """Match one section's colour statistics to a fixed reference (Reinhard-style, in optical density).
 
     Per RGB channel, the optical density ``-log(I / 255)`` of every pixel of every patch of the
@@ -242,13 +299,21 @@ def normalize_stain(patches: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
     patches
         ``(n_spots, n_scales, P, P, 3)`` uint8 patches of ONE section.
 
+    cancel
+        ``threading.Event`` or callable, checked before every ``chunk`` of spots (both passes).
+
     Returns
     -------
     Normalised patches, same shape, uint8.
     """
     patches = np.asarray(patches)
     lut = -np.log(np.maximum(np.arange(256), 1) / 255.0)  # uint8 -> optical density
-    counts = np.stack([np.bincount(patches[..., c].ravel(), minlength=256) for c in range(3)])
+    counts = np.zeros((3, 256), dtype=np.int64)
+    for start in range(0, len(patches), chunk):
+        if is_cancelled(cancel):
+            raise TrainingCancelled("stain normalisation cancelled")
+        block = patches[start : start + chunk]
+        counts += np.stack([np.bincount(block[..., c].ravel(), minlength=256) for c in range(3)])
     total = counts.sum(axis=1)
     mean = (counts * lut).sum(axis=1) / total
     std = np.sqrt((counts * (lut - mean[:, None]) ** 2).sum(axis=1) / total)
@@ -258,6 +323,8 @@ def normalize_stain(patches: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
         od = (lut - mean[c]) / std[c] * REFERENCE_OD_STD[c] + REFERENCE_OD_MEAN[c]
         table = np.clip(np.round(255.0 * np.exp(-np.maximum(od, 0.0))), 0, 255).astype(np.uint8)
         for start in range(0, len(patches), chunk):
+            if is_cancelled(cancel):
+                raise TrainingCancelled("stain normalisation cancelled")
             out[start : start + chunk, ..., c] = table[patches[start : start + chunk, ..., c]]
     return out
 

@@ -36,6 +36,8 @@ from napari_casper.histology.regressors import RidgeRegressor, fit_ridge, retrie
 HEADS: tuple[str, ...] = ("ridge", "retrieval", "ensemble", "crossmodal")
 #: fewest spots of one slide for its own standardisation statistics
 MIN_SECTION_SPOTS = 20
+#: spots embedded per batch: ``cancel`` is checked between batches (256 took ~1 s on 2 loaded cores)
+EMBED_BATCH = 64
 
 
 def section_standardize(values: np.ndarray) -> np.ndarray:
@@ -89,11 +91,11 @@ def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None,
             "slide (e.g. virtual spots over the detected tissue) and subset afterwards"
         )
     embedding = embed_patches(
-        model, normalize_stain(raw_patches), device=config.device, threads=cpu_threads(config),
+        model, normalize_stain(raw_patches, cancel=cancel), batch_size=EMBED_BATCH, device=config.device, threads=cpu_threads(config),
         tta=config.test_time_augmentation, cancel=cancel,
     )
     if features_z is None:
-        features_z = section_standardize(handcrafted_features(raw_patches))
+        features_z = section_standardize(handcrafted_features(raw_patches, cancel=cancel))
     return SpotDescriptors(embedding, section_standardize(embedding), features_z)
 
 
@@ -275,6 +277,7 @@ class HistologyPredictor:
         genes=None,
         head: str | None = None,
         cancel=None,
+        phase=None,
     ) -> HistologyPrediction:
         """Predict expression at spots of an H&E image.
 
@@ -293,25 +296,40 @@ class HistologyPredictor:
         head
             Override the chosen head (one of :data:`HEADS`).
         cancel
-            ``threading.Event`` or callable; checked between embedding batches.
+            ``threading.Event`` or callable; checked every few spots while patches are read, between
+            feature chunks and embedding batches; raises :class:`~napari_casper.errors.TrainingCancelled`.
+        phase
+            Called with a :class:`~napari_casper.histology.fit.Phase` ("reading patches: spot 200 of
+            517", "features and embedding", "predicting"), one overall progress over the three.
         """
+        from napari_casper.histology.fit import Phase
         from napari_casper.histology.patches import extract_patches
 
         xy = check_coords(coords)
         self.gene_columns(genes)  # unknown genes fail before the patches are read
+        n = len(xy)
+        report = None if phase is None else (lambda k, total: phase(Phase(f"reading patches: spot {k} of {total}", k, 3 * max(1, total))))
         raw = extract_patches(
-            image, xy, spot_diameter_px, scales=self.config.scales, patch_size=self.config.patch_size
+            image, xy, spot_diameter_px, scales=self.config.scales, patch_size=self.config.patch_size, cancel=cancel, progress=report
         )
-        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel)
+        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel, phase=phase, _done=n)
 
-    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None) -> HistologyPrediction:
+    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None, phase=None, _done: int = 0) -> HistologyPrediction:
         """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches."""
-        from napari_casper.histology.fit import limited_threads
+        from napari_casper.histology.fit import Phase, limited_threads, run_cancellable
 
         columns = self.gene_columns(genes)
         use = head or self.head
+        n = max(1, len(raw_patches))
+        total = n * (3 if _done else 2)
         with limited_threads(self.config):
+            if phase is not None:
+                phase(Phase("features and embedding", _done, total))
             query = describe_section(self.model, raw_patches, self.config, cancel=cancel)
-            pred, spread = self.heads.predict(use, query, columns)
+            if phase is not None:
+                phase(Phase(f"predicting ({use} head)", _done + n, total))
+            pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")
+            if phase is not None:
+                phase(Phase("predicted", total, total))
         names = self.genes if columns is None else [self.genes[i] for i in columns]
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use)

@@ -6,9 +6,13 @@ section ``v`` predicts ``v``), trains the final model on every section with
 :func:`~napari_casper.histology.fit.fit_encoder` (the training loop, in :mod:`.fit`) and returns a
 ready :class:`~napari_casper.histology.predict.HistologyPredictor`.
 
-``progress`` gets an :class:`EpochLog` after every epoch of every model; ``cancel`` (a
-``threading.Event`` or a callable) is checked before every batch and raises
-:class:`~napari_casper.errors.TrainingCancelled`.
+``progress`` gets an :class:`EpochLog` after every epoch of every model (the loss curve);
+``phase`` gets a :class:`~napari_casper.histology.fit.Phase` at every step of the whole run, one
+overall progress over every phase ("reading section 2 of 3", "features", "choosing the head:
+model 2 of 3, epoch 1 of 8", "final model: epoch 3 of 12", "prediction heads"); ``cancel`` (a
+``threading.Event`` or a callable) is checked every few spots while patches are read, before
+every batch, and around every step that cannot be interrupted, and raises
+:class:`~napari_casper.errors.TrainingCancelled` (within about a second in every phase).
 """
 
 from __future__ import annotations
@@ -25,13 +29,29 @@ from napari_casper.histology.config import HistologyConfig
 from napari_casper.histology.fit import (
     EpochLog,
     FitHistory,
+    Phase,
     embed_expression,
     fit_encoder,
     limited_threads,
+    planned_epochs,
+    run_cancellable,
 )
 from napari_casper.histology.genes import common_genes, log_normalised
 from napari_casper.histology.model import HistologyExpressionModel
 from napari_casper.runtime.control import CancelFlag
+
+
+class Steps:
+    """One overall progress over the phases of a run: every call says what runs and how far the whole run is."""
+
+    def __init__(self, phase: Callable[[Phase], None] | None, total: int):
+        self.phase, self.total, self.done = phase, max(1, int(total)), 0
+
+    def say(self, text: str, advance: int = 0) -> None:
+        """``advance`` units are finished; ``text`` runs now."""
+        self.done = min(self.total, self.done + advance)
+        if self.phase is not None:
+            self.phase(Phase(text, self.done, self.total))
 
 
 @dataclass
@@ -45,9 +65,11 @@ class _Prepared:
 
 
 
-def _prepare(sections, config: HistologyConfig) -> _Prepared:
+def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, cancel: CancelFlag | None = None) -> _Prepared:
     from napari_casper.histology.features import handcrafted_features
     from napari_casper.histology.predict import section_standardize
+
+    steps = steps or Steps(None, 1)
 
     genes = common_genes(sections)
     expression = [log_normalised(s.expression, genes) for s in sections]
@@ -63,8 +85,15 @@ def _prepare(sections, config: HistologyConfig) -> _Prepared:
     genes = [genes[i] for i in keep]
     expression = [e[:, keep] for e in expression]
     cache = config.cache_dir
-    raw = [s.patches(config.scales, config.patch_size, cache) for s in sections]
-    features = [section_standardize(handcrafted_features(r)) for r in raw]
+    raw = []
+    for i, s in enumerate(sections):
+        text = f"reading section {i + 1} of {len(sections)} ({s.name})"
+        steps.say(text, advance=int(i > 0))
+        report = None if steps.phase is None else (lambda k, n, text=text: steps.say(f"{text}: spot {k} of {n}"))
+        raw.append(s.patches(config.scales, config.patch_size, cache, cancel=cancel, progress=report))
+    steps.say("features", advance=1)
+    features = [section_standardize(handcrafted_features(r, cancel=cancel)) for r in raw]
+    steps.say("features", advance=1)
     return _Prepared(genes, expression, raw, features)
 
 
@@ -92,14 +121,30 @@ class _Fitted:
     std: np.ndarray
 
 
-def _fit_on(data: _Prepared, members: Sequence[int], config: HistologyConfig, stage: str, progress, cancel) -> _Fitted:
+def _n_spots(data: _Prepared, members: Sequence[int]) -> int:
+    return int(sum(len(data.expression[i]) for i in members))
+
+
+def _fit_on(data: _Prepared, members: Sequence[int], config: HistologyConfig, stage: str, progress, cancel,
+            steps: Steps | None = None, what: str = "final model") -> _Fitted:  # fmt: skip
     from napari_casper.histology.patches import normalize_stain
 
+    steps = steps or Steps(None, 1)
     expression = np.concatenate([data.expression[i] for i in members])
     columns = choose_model_genes(expression, data.genes, config)
     z, mean, std = standardize(expression[:, columns])
-    patches = np.concatenate([normalize_stain(data.raw_patches[i]) for i in members])
-    model, history = fit_encoder(patches, z, config, stage=stage, progress=progress, cancel=cancel)
+    patches = np.concatenate([normalize_stain(data.raw_patches[i], cancel=cancel) for i in members])
+    n_epochs = planned_epochs(len(patches), config)
+    steps.say(f"{what}: epoch 1 of {n_epochs}")
+
+    def on_epoch(record: EpochLog) -> None:
+        if progress is not None:
+            progress(record)
+        if record.epoch < record.n_epochs:
+            steps.say(f"{what}: epoch {record.epoch + 1} of {record.n_epochs}", advance=1)
+
+    model, history = fit_encoder(patches, z, config, stage=stage, progress=on_epoch, cancel=cancel)
+    steps.say(f"{what}: prediction heads", advance=1)
     return _Fitted(model, history, columns, mean, std)
 
 
@@ -112,10 +157,10 @@ def _heads_for(data: _Prepared, members, fitted: _Fitted, config: HistologyConfi
     expression = np.concatenate([data.expression[i] for i in members])
     z, _, _ = standardize(expression[:, fitted.model_genes], fitted.mean, fitted.std)
     groups = np.concatenate([np.full(len(data.expression[i]), i) for i in members])
-    return PredictionHeads.fit(
-        bank, embed_expression(fitted.model, z), expression, data.genes, groups,
-        top_k=config.top_k, temperature=config.retrieval_temperature,
-    )
+    return run_cancellable(  # the ridge's cross-validation is one uninterruptible second or two
+        PredictionHeads.fit, bank, embed_expression(fitted.model, z), expression, data.genes, groups,
+        top_k=config.top_k, temperature=config.retrieval_temperature, cancel=cancel,
+    )  # fmt: skip
 
 
 def validation_score(truth: np.ndarray, prediction: np.ndarray, n_top: int = 50) -> float:
@@ -128,7 +173,7 @@ def validation_score(truth: np.ndarray, prediction: np.ndarray, n_top: int = 50)
     return float((r[heg].mean() + r[hvg].mean()) / 2)
 
 
-def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, progress=None, cancel=None) -> dict:
+def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, progress=None, cancel=None, steps=None) -> dict:
     """Leave-one-section-out choice of the prediction head, on training sections only.
 
     For every section ``v``: train on the others (``config.inner_epochs`` epochs), predict ``v``
@@ -142,12 +187,15 @@ def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, 
     for v in range(n):
         members = [i for i in range(n) if i != v]
         stage = f"inner {v + 1}/{n} (without {names[v]})"
-        fitted = _fit_on(data, members, inner, stage, progress, cancel)
+        what = f"choosing the head: model {v + 1} of {n} (without {names[v]})"
+        fitted = _fit_on(data, members, inner, stage, progress, cancel, steps, what)
         heads = _heads_for(data, members, fitted, inner, cancel)
         query = describe_section(fitted.model, data.raw_patches[v], inner, features_z=data.features_z[v], cancel=cancel)
         for h in HEADS:
             pred, _ = heads.predict(h, query)
             scores[h].append(validation_score(data.expression[v], pred))
+        if steps is not None:
+            steps.say(f"{what}: scored", advance=1)
     return {h: float(np.mean(v)) for h, v in scores.items()}
 
 
@@ -157,6 +205,7 @@ def train_histology(
     *,
     progress: Callable[[EpochLog], None] | None = None,
     cancel: CancelFlag | None = None,
+    phase: Callable[[Phase], None] | None = None,
 ):
     """Train a histology-to-expression predictor on sections with H&E and measured expression.
 
@@ -175,8 +224,11 @@ def train_histology(
     progress
         Called with an :class:`EpochLog` after every epoch of every model trained.
     cancel
-        ``threading.Event`` (or callable) checked before every batch; raises
-        :class:`~napari_casper.errors.TrainingCancelled`.
+        ``threading.Event`` (or callable) checked while patches are read, before every batch and
+        around every uninterruptible step; raises :class:`~napari_casper.errors.TrainingCancelled`.
+    phase
+        Called with a :class:`~napari_casper.histology.fit.Phase` (what runs now, overall units
+        done of the whole run) at every step: one progress for every model trained.
 
     Returns
     -------
@@ -190,20 +242,25 @@ def train_histology(
         raise CasperInputError("no training sections given")
     if config.predictor not in ("auto", *HEADS):
         raise CasperInputError(f"unknown predictor {config.predictor!r}; choose auto or one of {HEADS}")
+    head = config.predictor
+    if head == "auto" and len(sections) < 2:
+        head = "ensemble"
+    n, n_spots = len(sections), [s.n_spots for s in sections]
+    inner = dataclasses.replace(config, epochs=config.inner_epochs or config.epochs)
+    models = [planned_epochs(sum(n_spots) - k, inner) for k in n_spots] if head == "auto" else []
+    models.append(planned_epochs(sum(n_spots), config))
+    steps = Steps(phase, n + 1 + sum(e + 1 for e in models))  # sections, features, epochs + heads per model
     with limited_threads(config):
-        data = _prepare(sections, config)
+        data = _prepare(sections, config, steps, cancel)
         names = [s.name for s in sections]
         selection: dict = {}
-        head = config.predictor
         if head == "auto":
-            if len(sections) >= 2:
-                selection = select_head(data, names, config, progress, cancel)
-                head = max(selection, key=selection.get)
-            else:
-                head = "ensemble"
+            selection = select_head(data, names, config, progress, cancel, steps)
+            head = max(selection, key=selection.get)
         members = list(range(len(sections)))
-        fitted = _fit_on(data, members, config, "final", progress, cancel)
+        fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)
+        steps.say(f"trained: head {head}", advance=1)
     return HistologyPredictor(
         model=fitted.model,
         config=config,

@@ -70,14 +70,21 @@ class PredictPanel(QGroupBox):
         self.pitch.setToolTip("centre-to-centre distance of the virtual spots, pixels of this image")
         self.layout_box = QComboBox()
         self.layout_box.addItems(["hex", "square"])
+        self.layout_box.setToolTip("how virtual spots are laid over the tissue: a hexagonal or a square grid")
         self.predict_button = QPushButton("Predict")
+        self.predict_button.setToolTip("predict every trained gene at the chosen spots, in the background")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.setToolTip("stop the prediction at its next batch; shown layers stay as they are")
         self.gene = QComboBox()
         self.gene.setToolTip("the predicted gene shown as 'histology:<gene>' (other genes are hidden)")
         self.show_uncertainty = QCheckBox("show uncertainty")
+        self.show_uncertainty.setToolTip(
+            "also show the gene's uncertainty (spread of the most similar training spots), drawn beside the slide: "
+            "the prediction on the H&E stays visible"
+        )
         self.save_button = QPushButton("Save predictions to SpatialData")
+        self.save_button.setToolTip("add the predicted spots and a table of every predicted gene to the slide's .zarr store")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -90,6 +97,11 @@ class PredictPanel(QGroupBox):
         gene_row = QHBoxLayout()
         gene_row.addWidget(self.gene, 1)
         gene_row.addWidget(self.show_uncertainty)
+        self.gene.setMinimumContentsLength(8)
+        self.gene.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        for box in (self.image, self.spots):
+            box.setMinimumContentsLength(12)
+            box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         run_row = QHBoxLayout()
@@ -149,6 +161,10 @@ class PredictPanel(QGroupBox):
     def set_running(self, running: bool) -> None:
         self.predict_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+    def show_phase(self, phase) -> None:
+        """Say what the prediction does now and how far it is."""
+        self.status.setText(f"{phase.text}" + (f" ({100 * phase.done // phase.total}%)" if phase.total else ""))
 
     def set_genes(self, labels: list[str], shown: str | None = None) -> None:
         self.gene.blockSignals(True)

@@ -112,7 +112,9 @@ class SectionsPanel(QGroupBox):
         self.list.setMaximumHeight(120)
         self.list.setToolTip("sections with H&E and measured spot counts; tick the ones to train on")
         self.add_h5ad = QPushButton("Add .h5ad...")
+        self.add_h5ad.setToolTip("list the section of an .h5ad file (its H&E image beside it) without showing it")
         self.add_zarr = QPushButton("Add .zarr...")
+        self.add_zarr.setToolTip("list the sections (spots with a counts table) of a SpatialData .zarr store without showing them")
         self.n_variable = QSpinBox()
         self.n_variable.setRange(1, 100_000)
         self.n_variable.setValue(DEFAULT_VARIABLE_GENES)
@@ -175,19 +177,23 @@ class SectionsPanel(QGroupBox):
             )
         return chosen
 
-    def add_file(self, path: str | None = None, *, kind: str = "h5ad") -> list[str]:
-        """Add the sections of a ``.zarr`` store or ``.h5ad`` file (asked for when ``path`` is None)."""
-        if path is None:
-            if kind == "zarr":
-                path = QFileDialog.getExistingDirectory(self, "Add a SpatialData .zarr store")
-            else:
-                path, _ = QFileDialog.getOpenFileName(self, "Add a section (.h5ad with its H&E beside it)", "", "AnnData (*.h5ad)")
-            if not path:
-                return []
-        added = sources_in_file(path)
-        self._from_files.extend(added)
+    def ask_path(self, kind: str = "h5ad") -> str:
+        """The file dialog of *Add .h5ad...* / *Add .zarr...*; ``""`` when the user cancels."""
+        if kind == "zarr":
+            return QFileDialog.getExistingDirectory(self, "Add a SpatialData .zarr store")
+        path, _ = QFileDialog.getOpenFileName(self, "Add a section (.h5ad with its H&E beside it)", "", "AnnData (*.h5ad)")
+        return path
+
+    def add_sources(self, sources: list[SectionSource]) -> list[str]:
+        """List sections read from a file (ticked); returns their labels."""
+        self._from_files.extend(sources)
         self.refresh()
-        return [s.label for s in added]
+        return [s.label for s in sources]
+
+    def add_file(self, path: str | None = None, *, kind: str = "h5ad") -> list[str]:
+        """Read and add the sections of a ``.zarr`` store or ``.h5ad`` file here (scripts; the widget reads in a worker)."""
+        path = path or self.ask_path(kind)
+        return self.add_sources(sources_in_file(path)) if path else []
 
     def requested_genes(self) -> list[str]:
         from napari_casper.histology.genes import parse_gene_names

@@ -63,3 +63,19 @@ def spot_geometry(job: SlidePrediction, image_layer):
         element=job.source_spots or "virtual spots",
         coordinate_system=job.slide.coordinate_system,
     )
+
+
+#: gap between the slide and the uncertainty drawn beside it, as a fraction of the slide's width
+BESIDE_GAP = 0.05
+
+
+def beside(geometry, slide_shape: tuple[int, int]):
+    """``geometry`` moved to the right of the slide (its width plus :data:`BESIDE_GAP`, world units):
+    where the uncertainty is drawn, so it never covers the prediction on the H&E."""
+    from dataclasses import replace
+
+    height, width = slide_shape
+    corners = np.array([[0, 0, 1], [0, width, 1], [height, 0, 1], [height, width, 1]], dtype=float) @ geometry.affine.T
+    shift = np.eye(3)
+    shift[1, 2] = (corners[:, 1].max() - corners[:, 1].min()) * (1 + BESIDE_GAP)
+    return replace(geometry, affine=shift @ geometry.affine)

@@ -24,6 +24,18 @@ class HistologyTrainPanel(TrainingGroup):
         self.head.addItems([AUTO, *HEADS])
         self.head.setToolTip("auto: chosen by leave-one-section-out on the training sections (one extra model per section)")
         self._lay_out([("epochs", self.epochs), ("prediction head", self.head)])
+        self.last_epoch = ""
+        tips = {
+            self.device: "where the network trains: auto = CUDA, then Apple MPS, then CPU",
+            self.seed: "random seed: the same seed, sections and options train the same model on a CPU",
+            self.train_button: "train on the ticked sections in the background; the status names the phase",
+            self.cancel_button: "stop training within a second, in any phase; the previous model, if any, is kept",
+            self.save_button: "write the trained model to a .pt file (the format of napari-casper histology-train)",
+            self.load_button: "read a model saved by this widget or by napari-casper histology-train",
+            self.plot: "training and validation loss of the model being trained, per epoch",
+        }
+        for control, tip in tips.items():
+            control.setToolTip(tip)
 
     def config(self, **values):
         """A :class:`HistologyConfig` from the options (``values`` add or override fields)."""
@@ -38,10 +50,19 @@ class HistologyTrainPanel(TrainingGroup):
         )
 
     def show_epoch(self, record, stage_history: list[dict]) -> None:
-        """Plot the current model's losses and say where training is."""
+        """Plot the current model's losses; the last epoch's numbers go under the phase."""
         self.plot.update_history(stage_history)
-        self.status.setText(
-            f"{record.stage}: epoch {record.epoch}/{record.n_epochs}, loss {record.loss:.3f} "
-            f"(contrastive {record.contrastive:.3f}, reconstruction {record.reconstruction:.3f}), "
-            f"validation {record.val_loss:.3f}"
+        self.last_epoch = (
+            f"last epoch: loss {record.loss:.3f} (contrastive {record.contrastive:.3f}, "
+            f"reconstruction {record.reconstruction:.3f}), validation {record.val_loss:.3f}"
         )
+
+    def show_phase(self, phase) -> None:
+        """Say what runs now and how far the whole training is."""
+        overall = f" ({100 * phase.done // phase.total}% of the training)" if phase.total else ""
+        self.status.setText(f"{phase.text}{overall}" + (f"\n{self.last_epoch}" if self.last_epoch and "epoch" in phase.text else ""))
+
+    def set_running(self, running: bool) -> None:
+        super().set_running(running)
+        if running:
+            self.last_epoch = ""
