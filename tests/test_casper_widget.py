@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from gui_checks import Heartbeat, assert_fits, assert_tooltips, click, type_text
+from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, click, type_text
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -27,7 +27,7 @@ LEGEND = "casper dominant centroid legend"
 #: flows that add a new visible layer: napari's first draw of it (shaders built on the GUI thread,
 #: 0.4-1.8 s under software OpenGL on a loaded 2-core machine) and its on-canvas colour bar are
 #: napari's cost, not the widget's; the widget adds one layer per event-loop turn so they never add up
-LAYER_DRAW_LIMIT = 2.0
+LAYER_DRAW_LIMIT = NEW_LAYER_LIMIT  # steps that add layers (see gui_checks)
 
 
 @pytest.fixture(scope="module")

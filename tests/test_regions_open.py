@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from conftest import mob_path, shared_path
-from gui_checks import Heartbeat, click
+from gui_checks import NEW_LAYER_LIMIT, Heartbeat, click
 from qtpy.QtWidgets import QFileDialog
 
 from napari_casper._widgets.regions.widget import RegionsWidget
@@ -124,4 +124,4 @@ def test_opening_her2_with_its_full_resolution_image_shows_phases_and_cancels_wi
     for expected in ("reading table", "decoding image C2.jpg", "image level 2 of 5", "building spots", "building layer"):
         assert any(expected in p for p in phases), (expected, phases)
     assert "opened C2.h5ad" in widget.message.text()
-    beat.assert_responsive(what="opening HER2 C2 with its 9274 x 9911 jpg")
+    beat.assert_responsive(NEW_LAYER_LIMIT, what="opening HER2 C2 with its 9274 x 9911 jpg")  # adds the image and spots layers

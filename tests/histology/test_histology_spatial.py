@@ -24,7 +24,7 @@ from napari_casper.histology.spatial import (
 from napari_casper.histology.store import save_histology_predictions
 from napari_casper.histology.tissue import virtual_spots_for
 from napari_casper.io.convert import spots_element
-from napari_casper.io.elements import affine_yx
+from napari_casper.io.elements import affine_yx, spot_rows, spot_table
 from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata, save_spatialdata
 
 # the image is drawn at half size and shifted; the spots are stored in units of 2 image pixels
@@ -170,11 +170,17 @@ def test_reader_reopens_a_store_with_predictions(tmp_path):
     slide = slide_image(read_spatialdata(store))
     prediction = stand_in_prediction(adata, adata.obsm["spatial"])
     save_histology_predictions(store, prediction, slide, 15.87)
-    layers = {kwargs["name"]: (data, kwargs, kind) for data, kwargs, kind in spatialdata_to_layers(read_spatialdata(store))}
+    back = read_spatialdata(store)
+    layers = {kwargs["name"]: (data, kwargs, kind) for data, kwargs, kind in spatialdata_to_layers(back)}
     assert {"image", "spots", "histology_spots"} <= set(layers)
     data, kwargs, kind = layers["histology_spots"]
-    assert kind == "points" and set(prediction.genes) <= set(kwargs["features"].columns)
-    np.testing.assert_allclose(kwargs["features"][prediction.genes[0]], prediction.expression[:, 0], rtol=1e-6)
+    # the layer carries the spot ids (hover); the predicted genes stay in the table annotating it
+    assert kind == "points" and "spot" in kwargs["features"].columns and len(kwargs["features"]) == len(data)
+    table = back.tables[spot_table(back, "histology_spots").name]
+    assert set(prediction.genes) <= set(table.var_names)
+    rows = spot_rows(table, "histology_spots", kwargs["features"]["spot"].to_numpy(), missing="error").rows
+    gene = prediction.genes[0]
+    np.testing.assert_allclose(np.asarray(table[rows, gene].X).ravel(), prediction.expression[:, 0], rtol=1e-6)
     world = (np.c_[data, np.ones(len(data))] @ kwargs["affine"].T)[:, :2]
     image_affine = layers["image"][1]["affine"]
     expected = (np.c_[adata.obsm["spatial"][:, ::-1], np.ones(adata.n_obs)] @ image_affine.T)[:, :2]

@@ -21,7 +21,7 @@ from napari_casper._widgets.casper.attention_panel import AttentionPanel
 from napari_casper._widgets.casper.compare import CompareView, grid_of
 from napari_casper._widgets.casper.data_panel import DataPanel
 from napari_casper._widgets.casper.impute_panel import ImputePanel
-from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, progress_relay
+from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, progress_relay, warm_up_in_background
 from napari_casper._widgets.common.layer_sync import add_or_update
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.common.train_panel import TrainPanel
@@ -72,6 +72,7 @@ class CasperWidget(RunsInBackground, QWidget):
         self.attention_panel.show_button.clicked.connect(lambda: self.show_attention())
         self.attention_panel.dominant_button.clicked.connect(lambda: self.show_dominant_centroid())
         self.save_button.clicked.connect(lambda: self.save_results())
+        warm_up_in_background("casper", _import_engine)  # torch's first import: now, not at the first click
 
     # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------
     def _fail(self, err: Exception) -> None:
@@ -413,3 +414,9 @@ class CasperWidget(RunsInBackground, QWidget):
         self._spots_layer().metadata[METADATA_KEY]["path"] = store
         self.last_saved = (store, name)
         self.runner.say(f"saved {n_genes} gene(s), attention and the dominant centroid as table '{name}' in {store}")
+
+
+def _import_engine() -> None:
+    """Import what training needs (torch, the engine) off the GUI thread while the dock opens."""
+    import napari_casper.casper.training  # noqa: F401 - imported for its side effect (loaded once)
+    import napari_casper.casper.workflow  # noqa: F401

@@ -87,12 +87,16 @@ def _show_colour_bar(layer) -> None:
         bar.visible = True
 
 
+#: delay between the steps of :func:`decorate`: long enough for the canvas to paint in between
+PAINT_GAP_MS = 150
+
+
 def _one_per_turn(steps: list) -> None:
-    """Run ``steps`` one per event-loop turn (pending paints go first)."""
+    """Run ``steps`` one per event-loop turn, :data:`PAINT_GAP_MS` apart, so a paint falls between them."""
     from qtpy.QtCore import QTimer
 
     if steps:
-        QTimer.singleShot(0, lambda: (steps[0](), _one_per_turn(steps[1:])))
+        QTimer.singleShot(PAINT_GAP_MS, lambda: (steps[0](), _one_per_turn(steps[1:])))
 
 
 def watch(viewer) -> None:

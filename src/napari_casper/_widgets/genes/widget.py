@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, warm_up_in_background
 from napari_casper._widgets.common.layer_sync import spot_layers, watch
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
@@ -51,6 +51,7 @@ class GenesWidget(RunsInBackground, QWidget):
         self.last_switch_ms: float | None = None
         self._key = None
         self._pending = ""
+        warm_up_in_background("genes")  # later garbage collections skip what napari and the data made so far
 
         self.spots = _compact(QComboBox())
         self.spots.setToolTip("The spots (or cells) to colour: a spots layer opened from SpatialData or a sample")

@@ -430,5 +430,4 @@ def _warm_up() -> None:
         import napari_casper.histology.train  # noqa: F401
 
         warm_up()
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no gc.collect() first: a full collection here would hold the GIL ~0.6 s while the dock opens

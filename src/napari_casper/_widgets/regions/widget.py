@@ -19,7 +19,7 @@ import pandas as pd
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
-from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground
+from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, warm_up_in_background
 from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.regions.classes_panel import ClassesPanel
@@ -126,7 +126,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self._refresh_layer_lists()
         self.classes_panel.refresh()
-        threading.Thread(target=warm_up_shapes, daemon=True, name="regions-warm-up").start()
+        warm_up_in_background("regions", warm_up_shapes)
 
     @property
     def busy(self) -> bool:
