@@ -68,3 +68,41 @@ def test_foreign_and_newer_files_raise(setup, tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointMismatchError, match="upgrade napari-casper"):
         load_checkpoint(path)
+
+
+class _Payload:
+    """An object a checkpoint must never hold (loading it would need unpickling code)."""
+
+
+def test_a_file_with_code_objects_is_refused_without_unsafe_advice(tmp_path):
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "napari-casper", "payload": _Payload()}, crafted)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(crafted)
+    message = str(err.value)
+    assert "not a readable napari-casper checkpoint" in message and "napari-casper train" in message
+    assert "weights_only" not in message and "\n" not in message  # torch's advice to load unsafely is never passed on
+
+
+def test_save_replaces_an_earlier_checkpoint_atomically(setup, tmp_path):
+    _, model = setup
+    path = tmp_path / "model.pt"
+    save_checkpoint(model, path)
+    first = path.read_bytes()
+    save_checkpoint(model, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no scratch, no lock left behind
+    assert load_checkpoint(path).panel_genes == model.panel_genes and len(path.read_bytes()) == len(first)
+
+
+def test_the_imputer_refuses_a_gene_in_two_columns_and_an_empty_section(setup):
+    import anndata as ad
+
+    from napari_casper.errors import CasperInputError
+
+    visible, model = setup
+    doubled = ad.concat([visible, visible[:, :1]], axis=1)  # the first panel gene twice
+    doubled.obsm["spatial"] = visible.obsm["spatial"]
+    with pytest.raises(CasperInputError, match="in more than one column"):
+        CasperImputer(model, doubled)
+    with pytest.raises(CasperInputError, match="has no spots"):
+        CasperImputer(model, visible[:0].copy())

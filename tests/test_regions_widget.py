@@ -70,8 +70,9 @@ def square(centre_xy, half: float) -> np.ndarray:
     return np.array([[y - half, x - half], [y - half, x + half], [y + half, x + half], [y + half, x - half]], float)
 
 
-#: the steps that add napari layers (the section's image and spots, a regions layer, accepted outlines, a loaded layer)
-ADDS_LAYERS = ("open", "new layer + draw", "accept", "load")
+#: the steps that add napari layers (the section's image and spots, a regions layer, the score and its preview
+#: outlines, accepted outlines, a loaded layer)
+ADDS_LAYERS = ("open", "new layer + draw", "score", "accept", "load")
 
 
 def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, monkeypatch, tmp_path):

@@ -22,6 +22,7 @@ from napari_casper.casper.centroids import Centroids
 from napari_casper.casper.model import CasperModel, TrainingHistory
 from napari_casper.casper.network import CentroidCrossAttention
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
+from napari_casper.io.outputs import atomic_path
 
 FORMAT = "napari-casper/casper-model"
 FORMAT_VERSION = 1
@@ -68,9 +69,8 @@ def save_checkpoint(model: CasperModel, path: str | Path) -> Path:
     }
     if model.centroid_groups is not None:
         payload["centroid_groups"] = [str(g) for g in model.centroid_groups]
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as scratch:  # a killed save leaves the earlier checkpoint intact; two saves are told
+        torch.save(payload, scratch)
     return path
 
 
@@ -113,8 +113,11 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
+        # torch's message advises retrying with weights_only=False, which would run code from the file: never shown
+        reason = str(err).split("\n")[0] if "weights_only" not in str(err) else "it holds objects other than tensors and plain values"
         raise CheckpointMismatchError(
-            f"{path} is not a readable napari-casper checkpoint ({type(err).__name__}: {err})"
+            f"{path} is not a readable napari-casper checkpoint ({type(err).__name__}: {reason}); "
+            "choose a file written by `napari-casper train` or the CASPER widget's Save checkpoint"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointMismatchError(f"{path} is not a napari-casper CASPER checkpoint")

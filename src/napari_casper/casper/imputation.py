@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from napari_casper.casper.batch.spot_source import check_spots
 from napari_casper.casper.batch.store import decode_block
 from napari_casper.casper.checkpoint import check_panel
 from napari_casper.casper.model import CasperModel
@@ -187,6 +188,7 @@ class CasperImputer:
         self.device = self.encoder.device
         self.batch_size = int(batch_size)
         self.restandardize = bool(restandardize)
+        check_spots(st.n_obs, st.var_names, "the ST table")  # no spots, or a gene in two columns: said, not guessed
         check_panel(model, st.var_names)
         if restandardize:
             x, _ = prepare_st(st, model.panel_genes, normalize=model.st_normalization)
