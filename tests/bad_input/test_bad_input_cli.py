@@ -67,7 +67,7 @@ CASES = [
     ("impute-model-text", ["impute", "--model", f"{W}/notes.pt", "--st", f"{W}/st.h5ad", "--genes", "eve", "--out", f"{O}/x.h5ad"], 1,
      ["not a model file written by `napari-casper train`"], "x.h5ad"),
     ("impute-model-pickle", ["impute", "--model", f"{W}/pickle.pt", "--st", f"{W}/st.h5ad", "--genes", "eve", "--out", f"{O}/x.h5ad"], 1,
-     ["not a model file written by `napari-casper train`"], "x.h5ad"),
+     ["not a readable napari-casper checkpoint", "choose a file written by `napari-casper train`"], "x.h5ad"),
     ("impute-model-histology", ["impute", "--model", f"{W}/histology.pt", "--st", f"{W}/st.h5ad", "--genes", "eve",
                                 "--out", f"{O}/x.h5ad"], 1, ["not a napari-casper CASPER checkpoint"], "x.h5ad"),
     ("impute-st-csv-h5ad-out", [*IMPUTE, "--st", f"{W}/table.csv", "--out", f"{O}/x.h5ad"], 1, ["not an .h5ad"], "x.h5ad"),

@@ -229,3 +229,40 @@ def test_an_unexpected_failure_is_one_line_that_says_bug(world, tmp_path, capsys
     err = capsys.readouterr().err
     assert "unexpected ZeroDivisionError" in err and "--debug" in err and "Traceback" not in err
     assert junk(tmp_path) == []
+
+
+#: the real command, with torch.save made to hang after writing (test code, not product code): the
+#: checkpoint is complete at its temporary name but not yet renamed into place when the test kills it
+SLOW_CHECKPOINT = """
+import sys, time, torch
+original = torch.save
+def slow(obj, f, *args, **kwargs):
+    original(obj, f, *args, **kwargs)
+    time.sleep(120)
+torch.save = slow
+from napari_casper.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "histology-train"])
+def test_sigkill_while_a_checkpoint_is_saved_keeps_the_earlier_one(command, world, tmp_path, capsys):
+    """Checkpoints (CASPER and histology) go to a temporary name renamed into place: a kill keeps the earlier model."""
+    import shutil
+
+    earlier = world / ("casper.pt" if command == "train" else "histology.pt")
+    out = tmp_path / earlier.name
+    shutil.copyfile(earlier, out)
+    before = out.read_bytes()
+    if command == "train":
+        args = ["train", "--st", world / "st.h5ad", "--reference", world / "ref.h5ad", "--epochs", "1", "--steps-per-epoch", "2",
+                "--device", "cpu", "--quiet", "--out", out]
+    else:
+        args = ["histology-train", world / "MOB1.h5ad", world / "MOB2.h5ad", "--epochs", "1", "--predictor", "ridge", "--threads", "1",
+                "--n-model-genes", "50", "--genes", "Penk,Nrgn", "--out", out]
+    child = _start(SLOW_CHECKPOINT, *args)
+    _wait_for_scratch(out, child, timeout=180)
+    _kill(child)
+    assert out.read_bytes() == before  # the earlier model is intact and still loads
+    assert main([*map(str, args)]) == 0  # the rerun clears the killed run's temporary file and lock
+    assert junk(tmp_path) == []

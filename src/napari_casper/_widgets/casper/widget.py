@@ -22,7 +22,7 @@ from napari_casper._widgets.casper.compare import CompareView, grid_of
 from napari_casper._widgets.casper.data_panel import DataPanel
 from napari_casper._widgets.casper.impute_panel import ImputePanel
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, progress_relay, warm_up_in_background
-from napari_casper._widgets.common.layer_sync import add_or_update
+from napari_casper._widgets.common.layer_sync import add_or_update, watch
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.common.train_panel import TrainPanel
 from napari_casper.errors import CasperInputError
@@ -72,7 +72,8 @@ class CasperWidget(RunsInBackground, QWidget):
         self.attention_panel.show_button.clicked.connect(lambda: self.show_attention())
         self.attention_panel.dominant_button.clicked.connect(lambda: self.show_dominant_centroid())
         self.save_button.clicked.connect(lambda: self.save_results())
-        warm_up_in_background("casper", _import_engine)  # torch's first import: now, not at the first click
+        warm_up_in_background("casper", _import_engine)
+        watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead  # torch's first import: now, not at the first click
 
     # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------
     def _fail(self, err: Exception) -> None:

@@ -107,6 +107,7 @@ def watch(viewer) -> None:
     viewer.layers.events.inserted.connect(lambda event: decorate(viewer, event.value))
     viewer.layers.events.removed.connect(lambda *_: show_units(viewer))
     viewer.layers.events.moved.connect(lambda *_: show_units(viewer))
+    _warm_units_text(viewer)
     for layer in list(viewer.layers):
         decorate(viewer, layer)
 
@@ -201,3 +202,39 @@ def spot_layers(viewer, *, with_table: bool = True) -> list:
         and layer.metadata[METADATA_KEY].get("sdata") is not None
         and (layer.metadata[METADATA_KEY].get("table") or not with_table)
     ]
+
+
+#: the characters of units lines (layer names, genes, units): their glyphs are rendered before they are needed
+GLYPHS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:()-_./, "
+#: glyphs rendered per paint while warming (each costs ~10-35 ms on the CPU under software OpenGL)
+GLYPHS_PER_PAINT = 4
+
+
+def _warm_units_text(viewer) -> None:
+    """Render the units overlay's glyphs a few per paint, invisibly, while the viewer is idle.
+
+    vispy renders each new character of a text visual on the CPU the first time it is drawn;
+    the first units line (30 distinct characters) cost 0.3-0.6 s in one paint on the GUI thread.
+    Drawn a few characters at a time at opacity 0 when a dock opens, each paint stays short, and
+    later units lines find their glyphs ready. Stops as soon as a real units line is shown.
+    """
+    from qtpy.QtCore import QTimer
+
+    overlay = viewer.canvas.overlays["text"]
+    if overlay.visible or units_lines(viewer):
+        return
+    saved = (overlay.opacity, overlay.position)
+
+    def step(done: int) -> None:
+        if units_lines(viewer) or done >= len(GLYPHS):
+            overlay.opacity, overlay.position = saved
+            if not units_lines(viewer):
+                overlay.text, overlay.visible = "", False
+            show_units(viewer)
+            return
+        overlay.opacity, overlay.position = 0.0, "top_right"
+        overlay.text = GLYPHS[: done + GLYPHS_PER_PAINT]
+        overlay.visible = True
+        QTimer.singleShot(PAINT_GAP_MS, lambda: step(done + GLYPHS_PER_PAINT))
+
+    QTimer.singleShot(PAINT_GAP_MS, lambda: step(0))

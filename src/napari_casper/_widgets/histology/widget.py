@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, notify_info, progress_relay
+from napari_casper._widgets.common.layer_sync import watch
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.histology.jobs import predict_job, train_job
 from napari_casper._widgets.histology.predict_panel import PredictPanel
@@ -68,6 +69,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         self._relay = progress_relay(self._on_progress)
         self._warm = threading.Thread(target=_warm_up, daemon=True, name="histology warm-up")
         self._warm.start()  # torch's first import holds the GIL ~1 s: now, not at the first click
+        watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
         self.sections = SectionsPanel(napari_viewer)
         self.train_panel = HistologyTrainPanel()
