@@ -207,7 +207,7 @@ def spot_layers(viewer, *, with_table: bool = True) -> list:
 #: the characters of units lines (layer names, genes, units): their glyphs are rendered before they are needed
 GLYPHS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:()-_./, "
 #: glyphs rendered per paint while warming (each costs ~10-35 ms on the CPU under software OpenGL)
-GLYPHS_PER_PAINT = 4
+GLYPHS_PER_PAINT = 3
 
 
 def _warm_units_text(viewer) -> None:

@@ -20,7 +20,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, warm_up_in_background
-from napari_casper._widgets.common.layer_sync import layer_affine, watch
+from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.regions.classes_panel import ClassesPanel
 from napari_casper._widgets.regions.layers import (
@@ -127,7 +127,6 @@ class RegionsWidget(RunsInBackground, QWidget):
         self._refresh_layer_lists()
         self.classes_panel.refresh()
         warm_up_in_background("regions", warm_up_shapes)
-        watch(napari_viewer)  # colour bars and units for continuous layers (the score); their glyphs rendered ahead
 
     @property
     def busy(self) -> bool:
