@@ -132,7 +132,15 @@ def screenshot(viewer) -> np.ndarray:
 
 
 def hide_colour_bars(viewer) -> None:
-    """Hide every layer's colour bar: pixel comparisons are about the spots (the units line stays, top rows)."""
+    """Hide every layer's colour bar: pixel comparisons are about the spots (the units line stays, top rows).
+
+    A new layer's colour bar is shown a few paints after the layer (layer_sync.decorate): wait for those first."""
+    import time
+
+    until = time.monotonic() + 3 * 0.15 + 0.3
+    while time.monotonic() < until:
+        QApplication.processEvents()
+        time.sleep(0.01)
     for other in viewer.layers:
         bar = getattr(other, "colorbar", None) or getattr(other, "face_colorbar", None)
         if bar is not None:
