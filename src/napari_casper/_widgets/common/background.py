@@ -169,13 +169,18 @@ class BackgroundRunner:
 
     def wait(self, timeout_ms: int = 600_000) -> None:
         """Block (processing Qt events) until the running worker ends; used by tests and scripts."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+        process_events_while(lambda: self.busy, timeout_ms)
 
-        timer = QElapsedTimer()
-        timer.start()
-        while self.busy and timer.elapsed() < timeout_ms:
-            QCoreApplication.processEvents()
-            threading.Event().wait(0.01)
+
+def process_events_while(busy: Callable[[], bool], timeout_ms: int = 600_000) -> None:
+    """Process Qt events while ``busy()`` holds, at most ``timeout_ms`` (tests and scripts wait this way)."""
+    from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+    timer = QElapsedTimer()
+    timer.start()
+    while busy() and timer.elapsed() < timeout_ms:
+        QCoreApplication.processEvents()
+        threading.Event().wait(0.01)
 
 
 class RunsInBackground:
@@ -199,8 +204,8 @@ class RunsInBackground:
         self.runner.synchronous = bool(value)
 
     def wait(self, timeout_ms: int = 600_000) -> None:
-        """Block (processing Qt events) until the running worker ends."""
-        self.runner.wait(timeout_ms)
+        """Block (processing Qt events) while the widget is :attr:`busy` (its own definition, when it has one)."""
+        process_events_while(lambda: self.busy, timeout_ms)
 
 
 _WARMED: set[str] = set()

@@ -11,7 +11,6 @@ touched on the GUI thread.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from pathlib import Path
 
@@ -132,16 +131,6 @@ class RegionsWidget(RunsInBackground, QWidget):
     def busy(self) -> bool:
         """A worker runs, a section is opening, or shapes are still being added."""
         return self.runner.busy or self.open_panel.opening or self._adding > 0
-
-    def wait(self, timeout_ms: int = 600_000) -> None:
-        """Process Qt events until the widget is no longer :attr:`busy` (tests, scripts)."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
-        timer = QElapsedTimer()
-        timer.start()
-        while self.busy and timer.elapsed() < timeout_ms:
-            QCoreApplication.processEvents()
-            threading.Event().wait(0.01)
 
     # -- background work (busy / synchronous come from RunsInBackground) -------------------
     def _guard(self, function, *args):
