@@ -41,4 +41,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "setup: installing napari-casper[all,testing] into .venv"
 .venv/bin/python -m pip install -q -e ".[all,testing]"
+# napari's shape triangulation and scanpy's kernels are numba code compiled at first use (~25 s
+# holding the GIL): compile them now, into numba's on-disk cache, not at a user's first click
+echo "setup: compiling napari's and scanpy's numba code ahead (once, about a minute)"
+.venv/bin/python -m napari_casper._widgets.common.compile_ahead
 echo "$want" > "$stamp"

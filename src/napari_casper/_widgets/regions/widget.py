@@ -19,6 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, warm_up_in_background
+from napari_casper._widgets.common.compile_ahead import compile_in_child, exercise_shapes, shapes_cache_is_warm
 from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.regions.classes_panel import ClassesPanel
@@ -68,12 +69,13 @@ PANEL_CONTROLS = {
 
 
 def warm_up_shapes() -> None:
-    """Build a throwaway Shapes layer off the GUI thread: napari compiles its triangulation (numba,
-    ~2 s) on the first one, which would otherwise stall the first 'New regions layer'."""
-    import numpy as np
-    from napari.layers import Shapes
-
-    Shapes([np.array([[0.0, 0.0], [0.0, 4.0], [3.0, 5.0], [4.0, 0.0]])], shape_type="polygon")
+    """Ready napari's shape triangulation and scanpy off the GUI thread, so that the first 'New
+    regions layer' neither compiles nor loads their numba code: compiled ahead in a child process
+    (~25 s on a fresh install, once; then cached on disk; scanpy's kernels too) unless the cache
+    has them, then loaded here by a throwaway Shapes layer (about a second)."""
+    if not shapes_cache_is_warm():  # a fresh install: compile in a child first (even niced, a child
+        compile_in_child()  # beside the viewer slows its GUI thread, so only when needed)
+    exercise_shapes()
     import matplotlib.backends.backend_qtagg  # noqa: F401 - the statistics plot's first draw imports it
     import scanpy  # noqa: F401 - scoring and differential genes import it (3-5 s)
 
