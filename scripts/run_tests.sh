@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Install what is missing, lint with ruff, then run the whole test suite (GUI tests under Xvfb via pytest-xvfb).
+# With no arguments the suite runs in two passes: the tests that drive a viewer or time a latency
+# (markers gui, serial) one at a time, then the rest side by side on every core (pytest-xdist,
+# a test file per worker). With arguments, they are passed to one plain pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check src tests benchmarks docs scripts
 unset QT_QPA_PLATFORM  # offscreen has no GL context; pytest-xvfb provides a real X display
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+status=0
+echo "== pass 1 of 2: viewer and latency tests, one at a time"
+.venv/bin/python -m pytest -q -rs -m "gui or serial" || status=$?
+echo "== pass 2 of 2: the other tests, side by side"
+.venv/bin/python -m pytest -q -rs -m "not gui and not serial" -n auto --dist loadfile || status=$((status > 0 ? status : $?))
+exit $status

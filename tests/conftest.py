@@ -34,6 +34,22 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # tests run beside each other (scripts/run_tests.sh): one compute thread each, set before torch
+    # is imported, so that two workers on two cores do not fight over four threads
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+GUI_FIXTURES = {"qtbot", "make_napari_viewer"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that drives a viewer or a widget as ``gui``: scripts/run_tests.sh runs those
+    (and the ``serial`` ones, which time a latency) one at a time, the rest side by side."""
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
+
 SHARED_DATA = Path(os.environ.get("NAPARI_CASPER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 #: what each ../shared/data folder holds that the package does not ship, for skip reasons

@@ -75,6 +75,7 @@ def test_results_table_and_checkpoint_round_trip(trained, tmp_path):
     assert len(colours) == len(workflow.display_names) and all(c.startswith("#") and len(c) == 7 for c in colours)
 
 
+@pytest.mark.serial
 def test_phases_are_named_and_clustering_is_cancelled_within_a_second():
     """status names every phase; a cancel while the child process clusters stops it and keeps the model."""
     import threading

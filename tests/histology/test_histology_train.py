@@ -94,6 +94,7 @@ def test_head_is_chosen_by_leave_one_section_out_with_one_overall_progress(mob_s
     assert [p.done for p in phases] == sorted(p.done for p in phases)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("phase", ["reading section 1 of 1", "features", "final model: epoch 1", "final model: prediction heads"])
 def test_cancel_takes_effect_within_a_second_in_every_phase(mob_sections, phase):
     cancel = threading.Event()
