@@ -49,7 +49,7 @@ def tiled_xenium(copies: int, seed: int = 0):
 def store_for(copies: int, cache: Path) -> tuple[Path, float]:
     """A SpatialData store of the tiled cells (written once; returns its path and write time)."""
     from napari_casper.io.convert import anndata_to_spatialdata
-    from napari_casper.io.stores import save_spatialdata
+    from napari_casper.io.store_writes import save_spatialdata
 
     path = cache / f"xenium_x{copies}.zarr"
     if path.exists():

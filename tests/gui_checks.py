@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import sys
 import threading
@@ -66,6 +67,16 @@ class Heartbeat:
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
+        #: the longest garbage collection (any thread; it holds the GIL) during the block: (seconds, generation)
+        self.longest_gc = (0.0, -1)
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        elif self._gc_started and now - self._gc_started > self.longest_gc[0]:
+            self.longest_gc = (now - self._gc_started, info.get("generation", -1))
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -85,6 +96,7 @@ class Heartbeat:
     def __enter__(self) -> Heartbeat:
         self._start = self._last = time.perf_counter()
         self._timer.start()
+        gc.callbacks.append(self._on_gc)
         if self.trace:
             self._stop.clear()
             threading.Thread(target=self._sample, args=(threading.get_ident(),), daemon=True).start()
@@ -93,6 +105,8 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._tick()  # the time since the last tick counts too (a handler that blocked until now)
         self._timer.stop()
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         self._stop.set()
         if self.trace and self.samples:
             print(f"\nGUI-thread stacks during stalls (50 ms samples; longest gap {self.longest:.2f} s at {self.longest_at:.2f} s):")
@@ -112,7 +126,7 @@ class Heartbeat:
         # (a block shorter than one tick has one gap: the whole block, checked like any other)
         assert self.longest <= limit, (
             f"the GUI thread stalled {self.longest:.2f} s during {what}, {self.longest_at:.2f} s in (limit {limit} s; "
-            "NAPARI_CASPER_TRACE_STALLS=1 prints where)"
+            f"longest garbage collection {self.longest_gc[0]:.2f} s; NAPARI_CASPER_TRACE_STALLS=1 prints where)"
         )
 
 
@@ -125,6 +139,7 @@ class Steps:
 
     def __init__(self):
         self.longest: dict[str, float] = {}
+        self.longest_gc: dict[str, float] = {}
         self._beat: Heartbeat | None = None
         self._name = ""
 
@@ -136,6 +151,7 @@ class Steps:
         if self._beat is not None:
             self._beat.__exit__(None, None, None)
             self.longest[self._name] = self._beat.longest
+            self.longest_gc[self._name] = self._beat.longest_gc[0]
             self._beat = None
 
     def assert_responsive(self, limits: dict[str, float] | None = None) -> None:
@@ -143,7 +159,11 @@ class Steps:
         limits = limits or {}
         print("longest GUI stall per step: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.longest.items()))
         slow = {k: round(v, 2) for k, v in self.longest.items() if v > limits.get(k, STALL_LIMIT)}
-        assert not slow, f"the GUI thread stalled over the limit ({STALL_LIMIT} s; steps adding layers {limits}) in {slow}"
+        collections_ = {k: round(self.longest_gc[k], 2) for k in slow}
+        assert not slow, (
+            f"the GUI thread stalled over the limit ({STALL_LIMIT} s; steps adding layers {limits}) in {slow}; "
+            f"longest garbage collection in those steps {collections_}"
+        )
 
 
 def click(qtbot, button: QAbstractButton) -> None:

@@ -11,13 +11,8 @@ from conftest import mob_path
 
 from napari_casper.errors import CasperInputError
 from napari_casper.io.convert import spots_element
-from napari_casper.io.stores import (
-    read_any,
-    read_h5ad_spatial,
-    read_spatialdata,
-    save_spatialdata,
-    write_new_element,
-)
+from napari_casper.io.store_writes import save_spatialdata, write_new_element
+from napari_casper.io.stores import read_any, read_h5ad_spatial, read_spatialdata
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import data_path, mob_path
 
-from napari_casper.io.stores import read_h5ad_spatial, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_h5ad_spatial
 
 pytestmark = pytest.mark.gui
 

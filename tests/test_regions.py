@@ -14,7 +14,8 @@ from shapely.geometry import Point, Polygon
 
 from napari_casper.errors import CasperInputError
 from napari_casper.io.convert import anndata_to_spatialdata
-from napari_casper.io.stores import read_spatialdata, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_spatialdata
 from napari_casper.regions import (
     HER2_TUMOUR_MARKERS,
     RegionClasses,

@@ -11,7 +11,8 @@ from gui_checks import NEW_LAYER_LIMIT, Heartbeat, click
 from qtpy.QtWidgets import QFileDialog
 
 from napari_casper._widgets.regions.widget import RegionsWidget
-from napari_casper.io.stores import read_h5ad_spatial, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_h5ad_spatial
 from napari_casper.regions import RegionClasses, RegionSet, save_regions, spot_context
 
 pytestmark = pytest.mark.gui

@@ -10,7 +10,8 @@ from napari_casper.casper.results import ATTENTION_KEY, predictions_table, save_
 from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.errors import CasperInputError
 from napari_casper.io.samples import load_drosophila
-from napari_casper.io.stores import next_free_name, read_spatialdata, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import next_free_name, read_spatialdata
 
 
 @pytest.fixture(scope="module")

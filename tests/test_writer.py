@@ -8,7 +8,8 @@ import pytest
 from napari_casper._writer import write_layers
 from napari_casper.errors import CasperInputError
 from napari_casper.io.samples import load_mob
-from napari_casper.io.stores import read_spatialdata, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_spatialdata
 
 
 @pytest.fixture()

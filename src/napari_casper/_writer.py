@@ -50,7 +50,8 @@ def write_layers(path: str, layer_data: list[tuple]) -> list[str]:
     """Write each (data, meta, type) as a new element of the SpatialData store at ``path``."""
     import spatialdata as sd
 
-    from napari_casper.io.stores import is_spatialdata_store, save_spatialdata, write_new_element
+    from napari_casper.io.store_writes import save_spatialdata, write_new_element
+    from napari_casper.io.stores import is_spatialdata_store
 
     target = Path(path)
     if target.suffix != ".zarr":

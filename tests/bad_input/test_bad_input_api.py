@@ -22,7 +22,7 @@ def _store(tmp: Path) -> Path:
     import anndata as ad
 
     from napari_casper.io.convert import anndata_to_spatialdata
-    from napari_casper.io.stores import save_spatialdata
+    from napari_casper.io.store_writes import save_spatialdata
 
     spots = ad.read_h5ad(build_world() / "MOB1.h5ad")
     return save_spatialdata(anndata_to_spatialdata(spots, None), tmp / "mob.zarr")
@@ -127,14 +127,14 @@ def c_load_predictor_pickle(w, tmp, mp):
 def c_save_spatialdata_existing(w, tmp, mp):
     import spatialdata as sd
 
-    from napari_casper.io.stores import save_spatialdata
+    from napari_casper.io.store_writes import save_spatialdata
 
     store = _store(tmp)
     save_spatialdata(sd.SpatialData(), store)
 
 
 def c_write_new_element_existing_name(w, tmp, mp):
-    from napari_casper.io.stores import write_new_element
+    from napari_casper.io.store_writes import write_new_element
 
     store = _store(tmp)
     write_new_element(store, "spots", _shapes_element())
@@ -143,7 +143,7 @@ def c_write_new_element_existing_name(w, tmp, mp):
 def c_write_new_element_disk_full(w, tmp, mp):
     import spatialdata as sd
 
-    from napari_casper.io.stores import write_new_element
+    from napari_casper.io.store_writes import write_new_element
 
     store = _store(tmp)
     before = snapshot(store)

@@ -25,7 +25,8 @@ from napari_casper.histology.store import save_histology_predictions
 from napari_casper.histology.tissue import virtual_spots_for
 from napari_casper.io.convert import spots_element
 from napari_casper.io.elements import affine_yx, spot_rows, spot_table
-from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata, save_spatialdata
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_h5ad_spatial, read_spatialdata
 
 # the image is drawn at half size and shifted; the spots are stored in units of 2 image pixels
 IMAGE_TO_WORLD = Sequence([Scale([0.5, 0.5], axes=("y", "x")), Translation([100.0, -30.0], axes=("y", "x"))])

@@ -47,7 +47,7 @@ def run(args) -> int:
     from napari_casper.display.layers import spots_layer
     from napari_casper.errors import CasperInputError
     from napari_casper.io.samples import load_drosophila
-    from napari_casper.io.stores import save_spatialdata
+    from napari_casper.io.store_writes import save_spatialdata
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

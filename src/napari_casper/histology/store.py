@@ -6,7 +6,7 @@ is in. The table's ``X`` is the predicted log-normalised expression (``log1p`` c
 ``layers["uncertainty"]`` the per-spot uncertainty, ``uns["napari_casper"]`` says what it is
 (``kind="histology_predictions"``) and how it was made. Saving adds both as *new* elements with
 versioned names (``histology_spots`` + ``histology_predictions``, then ``_2``, ...) through
-:func:`napari_casper.io.stores.write_new_element` (atomic, never replaces anything).
+:func:`napari_casper.io.store_writes.write_new_element` (atomic, never replaces anything).
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ def save_histology_predictions(
     then ``_2`` ...); an explicit name that exists is refused, nothing is replaced.
     ``element_options`` go to :func:`prediction_elements`. Returns ``(shapes_name, table_name)``.
     """
-    from napari_casper.io.stores import ELEMENT_GROUPS, read_spatialdata, write_new_element
+    from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
+    from napari_casper.io.stores import ELEMENT_GROUPS, read_spatialdata
 
+    finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
     current = read_spatialdata(store)
     existing = [name for group in ELEMENT_GROUPS for name in getattr(current, group)]
     default_shapes, default_table = free_names(existing)
@@ -148,6 +150,5 @@ def save_histology_predictions(
                 "leave the names empty to get the next free version."
             )
     shapes, table = prediction_elements(prediction, slide, spot_diameter_px, spots_name=shapes_name, **element_options)
-    write_new_element(store, shapes_name, shapes)
-    write_new_element(store, table_name, table)
+    write_new_elements(store, {shapes_name: shapes, table_name: table})  # one commit: both or neither
     return shapes_name, table_name

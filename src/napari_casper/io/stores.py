@@ -1,12 +1,9 @@
-"""Reading and writing SpatialData, safely.
+"""Reading SpatialData, and the rules every write follows.
 
 Reading: SpatialData ``.zarr`` stores, and ``.h5ad`` files with ``obsm["spatial"]`` (plus the
-image named in ``uns["image"]`` or sitting next to the file with the same stem).
-
-Writing never loses data: :func:`write_new_element` adds one element to an existing store by
-writing it to a temporary store beside it and renaming it into place, so a crash leaves the
-store as it was; an existing element is replaced only with ``overwrite=True``, and even then
-the old one is moved aside until the new one is in place.
+image named in ``uns["image"]`` or sitting next to the file with the same stem). Writing .h5ad
+outputs atomically (never over an input) and the versioned names of new elements are here too;
+writing elements into stores is :mod:`napari_casper.io.store_writes`.
 """
 
 from __future__ import annotations
@@ -14,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
 
 from napari_casper.errors import CasperInputError, CasperUsageError
-from napari_casper.io.outputs import OutputLock, atomic_path, remove_stale_scratch, scratch_path, write_error
+from napari_casper.io.outputs import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 ELEMENT_GROUPS = ("images", "labels", "points", "shapes", "tables")
@@ -178,96 +173,6 @@ def _all_names(sdata) -> list[str]:
     return [name for group in ELEMENT_GROUPS for name in getattr(sdata, group)]
 
 
-def _element_group_for(element) -> str:
-    """The store group an in-memory element belongs to, from its SpatialData model."""
-    from spatialdata.models import (
-        Image2DModel,
-        Image3DModel,
-        Labels2DModel,
-        Labels3DModel,
-        PointsModel,
-        ShapesModel,
-        TableModel,
-        get_model,
-    )
-
-    groups = {
-        Image2DModel: "images",
-        Image3DModel: "images",
-        Labels2DModel: "labels",
-        Labels3DModel: "labels",
-        PointsModel: "points",
-        ShapesModel: "shapes",
-        TableModel: "tables",
-    }
-    if isinstance(element, ad.AnnData):
-        return "tables"
-    try:
-        return groups[get_model(element)]
-    except Exception as err:  # noqa: BLE001
-        raise CasperInputError(
-            f"cannot write a {type(element).__name__}: parse it with a spatialdata model first "
-            "(ShapesModel.parse, TableModel.parse, ...)."
-        ) from err
-
-
-def write_new_element(store: str | Path, name: str, element, *, overwrite: bool = False) -> Path:
-    """Add ``element`` as ``name`` to the SpatialData store at ``store``, atomically.
-
-    Parameters
-    ----------
-    store
-        An existing SpatialData ``.zarr`` folder.
-    name
-        Element name; must not exist yet unless ``overwrite``.
-    element
-        A SpatialData element (image, labels, points, shapes or an AnnData table parsed with
-        ``TableModel``).
-    overwrite
-        Replace an existing element of that name. The old one is kept aside until the new
-        one is in place, and removed only then.
-
-    Returns
-    -------
-    Path
-        The folder of the new element inside the store.
-    """
-    import spatialdata as sd
-
-    store = Path(store)
-    current = read_spatialdata(store)
-    if not name or "/" in name or name.startswith("."):
-        raise CasperInputError(f"invalid element name {name!r}: use letters, digits, '_' or '-'.")
-    exists = name in _all_names(current)
-    if exists and not overwrite:
-        raise CasperInputError(
-            f"{store} already has an element named {name!r}; nothing was written. Choose a new name "
-            "(e.g. add a version suffix) or pass overwrite=True to replace it."
-        )
-    group = _element_group_for(element)
-    if exists and element_kind(current, name) != group:
-        raise CasperInputError(
-            f"{name!r} is a {element_kind(current, name)} element in {store}; it cannot be replaced by {group}."
-        )
-    with OutputLock(store):
-        remove_stale_scratch(store)
-        scratch_root = scratch_path(store)
-        try:
-            import warnings
-
-            with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
-                warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
-                sd.SpatialData(**{group: {name: element}}).write(scratch_root)
-            if not (store / group).exists():
-                shutil.copytree(scratch_root / group, store / group, ignore=shutil.ignore_patterns(name))
-            target = install_element(store, group, name, scratch_root / group / name, overwrite=overwrite)
-        except OSError as err:
-            raise write_error(err, store / group / name, kept=f"The store {store} is as it was.") from err
-        finally:
-            shutil.rmtree(scratch_root, ignore_errors=True)
-    return target
-
-
 def refuse_input_as_output(output: str | Path, inputs, option: str = "--out") -> Path:
     """``output`` as a Path, or a :class:`CasperInputError` when it is one of the ``inputs`` files."""
     output = Path(output)
@@ -292,78 +197,6 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *, inputs=()) -> Path
     path = refuse_input_as_output(path, inputs)
     with atomic_path(path, ".h5ad") as scratch:  # holds the output's lock; clears scratch of killed runs
         adata.write_h5ad(scratch)
-    return path
-
-
-def install_element(store: Path, group: str, name: str, source: Path, *, overwrite: bool = False) -> Path:
-    """Move the finished element folder ``source`` to ``store/group/name`` and refresh the
-    store's metadata. ``source`` must be on the store's file system (beside the store)."""
-    store = Path(store)
-    target_group = store / group
-    if not target_group.exists():
-        import zarr
-
-        zarr.open_group(str(store), mode="r+").require_group(group)
-    target = move_into_place(source, target_group / name, overwrite=overwrite)
-    reconsolidate(store)
-    return target
-
-
-def move_into_place(source: Path, target: Path, *, overwrite: bool = False) -> Path:
-    """Rename ``source`` to ``target``. An existing ``target`` is replaced only with
-    ``overwrite``, and is kept aside (``.NAME.casper-old-*``) until ``source`` is in place."""
-    if target.exists() and not overwrite:
-        raise CasperInputError(f"{target} already exists; nothing was replaced. Choose a new name or path.")
-    backup = None
-    if target.exists():
-        backup = target.parent / f".{target.name}.casper-old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, backup)
-    os.replace(source, target)
-    if backup is not None:
-        shutil.rmtree(backup)
-    return target
-
-
-def reconsolidate(store: Path) -> None:
-    """Refresh the store's consolidated metadata so readers see the new element."""
-    import warnings
-
-    import zarr
-
-    try:
-        with warnings.catch_warnings():  # zarr warns that v3 consolidation is not in the spec yet
-            warnings.simplefilter("ignore")
-            zarr.consolidate_metadata(str(store))
-    except Exception as err:  # noqa: BLE001
-        raise CasperInputError(f"the element was written but {store}'s metadata could not be refreshed: {err}") from err
-
-
-def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write a whole SpatialData object to a new store at ``path`` (atomic rename).
-
-    An existing ``path`` is refused unless ``overwrite``; then it is replaced only once the
-    new store is complete.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CasperInputError(
-            f"{path} already exists; nothing was written. Choose a new path, or add elements to it "
-            "with write_new_element(...), or pass overwrite=True."
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise write_error(err, path) from err
-    with OutputLock(path):
-        remove_stale_scratch(path)
-        scratch = scratch_path(path)
-        try:
-            sdata.write(scratch)
-            move_into_place(scratch, path, overwrite=True)
-        except OSError as err:
-            raise write_error(err, path, kept="An earlier store there is intact." if path.exists() else "") from err
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 

@@ -9,8 +9,6 @@ spots outside every region (``level="outside"``). Areas are in squared coordinat
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -182,13 +180,11 @@ def _is_identifier_column(values: pd.Series) -> bool:
 
 def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` to ``path`` as CSV atomically (a partial file never replaces a good one)."""
+    from napari_casper.io.outputs import atomic_path
+
     path = Path(path)
     if not path.parent.is_dir():
         raise CasperInputError(f"folder {path.parent} does not exist: choose an existing folder for the CSV.")
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path, ".csv") as scratch:  # holds the file's lock; clears what killed exports left
         frame.to_csv(scratch, index=False)
-        os.replace(scratch, path)
-    finally:
-        scratch.unlink(missing_ok=True)
     return path

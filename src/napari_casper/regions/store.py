@@ -4,7 +4,7 @@ Saving writes two elements, ``<name>`` (shapes: one polygon per region, in the d
 of the layer they were drawn on, with that layer's affine as the transformation to the coordinate
 system) and ``<name>_table`` (one row per region: ``class``, ``name``, ``author``, ``timestamp``,
 ``colour``, ``shape_type``, ``origin`` (drawn / suggested); ``uns["region_classes"]`` keeps the whole legend). Each element is
-written atomically by :func:`napari_casper.io.stores.write_new_element`; without an explicit name the
+written atomically by :func:`napari_casper.io.store_writes.write_new_element`; without an explicit name the
 next free version is taken (``regions``, ``regions_2``, ...), so earlier annotations are never
 replaced unless ``overwrite=True`` is asked for.
 
@@ -19,7 +19,6 @@ come back as such.
 from __future__ import annotations
 
 import getpass
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,13 +199,15 @@ def save_regions(
         Shapes element name (the table is ``name + "_table"``). None takes the next free
         version of ``"regions"``. An existing name is refused unless ``overwrite``.
     overwrite
-        Replace the elements ``name`` and ``name_table`` (each atomically).
+        Replace the elements ``name`` and ``name_table`` (together, atomically).
     author
         Recorded per region when the regions carry no authors yet (default: the login name).
     """
-    from napari_casper.io.stores import read_spatialdata, reconsolidate, write_new_element
+    from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
+    from napari_casper.io.stores import read_spatialdata
 
     store = Path(store)
+    finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
     current = read_spatialdata(store)
     existing = _element_names(current)
     if name is None:
@@ -219,14 +220,7 @@ def save_regions(
             f"(e.g. {next_regions_name(current, name)!r}) or tick overwrite to replace them."
         )
     shapes, table = regions_to_elements(regions, name, author=author)
-    shapes_path = write_new_element(store, name, shapes, overwrite=overwrite)
-    try:
-        write_new_element(store, table_name, table, overwrite=overwrite)
-    except Exception:
-        if name not in existing:  # do not leave polygons without their classes behind
-            shutil.rmtree(shapes_path, ignore_errors=True)
-            reconsolidate(store)
-        raise
+    write_new_elements(store, {name: shapes, table_name: table}, overwrite=overwrite)  # one commit: both or neither
     reread = read_spatialdata(store)
     if name not in reread.shapes or table_name not in reread.tables or len(reread.shapes[name]) != len(regions):
         raise CasperInputError(f"writing regions to {store} did not persist {name!r}: check the disk and permissions.")

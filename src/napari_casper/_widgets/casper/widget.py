@@ -404,7 +404,7 @@ class CasperWidget(RunsInBackground, QWidget):
 
     @staticmethod
     def _save_job(workflow, meta, store, path):
-        from napari_casper.io.stores import save_spatialdata
+        from napari_casper.io.store_writes import save_spatialdata
 
         if store is None:
             store = str(save_spatialdata(meta["sdata"], path))

@@ -10,7 +10,7 @@ def save_prediction(job: SlidePrediction, store: str | None, path: str | None, l
     """Worker: a new store at ``path`` first when ``store`` is None (the slide is written whole), then
     the predicted spots + table as new elements. Returns ``(job, store, new, (spots name, table name))``."""
     from napari_casper.histology.store import save_histology_predictions
-    from napari_casper.io.stores import save_spatialdata
+    from napari_casper.io.store_writes import save_spatialdata
 
     new = store is None
     if new:

@@ -118,7 +118,7 @@ class SavePanel(QGroupBox):
         When the store does not exist yet (data opened from an .h5ad) it is created from the
         open SpatialData object first; see :meth:`store_for_saving` for ``path``.
         """
-        from napari_casper.io.stores import save_spatialdata
+        from napari_casper.io.store_writes import save_spatialdata
         from napari_casper.regions import save_regions
 
         regions = self.host.layer_regions()

@@ -197,7 +197,7 @@ def finish(partial: Path, target: Path, *, replace: bool = False, store: Path | 
     metadata is refreshed. An existing ``target`` is replaced only with ``replace`` and kept
     aside until the new folder is in place.
     """
-    from napari_casper.io import stores as io
+    from napari_casper.io import store_writes as io
 
     shutil.rmtree(partial / LEDGER, ignore_errors=True)
     if store is not None:
