@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check src tests benchmarks docs scripts
 unset QT_QPA_PLATFORM  # offscreen has no GL context; pytest-xvfb provides a real X display
+# a GUI test that fails on a stall prints where the GUI thread spent it (tests/gui_checks.Heartbeat)
+export NAPARI_CASPER_TRACE_STALLS=${NAPARI_CASPER_TRACE_STALLS:-1}
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi

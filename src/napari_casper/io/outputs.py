@@ -67,6 +67,49 @@ def write_error(err: OSError, path: str | Path, *, kept: str = "") -> OutputErro
     return OutputError(f"cannot write {path} ({err.strerror or err} at {where}).{tail} Check the output path and free space.")
 
 
+#: room kept free beyond an output's estimated size (file system metadata, HDF5 headers)
+FREE_SPACE_MARGIN = 1.1, 1 << 20
+
+
+def require_free_space(target: str | Path, nbytes: int, *, kept: str = "") -> None:
+    """An :class:`OutputError` ("the disk is full") when ``target``'s file system has less room than
+    about ``nbytes``. Checked before writing, because HDF5 (h5py) may crash the whole process with a
+    segmentation fault when the disk fills up during a write (measured on a full tmpfs), instead of
+    raising an error that could be reported."""
+    import shutil
+
+    target = Path(target)
+    folder = target.parent if not target.is_dir() else target
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself reports an unusable folder
+    needed = int(nbytes * FREE_SPACE_MARGIN[0]) + FREE_SPACE_MARGIN[1]
+    if free < needed:
+        tail = f" {kept}" if kept else " Nothing was written there."
+        raise OutputError(
+            f"cannot write {target}: the disk is full (it needs about {needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free)."
+            f"{tail} Free some space or choose an output on another disk."
+        )
+
+
+def h5ad_size(adata) -> int:
+    """About how many bytes ``adata.write_h5ad`` (uncompressed, anndata's default) writes."""
+    import numpy as np
+
+    def size(value) -> int:
+        if hasattr(value, "data") and hasattr(value, "indices"):  # scipy sparse
+            return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
+        if hasattr(value, "memory_usage"):  # a data frame
+            return int(value.memory_usage(deep=True).sum())
+        return int(np.asarray(value).nbytes) if value is not None else 0
+
+    total = size(adata.X) + size(adata.obs) + size(adata.var)
+    for mapping in (adata.obsm, adata.varm, adata.layers, adata.obsp, adata.varp):
+        total += sum(size(v) for v in mapping.values())
+    return total
+
+
 def _describe_holder(lock: Path) -> str:
     try:
         pid, host, since = lock.read_text().split("\n")[0].split(" ", 2)

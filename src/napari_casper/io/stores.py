@@ -17,7 +17,7 @@ from pathlib import Path
 import anndata as ad
 
 from napari_casper.errors import CasperInputError, CasperUsageError
-from napari_casper.io.outputs import atomic_path
+from napari_casper.io.outputs import atomic_path, h5ad_size, require_free_space
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 ELEMENT_GROUPS = ("images", "labels", "points", "shapes", "tables")
@@ -195,7 +195,9 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | Path, *, inputs=()) -> Path
     stays intact until the new one is complete. ``inputs`` are files ``path`` must not be.
     """
     path = refuse_input_as_output(path, inputs)
+    kept = "The earlier file there is intact." if path.exists() else ""
     with atomic_path(path, ".h5ad") as scratch:  # holds the output's lock; clears scratch of killed runs
+        require_free_space(path, h5ad_size(adata), kept=kept)  # HDF5 may crash (SIGSEGV) on a disk that fills
         adata.write_h5ad(scratch)
     return path
 
