@@ -102,6 +102,8 @@ def h5ad_size(adata) -> int:
             return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
         if hasattr(value, "memory_usage"):  # a data frame
             return int(value.memory_usage(deep=True).sum())
+        if hasattr(value, "nbytes"):  # numpy, and dask without computing it
+            return int(value.nbytes)
         return int(np.asarray(value).nbytes) if value is not None else 0
 
     total = size(adata.X) + size(adata.obs) + size(adata.var)
