@@ -109,12 +109,16 @@ def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str |
     return (xy[:, ::-1].copy(), kwargs, "points")
 
 
-def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source: str | None = None) -> list[tuple]:
-    """All images and spot elements of ``sdata`` in ``coordinate_system`` as layer-data tuples.
+def spatialdata_to_layers(
+    sdata, coordinate_system: str | None = None, *, source: str | None = None, skipped: list | None = None
+) -> list[tuple]:
+    """Every element of ``sdata`` in ``coordinate_system`` as layer-data tuples.
 
-    Images come first (bottom), spots on top. Every layer's metadata holds the SpatialData
-    object (``metadata["napari_casper"]["sdata"]``) and the store path it came from, so
-    widgets can reach the tables and write results back.
+    Images come first (bottom), then labels, polygons and table-less points
+    (:mod:`napari_casper.display.element_layers`), spots on top. Every layer's metadata holds
+    the SpatialData object (``metadata["napari_casper"]["sdata"]``) and the store path it came
+    from, so widgets can reach the tables and write results back. ``skipped`` (a list) receives
+    ``(element, reason)`` for each element not shown: nothing is dropped without a word.
     """
     cs = coordinate_system or default_coordinate_system(sdata)
     if cs not in sdata.coordinate_systems:
@@ -123,27 +127,33 @@ def spatialdata_to_layers(sdata, coordinate_system: str | None = None, *, source
         )
     from spatialdata.transformations import get_transformation
 
+    from napari_casper.display.element_layers import element_layers
     from napari_casper.display.regions import saved_regions_layers
     from napari_casper.display.results import results_layers
 
-    layers = []
-    for name, element in sdata.images.items():
-        if cs in get_transformation(element, get_all=True):
-            layers.append(image_layer(sdata, name, cs))
+    images = [image_layer(sdata, name, cs) for name, element in sdata.images.items() if cs in get_transformation(element, get_all=True)]
     spot_layers = {}
     for name in spot_element_names(sdata):
         element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
         if cs in get_transformation(element, get_all=True):
             spot_layers[name] = spots_layer(sdata, name, cs)
-    layers.extend(spot_layers.values())
+    on_top = list(spot_layers.values())
     for name, (data, kwargs, _) in spot_layers.items():
         if len(data) > LARGE_SPOT_SET:
             kwargs["visible"] = False
-            layers.append(spots_overview_layer(sdata, name, data, kwargs))
-    layers.extend(results_layers(sdata, cs, spot_layers))
-    layers.extend(saved_regions_layers(sdata, cs, spot_layers))
+            on_top.append(spots_overview_layer(sdata, name, data, kwargs))
+    on_top.extend(results_layers(sdata, cs, spot_layers))
+    on_top.extend(saved_regions_layers(sdata, cs, spot_layers))
+    shown = {kwargs["metadata"][METADATA_KEY].get("element") for _, kwargs, _ in images + on_top}
+    others, left_out = element_layers(sdata, cs, shown)
+    if skipped is not None:
+        skipped.extend(left_out)
+    layers = images + others + on_top
     if not layers:
-        raise CasperInputError(f"nothing to show in coordinate system {cs!r}: no image or spot element is in it.")
+        raise CasperInputError(
+            f"nothing to show in coordinate system {cs!r}: no element is in it "
+            f"(the object's coordinate systems: {list(sdata.coordinate_systems)})."
+        )
     for _, kwargs, _ in layers:
         kwargs["metadata"][METADATA_KEY].update({"sdata": sdata, "path": source, "coordinate_system": cs})
     return layers

@@ -265,6 +265,7 @@ def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd
 
 
 def spot_element_names(sdata) -> list[str]:
-    """Names of elements that hold spots: circle shapes and points."""
+    """Names of elements that hold spots: circle shapes, and points a table annotates (points
+    without a table, such as millions of transcripts, are shown as a sample, not as spots)."""
     names = [n for n, s in sdata.shapes.items() if "radius" in s and set(s.geometry.geom_type) == {"Point"}]
-    return names + list(sdata.points)
+    return names + [n for n in sdata.points if annotating_tables(sdata, n, measured_only=False)]

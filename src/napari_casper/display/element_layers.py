@@ -1,0 +1,200 @@
+"""SpatialData elements other than images and spots, as napari layer-data tuples (no napari import).
+
+* labels (single or multiscale) -> a Labels layer, lazily (the dask arrays of the store); when a
+  table annotates the labels, its obs columns are the layer's features, keyed by label id, so
+  hovering a cell reads its row;
+* polygons and multipolygons -> a Shapes layer of outlines (each part of a multipolygon a polygon
+  of the same instance). Above :data:`LARGE_POLYGON_SET` polygons (napari triangulates every one
+  on the GUI thread: Xenium's 36k cell boundaries would take minutes) they are drawn into a label
+  image instead, one label per instance;
+* points without a table (transcripts: often millions) -> a Points layer of at most
+  :data:`MAX_POINTS_SHOWN` of them, evenly subsampled, its name saying how many there are.
+
+Whatever is not shown is listed by :func:`element_layers` with the reason, for the reader to say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_casper.io.elements import METADATA_KEY, affine_yx, annotating_tables, table_regions
+
+#: above this many polygons they are rasterised into a label image instead of napari Shapes
+LARGE_POLYGON_SET = 5_000
+#: the longer side of that label image, pixels
+POLYGON_RASTER_SIDE = 4096
+#: a points element without a table is shown subsampled to at most this many points
+MAX_POINTS_SHOWN = 100_000
+
+
+def _levels(element) -> list:
+    """The DataArrays of a single-scale or multiscale (DataTree) element, finest first."""
+    from xarray import DataTree
+
+    if isinstance(element, DataTree):
+        keys = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))
+        return [next(iter(element[key].ds.data_vars.values())) for key in keys]
+    return [element]
+
+
+def labels_features(sdata, name: str) -> pd.DataFrame | None:
+    """The obs columns of the table annotating labels element ``name``, with napari's ``index`` (the label id)."""
+    tables = annotating_tables(sdata, name, measured_only=False)
+    if not tables:
+        return None
+    table = sdata.tables[tables[0]]
+    attrs = table.uns.get("spatialdata_attrs", {})
+    region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
+    obs = table.obs
+    if region_key in obs and len(table_regions(table)) > 1:
+        obs = obs[obs[region_key].astype(str) == name]
+    features = obs.drop(columns=[c for c in (region_key, instance_key) if c in obs]).reset_index(drop=True)
+    features.insert(0, "index", obs[instance_key].to_numpy() if instance_key in obs else np.arange(len(obs)))
+    return features
+
+
+def labels_layer(sdata, name: str, coordinate_system: str) -> tuple:
+    """Labels layer-data tuple for labels element ``name`` (lazy; multiscale when the element is)."""
+    element = sdata.labels[name]
+    levels = _levels(element)
+    data = [level.transpose("y", "x").data for level in levels]
+    kwargs = {
+        "name": name,
+        "affine": affine_yx(element, coordinate_system),
+        "multiscale": len(data) > 1,
+        "opacity": 0.6,
+        "metadata": {METADATA_KEY: {"element": name, "kind": "labels"}},
+    }
+    features = labels_features(sdata, name)
+    if features is not None:
+        kwargs["features"] = features
+    return (data if len(data) > 1 else data[0], kwargs, "labels")
+
+
+def polygon_rings(shapes) -> tuple[list[np.ndarray], list, int]:
+    """The exterior ring of every polygon (each part of a multipolygon), as (n, 2) x, y arrays
+    without the closing vertex; the instance id of each; the number of holes left out."""
+    rings, owners, holes = [], [], 0
+    for instance, geom in zip(shapes.index, shapes.geometry):
+        if geom is None or geom.is_empty:
+            continue
+        parts = list(geom.geoms) if geom.geom_type == "MultiPolygon" else [geom]
+        for part in parts:
+            rings.append(np.asarray(part.exterior.coords, dtype=float)[:-1, :2])
+            owners.append(instance)
+            holes += len(part.interiors)
+    return rings, owners, holes
+
+
+def polygons_layer(sdata, name: str, coordinate_system: str) -> tuple:
+    """A Shapes layer of the outlines of polygon element ``name``, or a label image above
+    :data:`LARGE_POLYGON_SET` polygons (one label per instance, in the element's coordinates)."""
+    shapes = sdata.shapes[name]
+    affine = affine_yx(shapes, coordinate_system)
+    rings, owners, holes = polygon_rings(shapes)
+    meta = {"element": name, "kind": "polygons", "n_polygons": len(rings), "holes_not_drawn": holes}
+    if len(rings) > LARGE_POLYGON_SET:
+        return polygons_raster(rings, owners, name, affine, meta)
+    return (
+        [ring[:, ::-1] for ring in rings],
+        {
+            "name": name,
+            "affine": affine,
+            "shape_type": "polygon",
+            "features": pd.DataFrame({"instance": np.asarray(owners)}),
+            "face_color": "transparent",
+            "edge_color": "#00e5ff",
+            "edge_width": 0.0 if not rings else max(np.ptp(np.vstack(rings), axis=0).max() / 500.0, 1e-6),
+            "metadata": {METADATA_KEY: meta},
+        },
+        "shapes",
+    )
+
+
+def polygons_raster(rings: list[np.ndarray], owners: list, name: str, affine: np.ndarray, meta: dict) -> tuple:
+    """Many polygons drawn into an int32 label image (label = position of the instance + 1)."""
+    from skimage.draw import polygon as fill_polygon
+
+    every = np.vstack(rings)
+    lo, hi = every.min(axis=0), every.max(axis=0)
+    pixel = max(float((hi - lo).max()) / POLYGON_RASTER_SIDE, 1e-9)
+    shape = tuple(int(np.ceil(v)) + 1 for v in ((hi - lo) / pixel)[::-1])  # (rows, cols)
+    image = np.zeros(shape, dtype=np.int32)
+    codes, instances = pd.factorize(pd.Index(owners))
+    for ring, code in zip(rings, codes):
+        cols, rows = ((ring - lo) / pixel).T
+        rr, cc = fill_polygon(rows, cols, shape=shape)
+        image[rr, cc] = code + 1
+    # pixel (r, c) of the raster sits at element coordinates (y, x) = lo[::-1] + pixel * (r, c)
+    to_element = np.array([[pixel, 0.0, lo[1]], [0.0, pixel, lo[0]], [0.0, 0.0, 1.0]])
+    features = pd.DataFrame({"index": np.arange(1, len(instances) + 1), "instance": np.asarray(instances)})
+    meta = {**meta, "raster_pixel": pixel}
+    kwargs = {
+        "name": f"{name} ({len(rings):,} polygons as labels)",
+        "affine": affine @ to_element,
+        "opacity": 0.6,
+        "features": features,
+        "metadata": {METADATA_KEY: meta},
+    }
+    return (image, kwargs, "labels")
+
+
+def subsampled_points_layer(sdata, name: str, coordinate_system: str) -> tuple:
+    """A Points layer of at most :data:`MAX_POINTS_SHOWN` points of element ``name`` (evenly spaced rows)."""
+    element = sdata.points[name]
+    frame = element[["x", "y"]]
+    total = int(len(frame))
+    step = max(1, int(np.ceil(total / MAX_POINTS_SHOWN)))
+    xy = frame.compute().to_numpy(dtype=float)[::step] if step > 1 else frame.compute().to_numpy(dtype=float)
+    label = f"{name} ({len(xy):,} of {total:,} points)" if step > 1 else name
+    affine = affine_yx(element, coordinate_system)
+    span = float(np.ptp(xy, axis=0).max()) if len(xy) else 1.0
+    kwargs = {
+        "name": label,
+        "affine": affine,
+        "size": max(span / 400.0, 1e-6),
+        "face_color": "#ff7f0e",
+        "border_width": 0.0,
+        "metadata": {METADATA_KEY: {"element": name, "kind": "points", "n_points": total, "shown_every": step}},
+    }
+    return (xy[:, ::-1].copy(), kwargs, "points")
+
+
+def element_layers(sdata, coordinate_system: str, shown: set[str]) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """Layer tuples for the labels, polygon shapes and table-less points of ``sdata`` not in ``shown``
+    (the images and spots already made), and ``(element, reason)`` for each element left out."""
+    from spatialdata.transformations import get_transformation
+
+    layers, skipped = [], []
+
+    def placed(element, name) -> bool:
+        systems = list(get_transformation(element, get_all=True))
+        if coordinate_system in systems:
+            return True
+        skipped.append((name, f"not in coordinate system {coordinate_system!r} (it is in {systems})"))
+        return False
+
+    for name, element in sdata.labels.items():
+        if placed(element, name):
+            if set(_levels(element)[0].dims) - {"y", "x"}:
+                skipped.append((name, "3-D labels are not shown (2-D only)"))
+                continue
+            layers.append(labels_layer(sdata, name, coordinate_system))
+    for name, shapes in sdata.shapes.items():
+        if name in shown or not placed(shapes, name):
+            continue
+        kinds = set(shapes.geometry.geom_type)
+        if kinds <= {"Polygon", "MultiPolygon"} and kinds:
+            layers.append(polygons_layer(sdata, name, coordinate_system))
+        elif kinds == {"Point"}:
+            skipped.append((name, "points without a 'radius' column: not circles"))
+        else:
+            skipped.append((name, f"geometry {sorted(kinds)} is not shown (circles, polygons and multipolygons are)"))
+    for name, element in sdata.points.items():
+        if name not in shown and placed(element, name):
+            layers.append(subsampled_points_layer(sdata, name, coordinate_system))
+    for name, element in sdata.images.items():
+        if name not in shown:
+            placed(element, name)
+    return layers, skipped
