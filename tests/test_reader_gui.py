@@ -101,3 +101,47 @@ def test_bad_folder_gives_clear_error(make_napari_viewer, tmp_path):
     with pytest.raises(Exception, match="is not a SpatialData store"):
         viewer.open(str(folder), plugin="napari-casper")
     assert len(viewer.layers) == 0
+
+
+def test_a_store_with_every_element_type_opens_in_napari(make_napari_viewer, tmp_path):
+    """spatialdata's blobs(): labels, polygons, multipolygons, points, circles and images become layers
+    that are drawn where the elements are; hovering a label reads its table row."""
+    from napari.layers import Image, Labels, Points, Shapes
+    from spatialdata.datasets import blobs
+
+    sdata = blobs()
+    table = sdata.tables["table"]
+    table.obs["cell_type"] = np.where(table.obs["instance_id"].to_numpy() % 2 == 0, "tumour", "stroma")
+    store = save_spatialdata(sdata, tmp_path / "blobs.zarr")
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(store), plugin="napari-casper")
+    kinds = {layer.name: type(layer) for layer in viewer.layers}
+    assert kinds["blobs_labels"] is Labels and kinds["blobs_multiscale_labels"] is Labels
+    assert kinds["blobs_polygons"] is Shapes and kinds["blobs_multipolygons"] is Shapes
+    assert kinds["blobs_points"] is Points and kinds["blobs_circles"] is Points
+    assert kinds["blobs_image:0"] is Image and kinds["blobs_multiscale_image:2"] is Image  # one layer per channel
+
+    labels = viewer.layers["blobs_labels"]
+    for layer in viewer.layers:
+        layer.visible = layer is labels
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[:, :, :3]
+    truth = sdata.labels["blobs_labels"].values > 0
+    drawn = shot.sum(axis=2) > 0
+
+    def cropped(mask):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    from skimage.transform import resize
+
+    expected = cropped(truth)
+    seen = resize(cropped(drawn), expected.shape, order=0, anti_aliasing=False).astype(bool)
+    iou = (seen & expected).sum() / (seen | expected).sum()
+    assert iou > 0.8, f"the labels on screen match the element's labels only {iou:.0%} (intersection over union)"
+    # hovering a labelled pixel: the label id and its row of the table (the table annotates the labels)
+    y, x = np.argwhere(truth)[len(np.argwhere(truth)) // 2]
+    label = int(sdata.labels["blobs_labels"].values[y, x])
+    status = labels.get_status((float(y), float(x)), world=True)["coordinates"]
+    cell_type = table.obs.set_index("instance_id").loc[label, "cell_type"]
+    assert str(label) in status and f"cell_type: {cell_type}" in status, status

@@ -105,7 +105,7 @@ def polygons_layer(sdata, name: str, coordinate_system: str) -> tuple:
             "features": pd.DataFrame({"instance": np.asarray(owners)}),
             "face_color": "transparent",
             "edge_color": "#00e5ff",
-            "edge_width": 0.0 if not rings else max(np.ptp(np.vstack(rings), axis=0).max() / 500.0, 1e-6),
+            "edge_width": 0.0 if not rings else max(np.ptp(np.vstack(rings), axis=0).max() / 200.0, 1e-6),
             "metadata": {METADATA_KEY: meta},
         },
         "shapes",
