@@ -11,9 +11,10 @@ import time
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import shared_path
-from gui_checks import Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
 
 from napari_casper._widgets.genes.widget import GenesWidget
 
@@ -249,3 +250,52 @@ def test_a_table_layer_is_shown_in_its_own_layer(make_napari_viewer, qtbot):
     measured = table[:, gene].X
     measured = 2 * np.asarray(measured.todense() if hasattr(measured, "todense") else measured).ravel()
     np.testing.assert_allclose(np.sort(widget.layer.features["value"].to_numpy()), np.sort(measured), rtol=1e-6)
+
+
+def test_xenium_cells_as_polygons_switch_genes_on_their_centres(make_napari_viewer, qtbot, tmp_path):
+    """36,602 Xenium cells drawn as polygons (a hexagon each) that a table annotates: the store opens
+    with the cells as one label image and a hidden layer of their centres; the Genes dock switches
+    genes on those centres without stalling, and hovering reads the cell's value."""
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+
+    from napari_casper.io.store_writes import save_spatialdata
+
+    source = ad.read_h5ad(shared_path("xenium", "xenium_mouse_brain.h5ad"))
+    xy = np.asarray(source.obsm["spatial"], dtype=float)[:, :2]
+    angles = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+    ring = np.c_[np.cos(angles), np.sin(angles)] * 4.0  # 8 um wide cells
+    cells = ShapesModel.parse(gpd.GeoDataFrame(geometry=[Polygon(ring + p) for p in xy], index=np.arange(1, len(xy) + 1)))
+    table = ad.AnnData(source.X, var=source.var[[]].copy())
+    table.obs["region"] = pd.Categorical(["cells"] * len(xy))
+    table.obs["cell_id"] = np.arange(1, len(xy) + 1)
+    table = TableModel.parse(table, region="cells", region_key="region", instance_key="cell_id")
+    store = save_spatialdata(SpatialData(shapes={"cells": cells}, tables={"table": table}), tmp_path / "cells.zarr")
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(store), plugin="napari-casper")
+    drawn = viewer.layers[f"cells ({len(xy):,} polygons as labels)"]
+    centres = viewer.layers["cells (centres)"]
+    assert type(drawn).__name__ == "Labels" and not centres.visible and len(centres.data) == len(xy)
+    widget = dock(viewer, qtbot)
+    choose(qtbot, widget.spots, "cells (centres)")
+    genes = [str(g) for g in source.var_names]
+    with Heartbeat() as beat:
+        type_text(qtbot, widget.gene.lineEdit(), genes[5])
+        wait_shown(widget, qtbot, genes[5])
+    beat.assert_responsive(NEW_LAYER_LIMIT, what="the first gene on 36k polygon cells (adds its layer)")
+    with Heartbeat() as beat:
+        for step in range(1, 3):
+            click(qtbot, widget.next_button)
+            qtbot.waitUntil(lambda step=step: widget.switcher.gene == genes[5 + step], timeout=10_000)
+            qtbot.wait(100)
+    beat.assert_responsive(what="two Next clicks on 36k polygon cells")
+    gene, layer = genes[7], widget.layer
+    assert layer.name == f"genes: {gene} (cells/table)", layer.name
+    counts = np.log1p(source[:, gene].X.toarray().ravel())
+    viewer.layers.selection.active = layer
+    cell = int(np.argmax(counts))
+    status = layer.get_status(world_of(centres, cell), world=True)["coordinates"]
+    assert f"spot: {cell + 1}, value: {counts[cell]:.4g}" in status, status

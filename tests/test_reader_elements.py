@@ -30,7 +30,12 @@ def blobs_store(tmp_path_factory):
 
 
 def by_element(layers):
-    return {kwargs["metadata"]["napari_casper"]["element"]: (data, kwargs, kind) for data, kwargs, kind in layers}
+    """Element name -> its layer (the drawing of cells, not the hidden layer of their centres)."""
+    return {
+        kwargs["metadata"]["napari_casper"]["element"]: (data, kwargs, kind)
+        for data, kwargs, kind in layers
+        if not str(kwargs["name"]).endswith(" (centres)")
+    }
 
 
 def test_every_element_of_blobs_is_a_layer(blobs_store):
@@ -56,6 +61,10 @@ def test_every_element_of_blobs_is_a_layer(blobs_store):
     features = kwargs["features"]
     table = sdata.tables["table"]
     assert list(features["index"]) == list(table.obs["instance_id"])
+    # and, annotated by a table, the labels are cells: a hidden layer of their centres serves the widgets
+    centres = [kw for _, kw, kind in layers if kw["name"] == "blobs_labels (centres)"]
+    assert len(centres) == 1 and not centres[0]["visible"]
+    assert sorted(centres[0]["metadata"]["napari_casper"]["instance_ids"]) == sorted(table.obs["instance_id"])
 
     # polygons: every part of every multipolygon, with its vertices
     polygons, kwargs, _ = shown["blobs_multipolygons"]

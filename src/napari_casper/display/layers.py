@@ -21,8 +21,10 @@ from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import (
     METADATA_KEY,
     affine_yx,
+    cell_element_kind,
     default_coordinate_system,
     mean_scale,
+    spot_element,
     spot_element_names,
     spot_positions,
     spot_rows,
@@ -82,13 +84,17 @@ def spot_features(sdata, element_name: str, instance_ids: pd.Index) -> pd.DataFr
 
 
 def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str | None = None) -> tuple:
-    """Points layer-data tuple for a spot element, sized to the spot diameter, with features."""
-    element = sdata.shapes[element_name] if element_name in sdata.shapes else sdata.points[element_name]
+    """Points layer-data tuple for a spot element, sized to the spot diameter, with features.
+
+    Cells drawn as polygons or labels get a hidden layer of their centres, ``"<element> (centres)"``,
+    beside the layer that draws them: the widgets work on it like on any spots."""
+    element = spot_element(sdata, element_name)
     xy, diameter, ids = spot_positions(sdata, element_name)
     affine = affine_yx(element, coordinate_system)
     link = spot_table(sdata, element_name)
+    cells = cell_element_kind(sdata, element_name)
     kwargs = {
-        "name": name or element_name,
+        "name": name or (f"{element_name} (centres)" if cells else element_name),
         "affine": affine,
         "size": diameter * mean_scale(affine),
         "features": spot_features(sdata, element_name, ids),
@@ -103,9 +109,12 @@ def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str |
                 "table": link.name if link else None,
                 "coordinate_system": coordinate_system,
                 "instance_ids": np.asarray(ids),
+                "cells": cells,
             }
         },
     }
+    if cells:
+        kwargs["visible"] = False  # the labels or polygons show the cells; the centres serve the widgets
     return (xy[:, ::-1].copy(), kwargs, "points")
 
 
@@ -134,8 +143,7 @@ def spatialdata_to_layers(
     images = [image_layer(sdata, name, cs) for name, element in sdata.images.items() if cs in get_transformation(element, get_all=True)]
     spot_layers = {}
     for name in spot_element_names(sdata):
-        element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
-        if cs in get_transformation(element, get_all=True):
+        if cs in get_transformation(spot_element(sdata, name), get_all=True):
             spot_layers[name] = spots_layer(sdata, name, cs)
     on_top = list(spot_layers.values())
     for name, (data, kwargs, _) in spot_layers.items():
@@ -145,6 +153,7 @@ def spatialdata_to_layers(
     on_top.extend(results_layers(sdata, cs, spot_layers))
     on_top.extend(saved_regions_layers(sdata, cs, spot_layers))
     shown = {kwargs["metadata"][METADATA_KEY].get("element") for _, kwargs, _ in images + on_top}
+    shown -= {name for name in spot_layers if cell_element_kind(sdata, name)}  # cells: drawn too, beside their centres
     others, left_out = element_layers(sdata, cs, shown)
     if skipped is not None:
         skipped.extend(left_out)

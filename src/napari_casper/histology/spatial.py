@@ -22,6 +22,7 @@ from napari_casper.io.elements import (
     annotating_tables,
     default_coordinate_system,
     mean_scale,
+    spot_element,
     spot_element_names,
     spot_positions,
     spot_rows,
@@ -156,7 +157,7 @@ def slide_image(sdata, image_name: str | None = None, coordinate_system: str | N
 
 
 def _spot_element(sdata, name: str):
-    return sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
+    return spot_element(sdata, name)
 
 
 def spots_in_image(sdata, spots_name: str, slide: SlideImage, *, min_inside: float = 0.9) -> tuple[np.ndarray, float, pd.Index]:

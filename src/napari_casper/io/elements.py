@@ -243,14 +243,24 @@ def _lookup(keys: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarray
 
 
 def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd.Index]:
-    """Intrinsic ``(n, 2)`` (x, y) centres, per-spot diameters and instance ids of a spot element."""
+    """Intrinsic ``(n, 2)`` (x, y) centres, per-spot diameters and instance ids of a spot element:
+    circles, points, or cells drawn as polygons or labels (:mod:`napari_casper.io.element_centres`)."""
+    kind = cell_element_kind(sdata, element_name)
+    if kind == "polygons":
+        from napari_casper.io.element_centres import polygon_centres
+
+        return polygon_centres(sdata.shapes[element_name])  # centroids, equal-area discs
+    if kind == "labels":
+        from napari_casper.io.element_centres import label_centres
+
+        return label_centres(sdata.labels[element_name])  # pixel means, equal-area discs
     if element_name in sdata.shapes:
         shapes = sdata.shapes[element_name]
         geom_type = set(shapes.geometry.geom_type)
         if geom_type != {"Point"} or "radius" not in shapes:
             raise CasperInputError(
                 f"shapes element {element_name!r} holds {sorted(geom_type)}, not spots (circles with a "
-                "'radius' column); choose the element that holds the spots."
+                "'radius' column, or polygons); choose the element that holds the spots."
             )
         xy = np.c_[shapes.geometry.x.to_numpy(), shapes.geometry.y.to_numpy()]
         return xy, 2.0 * shapes["radius"].to_numpy(dtype=float), shapes.index
@@ -265,7 +275,32 @@ def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd
 
 
 def spot_element_names(sdata) -> list[str]:
-    """Names of elements that hold spots: circle shapes, and points a table annotates (points
-    without a table, such as millions of transcripts, are shown as a sample, not as spots)."""
+    """Names of elements that hold spots: circle shapes; points, polygons and labels that a table
+    annotates (cells: their centres are the spots). Points without a table, such as millions of
+    transcripts, are shown as a sample, not as spots."""
     names = [n for n, s in sdata.shapes.items() if "radius" in s and set(s.geometry.geom_type) == {"Point"}]
-    return names + [n for n in sdata.points if annotating_tables(sdata, n, measured_only=False)]
+    annotated = [
+        n
+        for n, s in sdata.shapes.items()
+        if set(s.geometry.geom_type) <= {"Polygon", "MultiPolygon"} and annotating_tables(sdata, n, measured_only=False)
+    ]
+    annotated += [n for n in sdata.labels if annotating_tables(sdata, n, measured_only=False)]
+    return names + annotated + [n for n in sdata.points if annotating_tables(sdata, n, measured_only=False)]
+
+
+def spot_element(sdata, element_name: str):
+    """The element holding spots ``element_name`` (circles, points, polygons or labels)."""
+    for group in ("shapes", "points", "labels"):
+        if element_name in getattr(sdata, group):
+            return getattr(sdata, group)[element_name]
+    raise CasperInputError(f"no spot element named {element_name!r}; the spot elements are {spot_element_names(sdata)}.")
+
+
+def cell_element_kind(sdata, element_name: str) -> str | None:
+    """``"polygons"`` or ``"labels"`` when ``element_name`` holds cells drawn as such (their centres
+    are used as spots), else None (circles and points are spots themselves)."""
+    if element_name in sdata.labels:
+        return "labels"
+    if element_name in sdata.shapes and set(sdata.shapes[element_name].geometry.geom_type) <= {"Polygon", "MultiPolygon"}:
+        return "polygons"
+    return None

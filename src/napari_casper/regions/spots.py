@@ -88,6 +88,7 @@ def spot_context(
         affine_yx,
         default_coordinate_system,
         mean_scale,
+        spot_element,
         spot_element_names,
         spot_positions,
         spot_rows,
@@ -116,7 +117,7 @@ def spot_context(
             f"table {table!r} does not annotate spots {spots!r} (it annotates {attrs.get('region')!r}): pick its table."
         )
     cs = coordinate_system or default_coordinate_system(sdata)
-    element = sdata.shapes[spots] if spots in sdata.shapes else sdata.points[spots]
+    element = spot_element(sdata, spots)
     affine = affine_yx(element, cs)
     xy, diameters, ids = spot_positions(sdata, spots)
     join = spot_rows(sdata.tables[table], spots, ids, missing="drop", table_name=table)

@@ -29,7 +29,7 @@ def spot_elements_of(layer) -> list[str]:
     """Spot elements of the SpatialData object an image layer came from (none for a plain image)."""
     from spatialdata.transformations import get_transformation
 
-    from napari_casper.io.elements import spot_element_names
+    from napari_casper.io.elements import spot_element, spot_element_names
 
     meta = layer.metadata.get(METADATA_KEY, {})
     sdata, cs = meta.get("sdata"), meta.get("coordinate_system")
@@ -37,7 +37,7 @@ def spot_elements_of(layer) -> list[str]:
         return []
     names = []
     for name in spot_element_names(sdata):
-        element = sdata.shapes[name] if name in sdata.shapes else sdata.points[name]
+        element = spot_element(sdata, name)
         if cs is None or cs in get_transformation(element, get_all=True):
             names.append(name)
     return names

@@ -1,0 +1,113 @@
+"""Cells drawn as labels or polygons, with a table annotating them: train, impute, save, reopen.
+
+The packaged Drosophila atlas (3039 cells, 84 genes) is redrawn as a labels raster (one label per
+cell, 0.5 um pixels, placed by a SpatialData transformation) and as polygons (a hexagon per cell),
+each with a copy of the atlas table annotating it. The centres CASPER uses are found from the
+labels' pixels and the polygons' shapes, independently of the circles they came from.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Polygon
+
+from napari_casper.casper.workflow import CasperWorkflow
+from napari_casper.display.layers import spatialdata_to_layers, spots_layer
+from napari_casper.io.elements import spot_element_names, spot_positions
+from napari_casper.io.samples import load_drosophila
+from napari_casper.io.store_writes import save_spatialdata
+from napari_casper.io.stores import read_spatialdata
+
+PIXEL = 0.5  # microns per labels pixel
+CELL_RADIUS = 1.0  # microns: small enough that few cells touch in the 2-D projection
+HELD_OUT = ["eve", "ftz", "hb", "Kr"]
+
+
+def cells_as(kind: str):
+    """The Drosophila sample with its cells as ``kind`` ("labels" or "polygons") and a table annotating them."""
+    from skimage.draw import disk
+    from spatialdata import SpatialData
+    from spatialdata.models import Labels2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    sample = load_drosophila()
+    circles = sample.shapes["cells"]
+    xy = np.c_[circles.geometry.x.to_numpy(), circles.geometry.y.to_numpy()]
+    ids = circles.index.to_numpy() + 1  # label 0 is background
+    atlas = sample.tables["atlas"]
+    table = ad.AnnData(atlas.X.copy(), var=atlas.var.copy())
+    table.obs["region"] = f"cells_{kind}"
+    table.obs["region"] = table.obs["region"].astype("category")
+    table.obs["cell_id"] = ids[atlas.obs["spot_id"].to_numpy()]
+    elements: dict = {}
+    if kind == "labels":
+        origin = xy.min(axis=0) - 5
+        shape = tuple(np.ceil((xy.max(axis=0) - origin + 5) / PIXEL).astype(int)[::-1])
+        raster = np.zeros(shape, dtype=np.int32)
+        for (x, y), label in zip(xy, ids):
+            rr, cc = disk(((y - origin[1]) / PIXEL, (x - origin[0]) / PIXEL), CELL_RADIUS / PIXEL, shape=shape)
+            raster[rr, cc] = label
+        to_global = Sequence([Scale([PIXEL, PIXEL], axes=("y", "x")), Translation(origin[::-1], axes=("y", "x"))])
+        elements["labels"] = {"cells_labels": Labels2DModel.parse(raster, dims=("y", "x"), transformations={"global": to_global})}
+    else:
+        angles = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+        hexagons = [Polygon(np.c_[x + CELL_RADIUS * np.cos(angles), y + CELL_RADIUS * np.sin(angles)]) for x, y in xy]
+        frame = gpd.GeoDataFrame(geometry=hexagons, index=ids)
+        elements["shapes"] = {"cells_polygons": ShapesModel.parse(frame)}
+    table = TableModel.parse(table, region=f"cells_{kind}", region_key="region", instance_key="cell_id")
+    tables = {"atlas_cells": table, "reference": sample.tables["reference"]}
+    return SpatialData(images=dict(sample.images), tables=tables, **elements), xy, ids
+
+
+@pytest.fixture(scope="module", params=["labels", "polygons"])
+def cells(request):
+    return request.param, *cells_as(request.param)
+
+
+def world_centres(sdata, element):
+    data, kwargs, _ = spots_layer(sdata, element, "global")
+    affine = kwargs["affine"]
+    yx = data @ affine[:2, :2].T + affine[:2, 2]
+    return yx[:, ::-1], kwargs["metadata"]["napari_casper"]["instance_ids"]
+
+
+def test_centres_of_labels_and_polygons_are_the_cells(cells):
+    kind, sdata, xy, ids = cells
+    element = f"cells_{kind}"
+    assert element in spot_element_names(sdata)
+    centres, found = world_centres(sdata, element)
+    assert len(found) > 0.95 * len(ids)  # only cells that overlap others in the projection can be lost
+    truth = dict(zip(ids, xy))
+    error = np.linalg.norm(centres - np.array([truth[i] for i in found]), axis=1)
+    assert np.median(error) < PIXEL / 2 and error.max() < 2 * CELL_RADIUS, (np.median(error), error.max())
+    _, diameter, _ = spot_positions(sdata, element)
+    scale = 1 / PIXEL if kind == "labels" else 1.0
+    assert np.median(diameter) == pytest.approx(2 * CELL_RADIUS * scale, rel=0.15)
+
+
+def test_train_impute_save_and_reopen_on_cells_a_table_annotates(cells, tmp_path):
+    kind, sdata, _, _ = cells
+    element = f"cells_{kind}"
+    layers = {kw["name"]: (data, kw, k) for data, kw, k in spatialdata_to_layers(sdata)}
+    centres = layers[f"{element} (centres)"]
+    assert centres[2] == "points" and not centres[1]["visible"]  # the widgets' spots; the cells are drawn by:
+    assert layers[element][2] == ("labels" if kind == "labels" else "shapes")
+    meta = dict(centres[1]["metadata"]["napari_casper"], sdata=sdata)
+    workflow = CasperWorkflow.from_layer_metadata(meta, sdata.tables["reference"], centroid_method="cells")
+    truth = {g: workflow.measured(g) for g in HELD_OUT}
+    workflow.st = workflow.st[:, [g for g in workflow.st.var_names if g not in HELD_OUT]].copy()
+    workflow.train(max_steps=100, seed=0)
+    predictions = workflow.predict(HELD_OUT)
+    pcc = [np.corrcoef(predictions[g], truth[g])[0, 1] for g in HELD_OUT]
+    assert np.mean(pcc) > 0.4, pcc  # as on the circles (tests/test_workflow.py)
+
+    store = save_spatialdata(sdata, tmp_path / f"cells_{kind}.zarr")
+    name = workflow.save_results(store, HELD_OUT)
+    reopened = read_spatialdata(store)
+    assert reopened.tables[name].uns["spatialdata_attrs"]["region"] == element  # annotates the same cells
+    again = {kw["name"]: (data, kw, k) for data, kw, k in spatialdata_to_layers(reopened)}
+    _, eve, _ = again["casper:eve"]
+    np.testing.assert_allclose(eve["features"]["value"], predictions["eve"], rtol=1e-5)
