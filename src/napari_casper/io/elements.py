@@ -280,11 +280,9 @@ def spot_element_names(sdata) -> list[str]:
     transcripts, are shown as a sample, not as spots."""
     names = [n for n, s in sdata.shapes.items() if "radius" in s and set(s.geometry.geom_type) == {"Point"}]
     annotated = [
-        n
-        for n, s in sdata.shapes.items()
-        if set(s.geometry.geom_type) <= {"Polygon", "MultiPolygon"} and annotating_tables(sdata, n, measured_only=False)
+        n for n, s in sdata.shapes.items() if set(s.geometry.geom_type) <= {"Polygon", "MultiPolygon"} and _has_genes(sdata, n)
     ]
-    annotated += [n for n in sdata.labels if annotating_tables(sdata, n, measured_only=False)]
+    annotated += [n for n in sdata.labels if _has_genes(sdata, n)]
     return names + annotated + [n for n in sdata.points if annotating_tables(sdata, n, measured_only=False)]
 
 
@@ -294,6 +292,12 @@ def spot_element(sdata, element_name: str):
         if element_name in getattr(sdata, group):
             return getattr(sdata, group)[element_name]
     raise CasperInputError(f"no spot element named {element_name!r}; the spot elements are {spot_element_names(sdata)}.")
+
+
+def _has_genes(sdata, element_name: str) -> bool:
+    """Whether a table of measured genes annotates ``element_name`` (not regions, not predictions):
+    what makes polygons or labels cells rather than drawn regions."""
+    return any(sdata.tables[name].n_vars > 0 for name in annotating_tables(sdata, element_name))
 
 
 def cell_element_kind(sdata, element_name: str) -> str | None:
