@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from shapely.geometry import Polygon
 
-from napari_casper._reader import napari_get_reader, not_shown_note
+from napari_casper._reader import napari_get_reader
 from napari_casper.display.element_layers import LARGE_POLYGON_SET, MAX_POINTS_SHOWN, polygon_rings
-from napari_casper.display.layers import spatialdata_to_layers
+from napari_casper.display.layers import not_shown_note, spatialdata_to_layers
 from napari_casper.io.store_writes import save_spatialdata
 
 

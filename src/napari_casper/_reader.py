@@ -27,7 +27,7 @@ def read_spatial(path):
     """Layer-data tuples for every element of a SpatialData store or h5ad, in its default
     coordinate system. What is not shown (another coordinate system, an unsupported geometry)
     and the other coordinate systems are named in one notification."""
-    from napari_casper.display.layers import spatialdata_to_layers
+    from napari_casper.display.layers import not_shown_note, spatialdata_to_layers
     from napari_casper.io.elements import default_coordinate_system
     from napari_casper.io.stores import read_any
 
@@ -43,17 +43,3 @@ def read_spatial(path):
 
         show_info(note)
     return layers
-
-
-def not_shown_note(source: str, shown_in: str, systems: list[str], skipped: list[tuple[str, str]]) -> str:
-    """One line naming the elements left out (with the reason) and the other coordinate systems."""
-    parts = []
-    if skipped:
-        parts.append("not shown: " + "; ".join(f"{name} ({reason})" for name, reason in skipped))
-    others = [s for s in systems if s != shown_in]
-    if others:
-        parts.append(
-            f"shown in coordinate system {shown_in!r}; the data also has {others} "
-            "(napari_casper.display.layers.spatialdata_to_layers(sdata, '<system>') shows one of those)"
-        )
-    return f"{source}: " + ". ".join(parts) + "." if parts else ""

@@ -23,11 +23,12 @@ from napari_casper.cli import (
     impute,
     run_sample,
     train,
+    view,
 )
 from napari_casper.errors import CasperInputError, CasperUsageError
 
 #: the sub-command modules, in ``--help`` order; each registers its command with ``add_parser(subparsers)``
-COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample)
+COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample, view)
 
 DEBUG_HELP = "on an error, show the full Python traceback (for bug reports) instead of the one-line message"
 

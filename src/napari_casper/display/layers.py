@@ -185,3 +185,17 @@ def spots_overview_layer(sdata, element_name: str, data: np.ndarray, kwargs: dic
     units = "log1p total counts per spot" if link is not None else "spot present"
     name = f"{element_name}: {what}"
     return value_layer(geometry, values, name, colormap="viridis", units=units, extra_metadata={"kind": "spots_overview"})
+
+
+def not_shown_note(source: str, shown_in: str, systems: list[str], skipped: list[tuple[str, str]]) -> str:
+    """One line naming the elements left out (with the reason) and the other coordinate systems."""
+    parts = []
+    if skipped:
+        parts.append("not shown: " + "; ".join(f"{name} ({reason})" for name, reason in skipped))
+    others = [s for s in systems if s != shown_in]
+    if others:
+        parts.append(
+            f"shown in coordinate system {shown_in!r}; the data also has {others} "
+            "(napari_casper.display.layers.spatialdata_to_layers(sdata, '<system>') shows one of those)"
+        )
+    return f"{source}: " + ". ".join(parts) + "." if parts else ""
