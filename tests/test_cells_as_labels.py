@@ -11,6 +11,7 @@ from __future__ import annotations
 import anndata as ad
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import Polygon
 
@@ -111,3 +112,29 @@ def test_train_impute_save_and_reopen_on_cells_a_table_annotates(cells, tmp_path
     again = {kw["name"]: (data, kw, k) for data, kw, k in spatialdata_to_layers(reopened)}
     _, eve, _ = again["casper:eve"]
     np.testing.assert_allclose(eve["features"]["value"], predictions["eve"], rtol=1e-5)
+
+
+def test_one_table_annotating_labels_and_polygons_gives_each_its_own_rows():
+    """A table whose rows annotate two elements (``region`` = [labels, polygons]): each element's
+    centres layer joins only its own rows (the polygons' rows hold doubled values, so a wrong join shows)."""
+    from spatialdata import SpatialData
+    from spatialdata.models import TableModel
+
+    labels, _, _ = cells_as("labels")
+    polygons, _, _ = cells_as("polygons")
+    a = labels.tables["atlas_cells"].copy()
+    b = polygons.tables["atlas_cells"].copy()
+    b.X = b.X * 2.0
+    both = ad.concat([a, b], merge="same")
+    both.obs["region"] = both.obs["region"].astype(str).astype("category")
+    both.obs_names_make_unique()
+    table = TableModel.parse(both, region=["cells_labels", "cells_polygons"], region_key="region", instance_key="cell_id")
+    sdata = SpatialData(labels=dict(labels.labels), shapes=dict(polygons.shapes), tables={"cells": table})
+    layers = {kw["name"]: (data, kw, k) for data, kw, k in spatialdata_to_layers(sdata)}
+    reference = load_drosophila().tables["reference"]
+    for element, rows in (("cells_labels", a), ("cells_polygons", b)):
+        meta = dict(layers[f"{element} (centres)"][1]["metadata"]["napari_casper"], sdata=sdata)
+        workflow = CasperWorkflow.from_layer_metadata(meta, reference, centroid_method="cells")
+        ids = np.asarray(workflow.instance_ids)
+        expected = pd.Series(rows[:, "eve"].X.ravel(), index=rows.obs["cell_id"].to_numpy()).loc[ids].to_numpy()
+        np.testing.assert_allclose(workflow.measured("eve"), expected, rtol=1e-6)
