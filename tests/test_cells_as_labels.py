@@ -109,6 +109,12 @@ def test_train_impute_save_and_reopen_on_cells_a_table_annotates(cells, tmp_path
     name = workflow.save_results(store, HELD_OUT)
     reopened = read_spatialdata(store)
     assert reopened.tables[name].uns["spatialdata_attrs"]["region"] == element  # annotates the same cells
+    import warnings
+
+    with warnings.catch_warnings():  # spatialdata's own check: every table annotates elements of this store
+        warnings.simplefilter("error")
+        for table in reopened.tables.values():
+            reopened.validate_table_in_spatialdata(table)
     again = {kw["name"]: (data, kw, k) for data, kw, k in spatialdata_to_layers(reopened)}
     _, eve, _ = again["casper:eve"]
     np.testing.assert_allclose(eve["features"]["value"], predictions["eve"], rtol=1e-5)
