@@ -144,3 +144,25 @@ def test_one_table_annotating_labels_and_polygons_gives_each_its_own_rows():
         ids = np.asarray(workflow.instance_ids)
         expected = pd.Series(rows[:, "eve"].X.ravel(), index=rows.obs["cell_id"].to_numpy()).loc[ids].to_numpy()
         np.testing.assert_allclose(workflow.measured("eve"), expected, rtol=1e-6)
+
+
+def test_regions_statistics_on_cells_drawn_as_labels(cells):
+    """A region drawn over the embryo's anterior half: the cells inside (by their centres) are the
+    cells whose true positions are inside, and the region's mean expression is theirs."""
+    from napari_casper.regions import RegionSet, region_statistics, spot_context
+
+    kind, sdata, xy, ids = cells
+    ctx = spot_context(sdata, f"cells_{kind}")
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    mid_x = (lo[0] + hi[0]) / 2
+    box_xy = np.array([[lo[0] - 1, lo[1] - 1], [mid_x, lo[1] - 1], [mid_x, hi[1] + 1], [lo[0] - 1, hi[1] + 1]])
+    regions = RegionSet([box_xy[:, ::-1]], ["polygon"], ["anterior"], coordinate_system="global")
+    stats = region_statistics(ctx, regions, ["eve"], normalize="none")
+    row = stats[(stats["level"] == "class") & (stats["name"] == "anterior")].iloc[0]
+    truth_inside = {i for i, (x, _) in zip(ids, xy) if x < mid_x}
+    found = set(np.asarray(ctx.instance_ids))
+    expected = truth_inside & found
+    assert abs(row["n_spots"] - len(expected)) <= 0.01 * len(expected) + 2, (row["n_spots"], len(expected))
+    table = sdata.tables["atlas_cells"]
+    eve = pd.Series(table[:, "eve"].X.ravel(), index=table.obs["cell_id"].to_numpy())
+    assert row["mean_eve"] == pytest.approx(eve.loc[sorted(expected)].mean(), rel=0.02)
