@@ -208,11 +208,11 @@ class RunsInBackground:
         process_events_while(lambda: self.busy, timeout_ms)
 
 
-_WARMED: set[str] = set()
+_WARMING: dict[str, threading.Thread] = {}
 _WARM_LOCK = threading.Lock()
 
 
-def warm_up_in_background(name: str, work: Callable[[], None] | None = None) -> threading.Thread | None:
+def warm_up_in_background(name: str, work: Callable[[], None] | None = None) -> threading.Thread:
     """Run ``work`` (imports, first-use compilation) off the GUI thread once per process, then freeze the GC.
 
     Two costs would otherwise land on the GUI thread at a user's first click: importing torch,
@@ -221,12 +221,9 @@ def warm_up_in_background(name: str, work: Callable[[], None] | None = None) -> 
     0.35-1.1 s (measured), wherever they start; napari itself calls ``gc.collect()`` when a
     layer is removed. ``gc.freeze()`` moves the objects alive after the warm-up into the
     permanent generation, so later collections scan only what was made since (measured: a layer
-    removal's collection went from 0.42 s to under 0.1 s). ``name`` keys the once-per-process.
+    removal's collection went from 0.42 s to under 0.1 s). ``name`` keys the once-per-process:
+    a second dock of the same kind gets the first one's thread (alive while it still warms up).
     """
-    with _WARM_LOCK:
-        if name in _WARMED:
-            return None
-        _WARMED.add(name)
 
     def run() -> None:
         import contextlib
@@ -235,8 +232,10 @@ def warm_up_in_background(name: str, work: Callable[[], None] | None = None) -> 
         with contextlib.suppress(Exception):  # only an optimisation: the first click imports instead
             if work is not None:
                 work()
-        gc.freeze()
+        gc.freeze()  # no gc.collect() first: a full collection would hold the GIL ~0.6 s while the dock opens
 
-    thread = threading.Thread(target=run, daemon=True, name=f"napari-casper warm-up: {name}")
-    thread.start()
-    return thread
+    with _WARM_LOCK:
+        if name not in _WARMING:
+            _WARMING[name] = threading.Thread(target=run, daemon=True, name=f"napari-casper warm-up: {name}")
+            _WARMING[name].start()
+        return _WARMING[name]

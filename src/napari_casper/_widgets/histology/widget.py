@@ -20,7 +20,13 @@ from pathlib import Path
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
-from napari_casper._widgets.common.background import BackgroundRunner, RunsInBackground, notify_info, progress_relay
+from napari_casper._widgets.common.background import (
+    BackgroundRunner,
+    RunsInBackground,
+    notify_info,
+    progress_relay,
+    warm_up_in_background,
+)
 from napari_casper._widgets.common.layer_sync import watch
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.histology.jobs import predict_job, train_job
@@ -67,8 +73,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         self._bar_timer.setInterval(int(self.SHOW_EVERY * 1000))
         self._bar_timer.timeout.connect(self._update_bar)
         self._relay = progress_relay(self._on_progress)
-        self._warm = threading.Thread(target=_warm_up, daemon=True, name="histology warm-up")
-        self._warm.start()  # torch's first import holds the GIL ~1 s: now, not at the first click
+        self._warm = warm_up_in_background("histology", _warm_up)  # torch's first import holds the GIL ~1 s: now
         watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
         self.sections = SectionsPanel(napari_viewer)
@@ -416,20 +421,13 @@ class HistologyWidget(RunsInBackground, QWidget):
 
 
 def _warm_up() -> None:
-    """Import what training and prediction need (torch's first import holds the GIL ~1 s), then move every object alive into Python's permanent
-    GC generation (``gc.freeze``): with torch loaded the process tracks ~800k objects, and an automatic
-    full collection, which can start in any thread, held the GIL 0.6-1.1 s (measured); afterwards a
-    full collection only scans objects made since (measured: microseconds)."""
-    import contextlib
-    import gc
-
+    """Import what training and prediction need (torch's first import holds the GIL ~1 s) and warm
+    the engine up (:func:`~napari_casper.histology.fit.warm_up`); :func:`warm_up_in_background`
+    then freezes the GC."""
+    import napari_casper.histology.checkpoint  # noqa: F401 - imported for its side effect (loaded once)
+    import napari_casper.histology.predict  # noqa: F401
+    import napari_casper.histology.spatial  # noqa: F401
+    import napari_casper.histology.train  # noqa: F401
     from napari_casper.histology.fit import warm_up
 
-    with contextlib.suppress(Exception):  # only an optimisation: the first Train imports them instead
-        import napari_casper.histology.checkpoint  # noqa: F401 - imported for its side effect (loaded once)
-        import napari_casper.histology.predict  # noqa: F401
-        import napari_casper.histology.spatial  # noqa: F401
-        import napari_casper.histology.train  # noqa: F401
-
-        warm_up()
-    gc.freeze()  # no gc.collect() first: a full collection here would hold the GIL ~0.6 s while the dock opens
+    warm_up()
