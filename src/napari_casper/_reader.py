@@ -27,17 +27,11 @@ def read_spatial(path):
     """Layer-data tuples for every element of a SpatialData store or h5ad, in its default
     coordinate system. What is not shown (another coordinate system, an unsupported geometry)
     and the other coordinate systems are named in one notification."""
-    from napari_casper.display.layers import not_shown_note, spatialdata_to_layers
-    from napari_casper.io.elements import default_coordinate_system
-    from napari_casper.io.stores import read_any
+    from napari_casper.display.layers import read_layers
 
     if isinstance(path, list):
         path = path[0]
-    sdata = read_any(path)
-    skipped: list[tuple[str, str]] = []
-    cs = default_coordinate_system(sdata)
-    layers = spatialdata_to_layers(sdata, cs, source=str(path), skipped=skipped)
-    note = not_shown_note(Path(path).name, cs, list(sdata.coordinate_systems), skipped)
+    layers, note = read_layers(path)
     if note:
         from napari.utils.notifications import show_info
 

@@ -196,6 +196,21 @@ def not_shown_note(source: str, shown_in: str, systems: list[str], skipped: list
     if others:
         parts.append(
             f"shown in coordinate system {shown_in!r}; the data also has {others} "
-            "(napari_casper.display.layers.spatialdata_to_layers(sdata, '<system>') shows one of those)"
+            f"(napari-casper view {source} --coordinate-system <system> shows one of those)"
         )
     return f"{source}: " + ". ".join(parts) + "." if parts else ""
+
+
+def read_layers(path, coordinate_system: str | None = None) -> tuple[list[tuple], str]:
+    """The layer-data tuples of every element of the store or .h5ad at ``path`` in
+    ``coordinate_system`` (default: the data's), and the :func:`not_shown_note` for them
+    (empty when everything is shown in the only coordinate system)."""
+    from pathlib import Path
+
+    from napari_casper.io.stores import read_any
+
+    sdata = read_any(path)
+    cs = coordinate_system or default_coordinate_system(sdata)
+    skipped: list[tuple[str, str]] = []
+    layers = spatialdata_to_layers(sdata, cs, source=str(path), skipped=skipped)
+    return layers, not_shown_note(Path(path).name, cs, list(sdata.coordinate_systems), skipped)

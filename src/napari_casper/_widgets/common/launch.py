@@ -14,17 +14,12 @@ def open_in_napari(path: Path, coordinate_system: str | None, docks: list[str], 
     Returns the layer names."""
     import napari
 
-    from napari_casper.display.layers import not_shown_note, spatialdata_to_layers
-    from napari_casper.io.elements import default_coordinate_system
-    from napari_casper.io.stores import read_any
+    from napari_casper.display.layers import read_layers
 
-    sdata = read_any(path)
-    skipped: list[tuple[str, str]] = []
-    cs = coordinate_system or default_coordinate_system(sdata)
-    layers = spatialdata_to_layers(sdata, cs, source=str(path), skipped=skipped)
-    note = not_shown_note(Path(path).name, cs, list(sdata.coordinate_systems), skipped)
+    layers, note = read_layers(path, coordinate_system)
     if note:
         print(note)
+    cs = layers[0][1]["metadata"]["napari_casper"]["coordinate_system"]
     viewer = napari.Viewer(title=f"{Path(path).name} ({cs})", show=True)
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
