@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_casper.io.elements import METADATA_KEY, affine_yx, annotating_tables, table_regions
+from napari_casper.io.elements import METADATA_KEY, affine_yx, annotating_tables, element_levels, holds_polygons, table_regions
 
 #: above this many polygons they are rasterised into a label image instead of napari Shapes
 LARGE_POLYGON_SET = 5_000
@@ -26,16 +26,6 @@ LARGE_POLYGON_SET = 5_000
 POLYGON_RASTER_SIDE = 4096
 #: a points element without a table is shown subsampled to at most this many points
 MAX_POINTS_SHOWN = 100_000
-
-
-def _levels(element) -> list:
-    """The DataArrays of a single-scale or multiscale (DataTree) element, finest first."""
-    from xarray import DataTree
-
-    if isinstance(element, DataTree):
-        keys = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))
-        return [next(iter(element[key].ds.data_vars.values())) for key in keys]
-    return [element]
 
 
 def labels_features(sdata, name: str) -> pd.DataFrame | None:
@@ -57,7 +47,7 @@ def labels_features(sdata, name: str) -> pd.DataFrame | None:
 def labels_layer(sdata, name: str, coordinate_system: str) -> tuple:
     """Labels layer-data tuple for labels element ``name`` (lazy; multiscale when the element is)."""
     element = sdata.labels[name]
-    levels = _levels(element)
+    levels = element_levels(element)
     data = [level.transpose("y", "x").data for level in levels]
     kwargs = {
         "name": name,
@@ -177,7 +167,7 @@ def element_layers(sdata, coordinate_system: str, shown: set[str]) -> tuple[list
 
     for name, element in sdata.labels.items():
         if placed(element, name):
-            if set(_levels(element)[0].dims) - {"y", "x"}:
+            if set(element_levels(element)[0].dims) - {"y", "x"}:
                 skipped.append((name, "3-D labels are not shown (2-D only)"))
                 continue
             layers.append(labels_layer(sdata, name, coordinate_system))
@@ -185,7 +175,7 @@ def element_layers(sdata, coordinate_system: str, shown: set[str]) -> tuple[list
         if name in shown or not placed(shapes, name):
             continue
         kinds = set(shapes.geometry.geom_type)
-        if kinds <= {"Polygon", "MultiPolygon"} and kinds:
+        if holds_polygons(shapes):
             layers.append(polygons_layer(sdata, name, coordinate_system))
         elif kinds == {"Point"}:
             skipped.append((name, "points without a 'radius' column: not circles"))

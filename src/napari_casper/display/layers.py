@@ -23,6 +23,7 @@ from napari_casper.io.elements import (
     affine_yx,
     cell_element_kind,
     default_coordinate_system,
+    element_levels,
     mean_scale,
     spot_element,
     spot_element_names,
@@ -37,14 +38,8 @@ LARGE_SPOT_SET = 100_000
 
 def image_layer(sdata, name: str, coordinate_system: str) -> tuple:
     """Layer-data tuple for image element ``name`` (RGB H&E, or one layer per channel)."""
-    from xarray import DataTree
-
     element = sdata.images[name]
-    if isinstance(element, DataTree):  # multiscale: scale0, scale1, ... each holding one DataArray
-        keys = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))
-        levels = [next(iter(element[key].ds.data_vars.values())) for key in keys]
-    else:
-        levels = [element]
+    levels = element_levels(element)
     first = levels[0]
     affine = affine_yx(element, coordinate_system)
     channels = [str(c) for c in first.coords["c"].values] if "c" in first.coords else []

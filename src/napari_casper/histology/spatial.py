@@ -21,6 +21,7 @@ from napari_casper.io.elements import (
     affine_yx,
     annotating_tables,
     default_coordinate_system,
+    element_levels,
     mean_scale,
     spot_element,
     spot_element_names,
@@ -101,22 +102,13 @@ def _channel_last(level) -> object:
     raise CasperInputError(f"image pixels of type {array.dtype} cannot be read as an H&E image; convert it to uint8 RGB.")
 
 
-def _levels(element) -> list:
-    from xarray import DataTree
-
-    if isinstance(element, DataTree):
-        keys = sorted(element.keys(), key=lambda k: int(str(k).replace("scale", "")))
-        return [next(iter(element[key].ds.data_vars.values())) for key in keys]
-    return [element]
-
-
 def rgb_image_names(sdata, coordinate_system: str | None = None) -> list[str]:
     """Images of ``sdata`` with 3 or 4 channels in ``coordinate_system`` (all when None)."""
     from spatialdata.transformations import get_transformation
 
     names = []
     for name, element in sdata.images.items():
-        first = _levels(element)[0]
+        first = element_levels(element)[0]
         if first.sizes.get("c", 1) not in (3, 4):
             continue
         if coordinate_system is None or coordinate_system in get_transformation(element, get_all=True):
@@ -140,7 +132,7 @@ def slide_image(sdata, image_name: str | None = None, coordinate_system: str | N
     if image_name not in sdata.images:
         raise CasperInputError(f"no image element named {image_name!r}; the object has images {list(sdata.images)}.")
     element = sdata.images[image_name]
-    levels = _levels(element)
+    levels = element_levels(element)
     if levels[0].sizes.get("c", 1) not in (3, 4):
         raise CasperInputError(
             f"image {image_name!r} has {levels[0].sizes.get('c', 1)} channel(s); histology needs an RGB H&E image."
@@ -156,10 +148,6 @@ def slide_image(sdata, image_name: str | None = None, coordinate_system: str | N
     )
 
 
-def _spot_element(sdata, name: str):
-    return spot_element(sdata, name)
-
-
 def spots_in_image(sdata, spots_name: str, slide: SlideImage, *, min_inside: float = 0.9) -> tuple[np.ndarray, float, pd.Index]:
     """Centres ``(n, 2)`` ``(x, y)`` of spot element ``spots_name`` in ``slide``'s pixels, the spot
     diameter in those pixels, and the spots' instance ids."""
@@ -170,7 +158,7 @@ def spots_in_image(sdata, spots_name: str, slide: SlideImage, *, min_inside: flo
     xy, diameters, ids = spot_positions(sdata, spots_name)
     if len(xy) == 0:
         raise CasperInputError(f"spot element {spots_name!r} is empty.")
-    spots_affine = affine_yx(_spot_element(sdata, spots_name), slide.coordinate_system)
+    spots_affine = affine_yx(spot_element(sdata, spots_name), slide.coordinate_system)
     pixels = slide.pixels_from(xy, spots_affine)
     diameter = float(np.median(diameters)) * mean_scale(np.linalg.inv(slide.affine) @ spots_affine)
     height, width = slide.shape
@@ -206,7 +194,7 @@ def spot_table_pairs(sdata, coordinate_system: str | None = None) -> list[tuple[
 
     pairs = []
     for spots in spot_element_names(sdata):
-        if coordinate_system and coordinate_system not in get_transformation(_spot_element(sdata, spots), get_all=True):
+        if coordinate_system and coordinate_system not in get_transformation(spot_element(sdata, spots), get_all=True):
             continue
         pairs.extend((spots, table) for table in annotating_tables(sdata, spots))
     return pairs

@@ -25,19 +25,10 @@ def polygon_centres(shapes) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     return xy, diameter, shapes.index
 
 
-def finest_labels(element):
-    """The full-resolution DataArray of a labels element (single or multiscale)."""
-    from xarray import DataTree
-
-    if isinstance(element, DataTree):
-        first = sorted(element.keys(), key=lambda k: int(k.replace("scale", "")))[0]
-        return next(iter(element[first].ds.data_vars.values()))
-    return element
-
-
-def label_centres(element) -> tuple[np.ndarray, np.ndarray, pd.Index]:
-    """``(n, 2)`` x, y pixel centres, equal-area diameters and ids of every label (0 is background)."""
-    labels = finest_labels(element).transpose("y", "x").data
+def label_centres(labels) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """``(n, 2)`` x, y pixel centres, equal-area diameters and ids of every label (0 is background)
+    of a (y, x) labels DataArray (the full-resolution level)."""
+    labels = labels.transpose("y", "x").data
     height = labels.shape[0]
     sums: dict[str, np.ndarray] = {}
     for top in range(0, height, BAND_ROWS):

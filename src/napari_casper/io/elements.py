@@ -253,7 +253,7 @@ def spot_positions(sdata, element_name: str) -> tuple[np.ndarray, np.ndarray, pd
     if kind == "labels":
         from napari_casper.io.element_centres import label_centres
 
-        return label_centres(sdata.labels[element_name])  # pixel means, equal-area discs
+        return label_centres(element_levels(sdata.labels[element_name])[0])  # pixel means, equal-area discs
     if element_name in sdata.shapes:
         shapes = sdata.shapes[element_name]
         geom_type = set(shapes.geometry.geom_type)
@@ -279,9 +279,7 @@ def spot_element_names(sdata) -> list[str]:
     annotates (cells: their centres are the spots). Points without a table, such as millions of
     transcripts, are shown as a sample, not as spots."""
     names = [n for n, s in sdata.shapes.items() if "radius" in s and set(s.geometry.geom_type) == {"Point"}]
-    annotated = [
-        n for n, s in sdata.shapes.items() if set(s.geometry.geom_type) <= {"Polygon", "MultiPolygon"} and _has_genes(sdata, n)
-    ]
+    annotated = [n for n, s in sdata.shapes.items() if holds_polygons(s) and _has_genes(sdata, n)]
     annotated += [n for n in sdata.labels if _has_genes(sdata, n)]
     return names + annotated + [n for n in sdata.points if annotating_tables(sdata, n, measured_only=False)]
 
@@ -300,11 +298,28 @@ def _has_genes(sdata, element_name: str) -> bool:
     return any(sdata.tables[name].n_vars > 0 for name in annotating_tables(sdata, element_name))
 
 
+def holds_polygons(shapes) -> bool:
+    """Whether a shapes element holds polygons or multipolygons only (cells, bins or regions)."""
+    kinds = set(shapes.geometry.geom_type)
+    return bool(kinds) and kinds <= {"Polygon", "MultiPolygon"}
+
+
+def element_levels(element) -> list:
+    """The DataArrays of a raster element, finest first: one for a single-scale element, one per
+    level (``scale0``, ``scale1``, ...) for a multiscale one (a DataTree)."""
+    from xarray import DataTree
+
+    if isinstance(element, DataTree):
+        keys = sorted(element.keys(), key=lambda k: int(str(k).replace("scale", "")))
+        return [next(iter(element[key].ds.data_vars.values())) for key in keys]
+    return [element]
+
+
 def cell_element_kind(sdata, element_name: str) -> str | None:
     """``"polygons"`` or ``"labels"`` when ``element_name`` holds cells drawn as such (their centres
     are used as spots), else None (circles and points are spots themselves)."""
     if element_name in sdata.labels:
         return "labels"
-    if element_name in sdata.shapes and set(sdata.shapes[element_name].geometry.geom_type) <= {"Polygon", "MultiPolygon"}:
+    if element_name in sdata.shapes and holds_polygons(sdata.shapes[element_name]):
         return "polygons"
     return None

@@ -229,12 +229,9 @@ def save_regions(
 
 def list_region_elements(sdata) -> list[str]:
     """Names of shapes elements holding polygons (regions), saved by napari-casper or not."""
-    names = []
-    for name, shapes in sdata.shapes.items():
-        kinds = set(shapes.geometry.geom_type)
-        if kinds and kinds <= {"Polygon", "MultiPolygon"}:
-            names.append(name)
-    return names
+    from napari_casper.io.elements import holds_polygons
+
+    return [name for name, shapes in sdata.shapes.items() if holds_polygons(shapes)]
 
 
 def _as_sdata(source):
