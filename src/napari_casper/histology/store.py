@@ -6,7 +6,7 @@ is in. The table's ``X`` is the predicted log-normalised expression (``log1p`` c
 ``layers["uncertainty"]`` the per-spot uncertainty, ``uns["napari_casper"]`` says what it is
 (``kind="histology_predictions"``) and how it was made. Saving adds both as *new* elements with
 versioned names (``histology_spots`` + ``histology_predictions``, then ``_2``, ...) through
-:func:`napari_casper.io.store_writes.write_new_element` (atomic, never replaces anything).
+:func:`napari_casper.io.store_writes.write_new_elements` (one commit, never replaces anything).
 """
 
 from __future__ import annotations

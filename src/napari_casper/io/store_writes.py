@@ -168,14 +168,7 @@ def _write_note(scratch: Path, plan: list[tuple[str, str]], overwrite: bool) -> 
 
 def _install(store: Path, scratch: Path, plan: list[tuple[str, str]], overwrite: bool) -> dict[str, Path]:
     """Move each planned element folder from ``scratch`` into ``store``, then refresh the metadata."""
-    targets = {}
-    for group, name in plan:
-        if not (store / group).exists():  # the group's own metadata files, as spatialdata wrote them
-            (store / group).mkdir()
-            for meta in (scratch / group).iterdir():
-                if meta.is_file():
-                    shutil.copy2(meta, store / group / meta.name)
-        targets[name] = move_into_place(scratch / group / name, store / group / name, overwrite=overwrite)
+    targets = {name: _move_in(store, group, name, scratch / group / name, overwrite) for group, name in plan}
     reconsolidate(store)
     return targets
 
@@ -183,14 +176,18 @@ def _install(store: Path, scratch: Path, plan: list[tuple[str, str]], overwrite:
 def install_element(store: Path, group: str, name: str, source: Path, *, overwrite: bool = False) -> Path:
     """Move the finished element folder ``source`` to ``store/group/name`` and refresh the
     store's metadata. ``source`` must be on the store's file system (beside the store)."""
-    store = Path(store)
+    target = _move_in(Path(store), group, name, source, overwrite)
+    reconsolidate(Path(store))
+    return target
+
+
+def _move_in(store: Path, group: str, name: str, source: Path, overwrite: bool) -> Path:
+    """Rename ``source`` to ``store/group/name``, creating the group when the store has none yet."""
     if not (store / group).exists():
         import zarr
 
         zarr.open_group(str(store), mode="r+").require_group(group)
-    target = move_into_place(source, store / group / name, overwrite=overwrite)
-    reconsolidate(store)
-    return target
+    return move_into_place(source, store / group / name, overwrite=overwrite)
 
 
 def move_into_place(source: Path, target: Path, *, overwrite: bool = False) -> Path:

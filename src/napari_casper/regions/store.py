@@ -3,8 +3,8 @@
 Saving writes two elements, ``<name>`` (shapes: one polygon per region, in the data coordinates
 of the layer they were drawn on, with that layer's affine as the transformation to the coordinate
 system) and ``<name>_table`` (one row per region: ``class``, ``name``, ``author``, ``timestamp``,
-``colour``, ``shape_type``, ``origin`` (drawn / suggested); ``uns["region_classes"]`` keeps the whole legend). Each element is
-written atomically by :func:`napari_casper.io.store_writes.write_new_element`; without an explicit name the
+``colour``, ``shape_type``, ``origin`` (drawn / suggested); ``uns["region_classes"]`` keeps the whole legend). Both elements
+are written as one commit by :func:`napari_casper.io.store_writes.write_new_elements`; without an explicit name the
 next free version is taken (``regions``, ``regions_2``, ...), so earlier annotations are never
 replaced unless ``overwrite=True`` is asked for.
 
