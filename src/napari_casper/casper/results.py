@@ -98,12 +98,10 @@ def is_results_table(table: ad.AnnData) -> bool:
 def save_predictions(store, table: ad.AnnData, base_name: str = RESULTS_KIND) -> str:
     """Write ``table`` into the SpatialData store under the next free name; returns that name."""
     from napari_casper.io.store_writes import finish_interrupted_writes, write_new_element
-    from napari_casper.io.stores import ELEMENT_GROUPS, next_free_name, read_spatialdata
+    from napari_casper.io.stores import element_names, next_free_name, read_spatialdata
 
     finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
-    sdata = read_spatialdata(store)
-    existing = [name for group in ELEMENT_GROUPS for name in getattr(sdata, group)]
-    name = next_free_name(existing, base_name)
+    name = next_free_name(element_names(read_spatialdata(store)), base_name)
     write_new_element(store, name, table)
     return name
 

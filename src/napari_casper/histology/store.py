@@ -135,11 +135,10 @@ def save_histology_predictions(
     ``element_options`` go to :func:`prediction_elements`. Returns ``(shapes_name, table_name)``.
     """
     from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
-    from napari_casper.io.stores import ELEMENT_GROUPS, read_spatialdata
+    from napari_casper.io.stores import element_names, read_spatialdata
 
     finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
-    current = read_spatialdata(store)
-    existing = [name for group in ELEMENT_GROUPS for name in getattr(current, group)]
+    existing = element_names(read_spatialdata(store))
     default_shapes, default_table = free_names(existing)
     shapes_name = shapes_name or default_shapes
     table_name = table_name or default_table

@@ -27,7 +27,7 @@ import anndata as ad
 
 from napari_casper.errors import CasperInputError
 from napari_casper.io.outputs import SCRATCH_TAG, OutputLock, remove_stale_scratch, scratch_path, write_error
-from napari_casper.io.stores import ELEMENT_GROUPS, element_kind, read_spatialdata
+from napari_casper.io.stores import ELEMENT_GROUPS, element_kind, element_names, read_spatialdata
 
 #: the commit note inside a temporary store: the elements to move in, in order
 COMMIT_NOTE = "casper-commit.json"
@@ -99,7 +99,7 @@ def write_new_elements(store: str | Path, elements: dict, *, overwrite: bool = F
     with OutputLock(store):
         finish_interrupted_writes(store, locked=True)  # a killed commit first, so the names are checked against it
         current = read_spatialdata(store)
-        present = {name for group in ELEMENT_GROUPS for name in getattr(current, group)}
+        present = element_names(current)
         for group, name in plan:
             if name in present and not overwrite:
                 raise CasperInputError(

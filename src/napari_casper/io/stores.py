@@ -166,11 +166,12 @@ def element_kind(sdata, name: str) -> str:
     for group in ELEMENT_GROUPS:
         if name in getattr(sdata, group):
             return group
-    raise CasperInputError(f"no element named {name!r}; the object has {sorted(_all_names(sdata))}.")
+    raise CasperInputError(f"no element named {name!r}; the object has {sorted(element_names(sdata))}.")
 
 
-def _all_names(sdata) -> list[str]:
-    return [name for group in ELEMENT_GROUPS for name in getattr(sdata, group)]
+def element_names(sdata) -> set[str]:
+    """The names of every element of ``sdata`` (images, labels, points, shapes, tables)."""
+    return {name for group in ELEMENT_GROUPS for name in getattr(sdata, group)}
 
 
 def refuse_input_as_output(output: str | Path, inputs, option: str = "--out") -> Path:

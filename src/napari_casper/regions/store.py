@@ -168,17 +168,11 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
     return shapes, TableModel.parse(table, region=name, region_key=_REGION_KEY, instance_key=_INSTANCE_KEY)
 
 
-def _element_names(sdata) -> set[str]:
-    from napari_casper.io.stores import ELEMENT_GROUPS
-
-    return {name for group in ELEMENT_GROUPS for name in getattr(sdata, group)}
-
-
 def next_regions_name(sdata, base: str = DEFAULT_REGIONS_NAME) -> str:
     """The first of ``base``, ``base_2``, ... whose shapes *and* table names are both free."""
-    from napari_casper.io.stores import next_free_name
+    from napari_casper.io.stores import element_names, next_free_name
 
-    taken = _element_names(sdata)
+    taken = element_names(sdata)
     taken |= {n[: -len(TABLE_SUFFIX)] for n in taken if n.endswith(TABLE_SUFFIX)}
     return next_free_name(taken, base)
 
@@ -204,12 +198,12 @@ def save_regions(
         Recorded per region when the regions carry no authors yet (default: the login name).
     """
     from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
-    from napari_casper.io.stores import read_spatialdata
+    from napari_casper.io.stores import element_names, read_spatialdata
 
     store = Path(store)
     finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
     current = read_spatialdata(store)
-    existing = _element_names(current)
+    existing = element_names(current)
     if name is None:
         name = next_regions_name(current)
     table_name = name + TABLE_SUFFIX
