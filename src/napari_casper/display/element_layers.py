@@ -133,10 +133,10 @@ def polygons_raster(rings: list[np.ndarray], owners: list, name: str, affine: np
 def subsampled_points_layer(sdata, name: str, coordinate_system: str) -> tuple:
     """A Points layer of at most :data:`MAX_POINTS_SHOWN` points of element ``name`` (evenly spaced rows)."""
     element = sdata.points[name]
-    frame = element[["x", "y"]]
-    total = int(len(frame))
+    every = element[["x", "y"]].compute().to_numpy(dtype=float)  # one pass over the points (x, y only)
+    total = len(every)
     step = max(1, int(np.ceil(total / MAX_POINTS_SHOWN)))
-    xy = frame.compute().to_numpy(dtype=float)[::step] if step > 1 else frame.compute().to_numpy(dtype=float)
+    xy = every[::step]
     label = f"{name} ({len(xy):,} of {total:,} points)" if step > 1 else name
     affine = affine_yx(element, coordinate_system)
     span = float(np.ptp(xy, axis=0).max()) if len(xy) else 1.0
