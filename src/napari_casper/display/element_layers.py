@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_casper.io.elements import METADATA_KEY, affine_yx, annotating_tables, element_levels, holds_polygons, table_regions
+from napari_casper.io.elements import (
+    METADATA_KEY,
+    affine_yx,
+    annotating_tables,
+    element_levels,
+    holds_polygons,
+    region_rows,
+    table_keys,
+)
 
 #: above this many polygons they are rasterised into a label image instead of napari Shapes
 LARGE_POLYGON_SET = 5_000
@@ -34,13 +42,10 @@ def labels_features(sdata, name: str) -> pd.DataFrame | None:
     if not tables:
         return None
     table = sdata.tables[tables[0]]
-    attrs = table.uns.get("spatialdata_attrs", {})
-    region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
-    obs = table.obs
-    if region_key in obs and len(table_regions(table)) > 1:
-        obs = obs[obs[region_key].astype(str) == name]
-    features = obs.drop(columns=[c for c in (region_key, instance_key) if c in obs]).reset_index(drop=True)
-    features.insert(0, "index", obs[instance_key].to_numpy() if instance_key in obs else np.arange(len(obs)))
+    region_key, instance_key = table_keys(table)
+    obs = table.obs.iloc[region_rows(table, name)]  # a table may annotate several elements
+    features = obs.drop(columns=[region_key, instance_key]).reset_index(drop=True)
+    features.insert(0, "index", obs[instance_key].to_numpy())
     return features
 
 

@@ -132,9 +132,9 @@ class SpotRows:
         return obs.reset_index(drop=True).reindex(self.rows).reset_index(drop=True)
 
 
-def _region_rows(table, element_name: str) -> np.ndarray:
+def region_rows(table, element_name: str) -> np.ndarray:
     """Positions of the rows of ``table`` that annotate element ``element_name`` (its ``region_key`` column)."""
-    region_key, _ = _table_keys(table)
+    region_key, _ = table_keys(table)
     column = table.obs[region_key]
     if isinstance(column.dtype, pd.CategoricalDtype):  # compare the few categories, not a million strings
         hit = np.flatnonzero(column.cat.categories.astype(str) == element_name)
@@ -144,7 +144,7 @@ def _region_rows(table, element_name: str) -> np.ndarray:
     return np.flatnonzero(column.astype(str).to_numpy() == element_name)
 
 
-def _table_keys(table) -> tuple[str, str]:
+def table_keys(table) -> tuple[str, str]:
     attrs = table.uns.get("spatialdata_attrs", {})
     region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
     if region_key not in table.obs or instance_key not in table.obs:
@@ -189,9 +189,9 @@ def spot_rows(table, element_name: str, instance_ids, *, missing: str = "nan", t
     """
     if missing not in MISSING_RULES:
         raise ValueError(f"missing must be one of {MISSING_RULES}, not {missing!r}")
-    _, instance_key = _table_keys(table)
+    _, instance_key = table_keys(table)
     label = f"table {table_name!r}" if table_name else "the table"
-    mine = _region_rows(table, element_name)
+    mine = region_rows(table, element_name)
     ids = np.asarray(instance_ids)
     table_ids = table.obs[instance_key].to_numpy()
     if len(mine) == table.n_obs and len(ids) == table.n_obs and np.array_equal(table_ids, ids):
