@@ -40,11 +40,12 @@ from qtpy.QtWidgets import (
 
 #: the longest the GUI thread may go without running its event loop (seconds)
 STALL_LIMIT = 0.5
-#: the limit for a step that adds napari layers: their first paint builds vispy shader programs (GLSL parsed in
-#: Python, linked by Mesa) and renders glyphs for colour-bar ticks on the CPU, 0.3-0.8 s per new layer under the
-#: software OpenGL (llvmpipe) of the test machines, inside napari/vispy and outside the plugin's control. The widgets
-#: add one layer per event-loop turn (a paint between two) so these costs never add up; everything else must stay
-#: under STALL_LIMIT. With NAPARI_CASPER_TRACE_STALLS=1 the Heartbeat prints where a stall was spent.
+#: the limit for a step that adds napari layers. Their first paint builds vispy shader programs and draws new
+#: textures (0.15-0.4 s per layer under the software OpenGL of the test machines); the widgets add one layer per
+#: event-loop turn and render missing text glyphs a few per turn beforehand (napari_casper._widgets.common.glyphs).
+#: Measured with the limit at 0.5 s: 0.53-0.79 s in 4 of 38 GUI tests, when a paint falls beside a busy Python
+#: worker (each GL call then waits out the worker's turn of the GIL). Everything else must stay under STALL_LIMIT.
+#: With NAPARI_CASPER_TRACE_STALLS=1 the Heartbeat prints where a stall was spent (and what other threads did).
 NEW_LAYER_LIMIT = 1.0
 #: the dock width every widget must fit without horizontal scrolling (pixels)
 DOCK_WIDTH = 420
@@ -62,6 +63,7 @@ class Heartbeat:
         #: with NAPARI_CASPER_TRACE_STALLS=1, the GUI thread's stack is sampled during stalls and printed on exit
         self.trace = bool(os.environ.get("NAPARI_CASPER_TRACE_STALLS")) if trace is None else trace
         self.samples: collections.Counter = collections.Counter()
+        self.others: collections.Counter = collections.Counter()
         self._stop = threading.Event()
         self._timer = QTimer()
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -88,10 +90,13 @@ class Heartbeat:
     def _sample(self, gui_thread: int) -> None:
         while not self._stop.wait(0.05):
             if time.perf_counter() - self._last > 0.2:
-                frame = sys._current_frames().get(gui_thread)
+                frames = sys._current_frames()
+                frame = frames.get(gui_thread)
                 if frame is not None:
-                    stack = traceback.extract_stack(frame)[-12:]
-                    self.samples[" <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))] += 1
+                    self.samples[_stack_line(frame, 12)] += 1
+                for ident, other in frames.items():  # what else holds the GIL meanwhile (a starving worker)
+                    if ident not in (gui_thread, threading.get_ident()):
+                        self.others[_stack_line(other, 6)] += 1
 
     def __enter__(self) -> Heartbeat:
         self._start = self._last = time.perf_counter()
@@ -112,6 +117,9 @@ class Heartbeat:
             print(f"\nGUI-thread stacks during stalls (50 ms samples; longest gap {self.longest:.2f} s at {self.longest_at:.2f} s):")
             for stack, count in self.samples.most_common(8):
                 print(f"  {count:3d} x {stack}")
+            print("other threads meanwhile:")
+            for stack, count in self.others.most_common(6):
+                print(f"  {count:3d} x {stack}")
 
     @property
     def longest(self) -> float:
@@ -128,6 +136,11 @@ class Heartbeat:
             f"the GUI thread stalled {self.longest:.2f} s during {what}, {self.longest_at:.2f} s in (limit {limit} s; "
             f"longest garbage collection {self.longest_gc[0]:.2f} s; NAPARI_CASPER_TRACE_STALLS=1 prints where)"
         )
+
+
+def _stack_line(frame, depth: int) -> str:
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(stack))
 
 
 class Steps:

@@ -294,8 +294,17 @@ def test_xenium_cells_as_polygons_switch_genes_on_their_centres(make_napari_view
     beat.assert_responsive(what="two Next clicks on 36k polygon cells")
     gene, layer = genes[7], widget.layer
     assert layer.name == f"genes: {gene} (cells/table)", layer.name
+    assert type(layer).__name__ == "Image" and layer.multiscale  # the values are drawn on the polygons
+    assert "36,602 cells (polygons)" in widget.message.text(), widget.message.text()
     counts = np.log1p(source[:, gene].X.toarray().ravel())
     viewer.layers.selection.active = layer
     cell = int(np.argmax(counts))
     status = layer.get_status(world_of(centres, cell), world=True)["coordinates"]
-    assert f"spot: {cell + 1}, value: {counts[cell]:.4g}" in status, status
+    assert f"cell: {cell + 1}, value: {counts[cell]:.4g}" in status, status
+    # the hexagon's own pixels carry its value, and beyond its edge (5 um from the centre, off every cell) nothing
+    row, col = np.rint(np.linalg.inv(layer.affine.affine_matrix) @ [*world_of(centres, cell), 1.0])[:2].astype(int)
+    finest = layer.data[0]
+    assert finest[row - 2 : row + 3, col - 2 : col + 3] == pytest.approx(np.full((5, 5), counts[cell]), rel=1e-5)
+    lonely = isolated_spot(xy, counts, 24.0)  # no other cell within 36 um
+    r, c = np.rint(np.linalg.inv(layer.affine.affine_matrix) @ [*(world_of(centres, lonely) + [0.0, 6.0]), 1.0])[:2].astype(int)
+    assert np.isnan(finest[r, c])

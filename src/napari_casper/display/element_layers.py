@@ -109,22 +109,12 @@ def polygons_layer(sdata, name: str, coordinate_system: str) -> tuple:
 
 def polygons_raster(rings: list[np.ndarray], owners: list, name: str, affine: np.ndarray, meta: dict) -> tuple:
     """Many polygons drawn into an int32 label image (label = position of the instance + 1)."""
-    from skimage.draw import polygon as fill_polygon
+    from napari_casper.display.cell_raster import draw_polygons
 
-    every = np.vstack(rings)
-    lo, hi = every.min(axis=0), every.max(axis=0)
-    pixel = max(float((hi - lo).max()) / POLYGON_RASTER_SIDE, 1e-9)
-    shape = tuple(int(np.ceil(v)) + 1 for v in ((hi - lo) / pixel)[::-1])  # (rows, cols)
-    image = np.zeros(shape, dtype=np.int32)
     codes, instances = pd.factorize(pd.Index(owners))
-    for ring, code in zip(rings, codes):
-        cols, rows = ((ring - lo) / pixel).T
-        rr, cc = fill_polygon(rows, cols, shape=shape)
-        image[rr, cc] = code + 1
-    # pixel (r, c) of the raster sits at element coordinates (y, x) = lo[::-1] + pixel * (r, c)
-    to_element = np.array([[pixel, 0.0, lo[1]], [0.0, pixel, lo[0]], [0.0, 0.0, 1.0]])
+    image, to_element = draw_polygons(rings, codes + 1, side=POLYGON_RASTER_SIDE)
     features = pd.DataFrame({"index": np.arange(1, len(instances) + 1), "instance": np.asarray(instances)})
-    meta = {**meta, "raster_pixel": pixel}
+    meta = {**meta, "raster_pixel": float(to_element[0, 0])}
     kwargs = {
         "name": f"{name} ({len(rings):,} polygons as labels)",
         "affine": affine @ to_element,

@@ -182,7 +182,7 @@ class GeneSwitcher:
         if self.is_raster:
             if self.hover is not None:
                 self.hover.values = values
-            return self.geometry.pyramid().levels(values), limits
+            return self.geometry.value_levels(values), limits
         return values, limits
 
 

@@ -105,6 +105,7 @@ def spots_layer(sdata, element_name: str, coordinate_system: str, *, name: str |
                 "coordinate_system": coordinate_system,
                 "instance_ids": np.asarray(ids),
                 "cells": cells,
+                "sdata": sdata,  # cells: value layers are drawn on their labels or polygons, read from here
             }
         },
     }

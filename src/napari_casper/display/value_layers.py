@@ -4,7 +4,8 @@ Pure numpy; no napari import. Small spot sets become Points layers (pickable, dr
 spot diameter, ``features`` = the spot id and its value only, so hovering reads both at once);
 large ones a multiscale raster Image layer built once from a :class:`SpotPyramid`, so switching
 the gene it shows only re-reads the tile on screen (napari recolours 100k points in ~1 s).
-Zoomed in, the raster's finer levels draw every spot as a round disc. A raster carries a
+Zoomed in, the raster's finer levels draw every spot as a round disc. Cells drawn as labels or
+polygons get their values on their own shapes (:mod:`napari_casper.display.cell_raster`). A raster carries a
 :class:`SpotHover` in its metadata: the spot id and value under a world position (the GUI puts
 it into the layer's status line). Every continuous layer's metadata names the ``units`` of its
 values (:func:`value_units`), which the GUI shows beside the layer's colour bar.
@@ -101,7 +102,12 @@ class SpotGeometry:
     coordinate_system: str
     #: the spots' ids (the element's instance ids); ``None``: their positions 0..n-1
     ids: np.ndarray | None = None
+    #: ``"labels"`` or ``"polygons"`` when the spots are the centres of cells drawn as such (values are
+    #: then drawn on the cells' shapes, read from ``sdata``); None for circles and points
+    cells: str | None = None
+    sdata: object = field(default=None, repr=False)
     _pyramid: SpotPyramid | None = field(default=None, repr=False)
+    _cell_raster: object = field(default=None, repr=False)
 
     @classmethod
     def from_points_kwargs(cls, data: np.ndarray, kwargs: dict) -> SpotGeometry:
@@ -115,6 +121,8 @@ class SpotGeometry:
             element=meta.get("element", ""),
             coordinate_system=meta.get("coordinate_system", "global"),
             ids=None if ids is None or len(ids) != len(data) else np.asarray(ids),
+            cells=meta.get("cells"),
+            sdata=meta.get("sdata"),
         )
 
     @property
@@ -126,8 +134,44 @@ class SpotGeometry:
         return len(self.yx)
 
     @property
+    def draws_cells(self) -> bool:
+        """Values are drawn on the cells' own shapes (labels or polygons), not on discs."""
+        return self.cells is not None and self.sdata is not None and self.ids is not None
+
+    @property
     def use_raster(self) -> bool:
-        return self.n_spots > POINTS_LIMIT
+        return self.draws_cells or self.n_spots > POINTS_LIMIT
+
+    def cell_raster(self):
+        """The cells as a label image (:class:`~napari_casper.display.cell_raster.CellRaster`; built on first use)."""
+        if self._cell_raster is None:
+            from napari_casper.display.cell_raster import CellRaster
+            from napari_casper.io.elements import affine_yx
+
+            if self.cells == "labels":
+                element = self.sdata.labels[self.element]
+                raster = CellRaster.from_labels(element, affine_yx(element, self.coordinate_system), self.spot_ids)
+            else:
+                shapes = self.sdata.shapes[self.element]
+                raster = CellRaster.from_polygons(shapes, affine_yx(shapes, self.coordinate_system), self.spot_ids)
+            self._cell_raster = raster
+        return self._cell_raster
+
+    def value_levels(self, values: np.ndarray) -> list:
+        """Multiscale raster data showing ``values`` (one per spot): on the cells, or on spot discs."""
+        return self.cell_raster().levels(values) if self.draws_cells else self.pyramid().levels(values)
+
+    def raster_affine(self) -> np.ndarray:
+        """The world affine of the finest level of :meth:`value_levels`."""
+        return self.cell_raster().affine if self.draws_cells else self.affine @ self.pyramid().affine_yx()
+
+    def hover(self, values: np.ndarray):
+        """What names the spot (or cell) under the mouse and its value, for a raster's status line."""
+        if self.draws_cells:
+            from napari_casper.display.cell_raster import CellHover
+
+            return CellHover(self.cell_raster(), self.spot_ids, values)
+        return SpotHover(self, values)
 
     def pyramid(self) -> SpotPyramid:
         """The multiscale spot raster in data coordinates (built on first use, then reused)."""
@@ -185,6 +229,8 @@ def value_layer(
 
     Points layer (``features``: ``spot`` id and ``value``) up to :data:`POINTS_LIMIT` spots, a
     multiscale raster Image layer (NaN off spots; a :class:`SpotHover` in its metadata) above it.
+    Spots that are the centres of cells drawn as labels or polygons (``geometry.cells``) are drawn
+    on the cells' own shapes instead, whatever their number (:mod:`napari_casper.display.cell_raster`).
     ``units`` (default: :func:`value_units` of ``name``) go into the metadata for the colour bar.
     """
     values = np.asarray(values, dtype=np.float32)
@@ -199,17 +245,17 @@ def value_layer(
     meta[METADATA_KEY].update(extra_metadata or {})
     limits = contrast_limits(values)
     if geometry.use_raster:
-        pyramid = geometry.pyramid()
-        meta[METADATA_KEY]["hover"] = SpotHover(geometry, values)
+        levels = geometry.value_levels(values)
+        meta[METADATA_KEY]["hover"] = geometry.hover(values)
         kwargs = {
             "name": name,
-            "affine": geometry.affine @ pyramid.affine_yx(),
+            "affine": geometry.raster_affine(),
             "colormap": colormap,
             "contrast_limits": limits,
             "multiscale": True,
             "metadata": meta,
         }
-        return (pyramid.levels(values), kwargs, "image")
+        return (levels, kwargs, "image")
     kwargs = {
         "name": name,
         "affine": geometry.affine,

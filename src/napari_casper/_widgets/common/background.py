@@ -45,6 +45,19 @@ def progress_relay(handler: Callable[[object], None]) -> _Relay:
     return relay
 
 
+_ACTIVE: set = set()  # the runners with a worker thread running now (any widget)
+
+
+def workers_busy() -> bool:
+    """Whether a napari-casper worker thread or warm-up is running now (any widget).
+
+    Python work on the GUI thread made of many short calls (e.g. vispy rendering text glyphs)
+    runs ~30x slower beside a busy Python worker: at every switch of the GIL it waits out the
+    worker's turn. Such work waits for this to be False (:mod:`napari_casper._widgets.common.glyphs`).
+    """
+    return bool(_ACTIVE) or any(thread.is_alive() for thread in _WARMING.values())
+
+
 #: pause between two layers added by :meth:`BackgroundRunner.add_layers` (lets the canvas paint in between)
 LAYER_INTERVAL_MS = 150  # a paint (a new layer's shaders: 0.2-0.4 s on software GL) falls between two layers
 
@@ -160,9 +173,11 @@ class BackgroundRunner:
             },
             **kwargs,
         )
+        _ACTIVE.add(self)
         self.worker.start()
 
     def _finished(self) -> None:
+        _ACTIVE.discard(self)
         self.worker = None
         if self.on_finish is not None:
             self.on_finish()

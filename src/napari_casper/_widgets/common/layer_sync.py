@@ -64,8 +64,9 @@ def colour_bar(layer):
 def decorate(viewer, layer) -> None:
     """Give a continuous napari-casper layer its colour bar, units and (rasters) hover text; others are left alone.
 
-    The colour bar and the units appear one event-loop turn after another, each after a paint:
-    the first draw of a new layer, of a colour bar and of new text each compile shaders and
+    The colour bar and the units appear one event-loop turn after another, each after a paint,
+    once the canvas has the glyphs they need (:mod:`napari_casper._widgets.common.glyphs`): the
+    first draw of a new layer, of a colour bar and of new characters each compile shaders or
     render glyphs on the GUI thread (0.2-0.9 s each under software OpenGL), so they are not
     paid in one stall.
     """
@@ -78,7 +79,10 @@ def decorate(viewer, layer) -> None:
         layer.events.visible.connect(lambda *_: show_units(viewer))
         layer.events.name.connect(lambda *_: show_units(viewer))
     watch(viewer)
-    _one_per_turn([lambda: _show_colour_bar(layer), lambda: show_units(viewer)])
+    from napari_casper._widgets.common.glyphs import GLYPHS, when_glyphs_ready
+
+    text = GLYPHS[:13] + layer.name + str(layer.metadata[METADATA_KEY]["units"])  # tick labels, the units line
+    when_glyphs_ready(viewer, text, lambda: _one_per_turn([lambda: _show_colour_bar(layer), lambda: show_units(viewer)]))
 
 
 def _show_colour_bar(layer) -> None:
@@ -107,7 +111,9 @@ def watch(viewer) -> None:
     viewer.layers.events.inserted.connect(lambda event: decorate(viewer, event.value))
     viewer.layers.events.removed.connect(lambda *_: show_units(viewer))
     viewer.layers.events.moved.connect(lambda *_: show_units(viewer))
-    _warm_units_text(viewer)
+    from napari_casper._widgets.common.glyphs import warm_glyphs
+
+    warm_glyphs(viewer)
     for layer in list(viewer.layers):
         decorate(viewer, layer)
 
@@ -202,39 +208,3 @@ def spot_layers(viewer, *, with_table: bool = True) -> list:
         and layer.metadata[METADATA_KEY].get("sdata") is not None
         and (layer.metadata[METADATA_KEY].get("table") or not with_table)
     ]
-
-
-#: the characters of units lines (layer names, genes, units): their glyphs are rendered before they are needed
-GLYPHS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:()-_./, "
-#: glyphs rendered per paint while warming (each costs ~10-35 ms on the CPU under software OpenGL)
-GLYPHS_PER_PAINT = 3
-
-
-def _warm_units_text(viewer) -> None:
-    """Render the units overlay's glyphs a few per paint, invisibly, while the viewer is idle.
-
-    vispy renders each new character of a text visual on the CPU the first time it is drawn;
-    the first units line (30 distinct characters) cost 0.3-0.6 s in one paint on the GUI thread.
-    Drawn a few characters at a time at opacity 0 when a dock opens, each paint stays short, and
-    later units lines find their glyphs ready. Stops as soon as a real units line is shown.
-    """
-    from qtpy.QtCore import QTimer
-
-    overlay = viewer.canvas.overlays["text"]
-    if overlay.visible or units_lines(viewer):
-        return
-    saved = (overlay.opacity, overlay.position)
-
-    def step(done: int) -> None:
-        if units_lines(viewer) or done >= len(GLYPHS):
-            overlay.opacity, overlay.position = saved
-            if not units_lines(viewer):
-                overlay.text, overlay.visible = "", False
-            show_units(viewer)
-            return
-        overlay.opacity, overlay.position = 0.0, "top_right"
-        overlay.text = GLYPHS[: done + GLYPHS_PER_PAINT]
-        overlay.visible = True
-        QTimer.singleShot(PAINT_GAP_MS, lambda: step(done + GLYPHS_PER_PAINT))
-
-    QTimer.singleShot(PAINT_GAP_MS, lambda: step(0))

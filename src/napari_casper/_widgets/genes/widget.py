@@ -256,8 +256,8 @@ class GenesWidget(RunsInBackground, QWidget):
             self.gene.blockSignals(True)
             self.gene.setCurrentIndex(index)
             self.gene.blockSignals(False)
-        kind = "raster" if switcher.is_raster else "points"
+        geometry = switcher.geometry
+        kind = f"{geometry.cells}" if geometry.draws_cells else "raster" if switcher.is_raster else "points"
+        noun = "cells" if geometry.draws_cells else "spots"
         timing = f" in {ms:.0f} ms" if ms is not None else ""
-        self.message.setText(
-            f"{switcher.gene} ({switcher.genes.units}) on {switcher.geometry.n_spots:,} spots ({kind}){timing}"
-        )
+        self.message.setText(f"{switcher.gene} ({switcher.genes.units}) on {geometry.n_spots:,} {noun} ({kind}){timing}")

@@ -1,0 +1,49 @@
+"""Canvas glyphs are rendered a few per event-loop turn before the text that needs them is shown,
+and not while a napari-casper worker is busy (beside a busy Python worker they run ~30x slower)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from gui_checks import Heartbeat
+
+from napari_casper._widgets.common import background, glyphs
+
+pytestmark = pytest.mark.gui
+
+
+def test_missing_glyphs_are_rendered_in_short_turns_then_the_text_shows(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    font = glyphs.canvas_font(viewer)
+    assert font is not None, "napari's canvas font is not reachable: text would be drawn in one paint"
+    text = "casper:Penk: predicted log-normalised expression 0123456789"
+    assert glyphs.missing_glyphs(viewer, text)
+    shown = []
+    with Heartbeat() as beat:
+        glyphs.when_glyphs_ready(viewer, text, lambda: shown.append(glyphs.missing_glyphs(viewer, text)))
+        assert shown == []  # not at once: the glyphs are missing
+        qtbot.waitUntil(lambda: bool(shown), timeout=20_000)
+    assert shown == [[]]  # every glyph was there when the text was shown
+    beat.assert_responsive(0.15, what="rendering 30 glyphs four per turn")
+    again = []
+    glyphs.when_glyphs_ready(viewer, text, lambda: again.append(True))
+    assert again == [True]  # all rendered: runs at once
+
+
+def test_glyphs_wait_while_a_worker_is_busy(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    release = threading.Event()
+    runner = background.BackgroundRunner(lambda text: None)
+    runner.run(release.wait, lambda _: None, 30)
+    qtbot.waitUntil(background.workers_busy, timeout=5_000)
+    shown = []
+    glyphs.when_glyphs_ready(viewer, "xyzXYZ%", lambda: shown.append(time.perf_counter()))
+    qtbot.wait(400)
+    assert shown == [] and glyphs.missing_glyphs(viewer, "xyzXYZ%")  # nothing rendered beside the worker
+    released = time.perf_counter()
+    release.set()
+    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
+    assert shown[0] >= released and not background.workers_busy()
+    assert glyphs.missing_glyphs(viewer, "xyzXYZ%") == []
