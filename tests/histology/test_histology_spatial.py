@@ -186,3 +186,49 @@ def test_reader_reopens_a_store_with_predictions(tmp_path):
     image_affine = layers["image"][1]["affine"]
     expected = (np.c_[adata.obsm["spatial"][:, ::-1], np.ones(adata.n_obs)] @ image_affine.T)[:, :2]
     np.testing.assert_allclose(world, expected, atol=1e-6)
+
+
+def test_predictions_at_cells_drawn_as_labels_are_a_table_annotating_them(tmp_path):
+    """MOB1's spots redrawn as a labels image on the H&E (a table annotating the labels): the spots are
+    found on the slide at their true pixels, and the saved predictions annotate the same labels."""
+    import warnings
+
+    import pandas as pd
+    from skimage.draw import disk
+    from spatialdata.models import Labels2DModel, TableModel
+
+    from napari_casper.display.gene_display import table_genes
+
+    sdata, adata = transformed_mob()
+    height, width = sdata.images["image"].shape[-2:]
+    raster = np.zeros((height, width), dtype=np.int32)
+    ids = np.arange(1, adata.n_obs + 1) * 10  # label ids that are not positions
+    for (x, y), label in zip(adata.obsm["spatial"], ids):
+        rr, cc = disk((y, x), 7.0, shape=raster.shape)
+        raster[rr, cc] = label
+    sdata.labels["spot_labels"] = Labels2DModel.parse(raster, dims=("y", "x"), transformations={"global": IMAGE_TO_WORLD})
+    counts = ad.AnnData(adata.X.copy(), var=pd.DataFrame(index=adata.var_names))
+    counts.obs["region"] = pd.Categorical(["spot_labels"] * adata.n_obs)
+    counts.obs["label"] = ids
+    sdata.tables["spot_counts"] = TableModel.parse(counts, region="spot_labels", region_key="region", instance_key="label")
+    store = save_spatialdata(sdata, tmp_path / "mob1_labels.zarr")
+    back = read_spatialdata(store)
+    slide = slide_image(back)
+    pixels, diameter, found = spots_in_image(back, "spot_labels", slide)
+    truth = pd.DataFrame(adata.obsm["spatial"], index=ids).loc[np.asarray(found)].to_numpy()
+    assert np.abs(pixels - truth).max() < 0.6 and diameter == pytest.approx(14.0, rel=0.1)
+
+    prediction = stand_in_prediction(adata[pd.Index(ids).get_indexer(found)], pixels)
+    names = save_histology_predictions(store, prediction, slide, diameter, source_spots="spot_labels", source_ids=np.asarray(found))
+    assert names == ("spot_labels", "histology_predictions")
+    again = read_spatialdata(store)
+    assert set(again.labels) == {"spot_labels"} and "histology_spots" not in again.shapes  # no new spots element
+    table = again.tables["histology_predictions"]
+    assert table.uns["spatialdata_attrs"]["region"] == "spot_labels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again.validate_table_in_spatialdata(table)
+    # the Genes dock reads it on the labels' centres, in their order
+    genes = table_genes(again, "spot_labels", "histology_predictions", np.asarray(found)[::-1], transform="none")
+    gene = prediction.genes[0]
+    np.testing.assert_allclose(genes.values(gene), prediction.expression[::-1, 0], rtol=1e-6)

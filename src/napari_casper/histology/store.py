@@ -7,6 +7,8 @@ is in. The table's ``X`` is the predicted log-normalised expression (``log1p`` c
 (``kind="histology_predictions"``) and how it was made. Saving adds both as *new* elements with
 versioned names (``histology_spots`` + ``histology_predictions``, then ``_2``, ...) through
 :func:`napari_casper.io.store_writes.write_new_elements` (one commit, never replaces anything).
+Predictions at cells drawn as labels or polygons (a Xenium or MERSCOPE segmentation) are saved as a
+table alone, annotating those cells (``region`` = the cells' element, ``spot_id`` = their ids).
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ def prediction_elements(
     source_ids=None,
     labels: dict[str, str] | None = None,
     model_info: dict | None = None,
+    annotates: str | None = None,
 ):
-    """``(shapes, table)``: the predicted spots and the table annotating them.
+    """``(shapes, table)``: the predicted spots and the table annotating them; ``(None, table)``
+    when ``annotates`` names the element the table annotates instead (the cells predicted at,
+    ``source_ids`` their instance ids).
 
     Parameters
     ----------
@@ -75,21 +80,28 @@ def prediction_elements(
         raise CasperInputError("no genes to save: the prediction holds no gene.")
     if not spot_diameter_px or spot_diameter_px <= 0:
         raise CasperInputError(f"the spot diameter must be a positive number of pixels; got {spot_diameter_px!r}.")
-    shapes = ShapesModel.parse(
-        coords,
-        geometry=0,
-        radius=np.full(n, float(spot_diameter_px) / 2.0),
-        index=np.arange(n),
-        transformations=element_transformations(slide),
-    )
+    if annotates is not None and source_ids is None:
+        raise CasperInputError(f"a table annotating {annotates!r} needs the ids of its {n} cells (source_ids).")
+    shapes = None
+    if annotates is None:
+        shapes = ShapesModel.parse(
+            coords,
+            geometry=0,
+            radius=np.full(n, float(spot_diameter_px) / 2.0),
+            index=np.arange(n),
+            transformations=element_transformations(slide),
+        )
+    region = annotates or spots_name
     table = prediction.to_anndata([str(i) for i in range(n)])
-    table.obs[REGION_KEY] = pd.Categorical([spots_name] * n)
+    table.obs[REGION_KEY] = pd.Categorical([region] * n)
     table.obs[INSTANCE_KEY] = np.arange(n)
     if source_ids is not None:
         source_ids = np.asarray(source_ids)
         if len(source_ids) != n:
             raise CasperInputError(f"{len(source_ids)} source spot ids for {n} predicted spots.")
         table.obs["source_spot"] = source_ids.astype(str)
+        if annotates is not None:
+            table.obs[INSTANCE_KEY] = source_ids
     labels = labels or {}
     table.var["name"] = [labels.get(g, g) for g in table.var_names]
     table.uns.pop("histology_prediction", None)
@@ -106,7 +118,7 @@ def prediction_elements(
         "genes": [str(g) for g in prediction.genes],
         "model": {str(k): v for k, v in (model_info or {}).items() if v is not None},
     }
-    table = TableModel.parse(table, region=spots_name, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
+    table = TableModel.parse(table, region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
     return shapes, table
 
 
@@ -132,13 +144,25 @@ def save_histology_predictions(
 
     Names default to the next free versioned pair (``histology_spots`` / ``histology_predictions``,
     then ``_2`` ...); an explicit name that exists is refused, nothing is replaced.
-    ``element_options`` go to :func:`prediction_elements`. Returns ``(shapes_name, table_name)``.
+    ``element_options`` go to :func:`prediction_elements`. Returns ``(shapes_name, table_name)``;
+    predictions at cells drawn as labels or polygons (``source_spots``) are a table annotating them,
+    and the first name returned is that element's.
     """
+    from napari_casper.io.elements import cell_element_kind
     from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
     from napari_casper.io.stores import element_names, read_spatialdata
 
     finish_interrupted_writes(store)  # a killed save's elements count when the next free name is chosen
-    existing = element_names(read_spatialdata(store))
+    current = read_spatialdata(store)
+    existing = element_names(current)
+    source = element_options.get("source_spots")
+    if source is not None and source in existing and cell_element_kind(current, source):
+        table_name = table_name or free_names(existing)[1]
+        if table_name in existing:
+            raise CasperInputError(f"{store} already has an element named {table_name!r}; nothing was written. Choose a new name.")
+        _, table = prediction_elements(prediction, slide, spot_diameter_px, annotates=source, **element_options)
+        write_new_elements(store, {table_name: table})
+        return source, table_name
     default_shapes, default_table = free_names(existing)
     shapes_name = shapes_name or default_shapes
     table_name = table_name or default_table

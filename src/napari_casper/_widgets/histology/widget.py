@@ -417,7 +417,11 @@ class HistologyWidget(RunsInBackground, QWidget):
             job.store = store
             remember_store(self.viewer, job, store)
         job.saved.append(names)
-        self.runner.say(f"saved {len(job.prediction.coords)} spots as '{names[0]}' and their predictions as '{names[1]}' in {store}")
+        n = len(job.prediction.coords)
+        if names[0] == job.source_spots:  # cells drawn as labels or polygons: a table annotating them
+            self.runner.say(f"saved the predictions at {n} cells of '{names[0]}' as table '{names[1]}' in {store}")
+        else:
+            self.runner.say(f"saved {n} spots as '{names[0]}' and their predictions as '{names[1]}' in {store}")
 
 
 def _warm_up() -> None:
