@@ -145,3 +145,63 @@ def test_a_store_with_every_element_type_opens_in_napari(make_napari_viewer, tmp
     status = labels.get_status((float(y), float(x)), world=True)["coordinates"]
     cell_type = table.obs.set_index("instance_id").loc[label, "cell_type"]
     assert str(label) in status and f"cell_type: {cell_type}" in status, status
+
+
+def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """What ``napari store.zarr`` and File > Open do: several readers accept a ``.zarr`` folder
+    (napari's own, napari-casper, napari-spatialdata when installed), so napari asks, and choosing
+    napari-casper opens the store. After ``napari-casper default-reader`` (run as a command, into
+    its own settings file here) napari opens every store with napari-casper without asking."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from napari.settings import get_settings
+    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtWidgets import QApplication, QDialog, QDialogButtonBox, QRadioButton
+
+    from napari_casper.cli.default_reader import set_default_reader
+    from napari_casper.io.samples import load_drosophila
+
+    first = save_spatialdata(load_drosophila(), tmp_path / "first.zarr")
+    second = save_spatialdata(load_drosophila(), tmp_path / "second.zarr")
+    settings = get_settings()
+    before = dict(settings.plugins.extension2reader)
+    viewer = make_napari_viewer(show=True)
+    asked = []
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QDialog):
+            QTimer.singleShot(100, answer)
+            return
+        choices = {button.text(): button for button in dialog.findChildren(QRadioButton)}
+        asked.append(sorted(choices))
+        qtbot.mouseClick(choices["napari-casper"], Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+
+    try:
+        settings.plugins.extension2reader = {k: v for k, v in before.items() if "zarr" not in k}
+        QTimer.singleShot(100, answer)
+        viewer.window._qt_viewer._qt_open([str(first)], stack=False)  # the path napari's command line and File > Open take
+        assert asked and "napari-casper" in asked[0] and len(asked[0]) >= 2, asked
+        assert "cells" in viewer.layers and "embryo" in viewer.layers
+
+        config = tmp_path / "napari_settings.yaml"
+        env = {**os.environ, "NAPARI_CONFIG": str(config)}
+        console = str(Path(sys.executable).parent / "napari-casper")  # the installed command
+        done = subprocess.run([console, "default-reader"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "napari now opens *.zarr/ and *.h5ad with napari-casper" in done.stdout
+        written = yaml.safe_load(config.read_text())["plugins"]["extension2reader"]
+        assert written == {"*.zarr/": "napari-casper", "*.h5ad": "napari-casper"}
+
+        monkeypatch.setattr(type(settings), "save", lambda self, *a, **k: None)  # this process: napari's own file stays as it was
+        set_default_reader()
+        viewer.layers.clear()
+        viewer.window._qt_viewer._qt_open([str(second)], stack=False)
+        assert len(asked) == 1 and "cells" in viewer.layers  # no question this time
+    finally:
+        settings.plugins.extension2reader = before

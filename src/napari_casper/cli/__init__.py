@@ -17,6 +17,7 @@ import sys
 from napari_casper import __version__
 from napari_casper.cli import (
     benchmark,
+    default_reader,
     histology_benchmark,
     histology_predict,
     histology_train,
@@ -28,7 +29,7 @@ from napari_casper.cli import (
 from napari_casper.errors import CasperInputError, CasperUsageError
 
 #: the sub-command modules, in ``--help`` order; each registers its command with ``add_parser(subparsers)``
-COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample, view)
+COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample, view, default_reader)
 
 DEBUG_HELP = "on an error, show the full Python traceback (for bug reports) instead of the one-line message"
 
