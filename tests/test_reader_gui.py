@@ -162,7 +162,7 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication, QDialog, QDialogButtonBox, QRadioButton
 
-    from napari_casper.cli.default_reader import set_default_reader
+    from napari_casper._widgets.common.reader_preference import set_default_reader
     from napari_casper.io.samples import load_drosophila
 
     first = save_spatialdata(load_drosophila(), tmp_path / "first.zarr")

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import argparse
 
-#: the reader preference patterns this command sets (napari matches a folder's path with a trailing slash)
-PATTERNS = ("*.zarr/", "*.h5ad")
-PLUGIN = "napari-casper"
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -33,28 +29,10 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def set_default_reader(undo: bool = False) -> dict[str, str]:
-    """Add (or with ``undo`` remove) napari-casper as napari's reader for :data:`PATTERNS`; returns the preferences."""
-    from napari.settings import get_settings
-
-    settings = get_settings()
-    preferences = dict(settings.plugins.extension2reader)
-    for pattern in PATTERNS:
-        if undo:
-            if preferences.get(pattern) == PLUGIN:
-                del preferences[pattern]
-        else:
-            preferences[pattern] = PLUGIN
-    settings.plugins.extension2reader = preferences
-    settings.save()
-    return preferences
-
-
 def run(args) -> int:
-    from napari.settings import get_settings
+    from napari_casper._widgets.common.reader_preference import PATTERNS, set_default_reader
 
-    preferences = set_default_reader(undo=args.undo)
-    where = get_settings().config_path
+    preferences, where = set_default_reader(undo=args.undo)
     if args.undo:
         print(f"napari asks again which reader opens {' and '.join(PATTERNS)} (settings: {where})")
     else:

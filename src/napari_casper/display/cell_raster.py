@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from napari_casper.display.hover_text import format_value
 from napari_casper.errors import CasperInputError
 
 #: label ids up to this use a dense id -> spot table (4 bytes per id); larger ids a sorted search
@@ -93,8 +94,6 @@ class CellRaster:
     def from_polygons(cls, shapes, affine: np.ndarray, spot_ids) -> CellRaster:
         """Polygon element ``shapes`` drawn into a label image (label = spot position + 1); ``affine``
         is the element's own (element coordinates -> world)."""
-        from napari_casper.display.element_layers import polygon_rings
-
         rings, owners, _ = polygon_rings(shapes)
         positions = pd.Index(spot_ids).get_indexer(pd.Index(owners))
         keep = positions >= 0
@@ -160,8 +159,6 @@ class CellHover:
 
     def describe(self, world_yx) -> str:
         """``cell: <id>, value: <value>`` for the cell under ``world_yx``; empty off the cells."""
-        from napari_casper.display.value_layers import format_value
-
         position = self.raster.position_at(world_yx)
         if position < 0:
             return ""
@@ -192,6 +189,21 @@ def _read_strided(source, stride: int, band_rows: int = 2048) -> np.ndarray:
     height = source.shape[-2]
     bands = [np.asarray(source[top : top + band_rows : stride, ::stride]) for top in range(0, height, band_rows)]
     return np.ascontiguousarray(np.concatenate(bands, axis=0))
+
+
+def polygon_rings(shapes) -> tuple[list[np.ndarray], list, int]:
+    """The exterior ring of every polygon (each part of a multipolygon), as (n, 2) x, y arrays
+    without the closing vertex; the instance id of each; the number of holes left out."""
+    rings, owners, holes = [], [], 0
+    for instance, geom in zip(shapes.index, shapes.geometry):
+        if geom is None or geom.is_empty:
+            continue
+        parts = list(geom.geoms) if geom.geom_type == "MultiPolygon" else [geom]
+        for part in parts:
+            rings.append(np.asarray(part.exterior.coords, dtype=float)[:-1, :2])
+            owners.append(instance)
+            holes += len(part.interiors)
+    return rings, owners, holes
 
 
 def polygon_side(rings: list[np.ndarray]) -> int:

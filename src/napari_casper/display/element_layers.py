@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from napari_casper.display.cell_raster import polygon_rings
 from napari_casper.io.elements import (
     METADATA_KEY,
     affine_yx,
@@ -65,21 +66,6 @@ def labels_layer(sdata, name: str, coordinate_system: str) -> tuple:
     if features is not None:
         kwargs["features"] = features
     return (data if len(data) > 1 else data[0], kwargs, "labels")
-
-
-def polygon_rings(shapes) -> tuple[list[np.ndarray], list, int]:
-    """The exterior ring of every polygon (each part of a multipolygon), as (n, 2) x, y arrays
-    without the closing vertex; the instance id of each; the number of holes left out."""
-    rings, owners, holes = [], [], 0
-    for instance, geom in zip(shapes.index, shapes.geometry):
-        if geom is None or geom.is_empty:
-            continue
-        parts = list(geom.geoms) if geom.geom_type == "MultiPolygon" else [geom]
-        for part in parts:
-            rings.append(np.asarray(part.exterior.coords, dtype=float)[:-1, :2])
-            owners.append(instance)
-            holes += len(part.interiors)
-    return rings, owners, holes
 
 
 def polygons_layer(sdata, name: str, coordinate_system: str) -> tuple:

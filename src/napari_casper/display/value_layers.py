@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from napari_casper.display.hover_text import format_value
 from napari_casper.display.spot_raster import SpotPyramid, SpotRaster
 from napari_casper.io.elements import METADATA_KEY, mean_scale
 
@@ -209,11 +210,6 @@ class SpotHover:
         if spot < 0:
             return ""
         return f"spot: {self.geometry.spot_ids[spot]}, value: {format_value(self.values[spot])}"
-
-
-def format_value(value: float) -> str:
-    """A value as the status line shows it (4 significant digits; ``nan`` for a spot without one)."""
-    return "nan" if not np.isfinite(value) else f"{float(value):.4g}"
 
 
 def value_layer(
