@@ -173,3 +173,33 @@ def test_regions_statistics_on_cells_drawn_as_labels(cells):
     table = sdata.tables["atlas_cells"]
     eve = pd.Series(table[:, "eve"].X.ravel(), index=table.obs["cell_id"].to_numpy())
     assert row["mean_eve"] == pytest.approx(eve.loc[sorted(expected)].mean(), rel=0.02)
+
+
+def test_regions_saved_with_each_cells_region_as_a_table_annotating_the_cells(cells, tmp_path):
+    """Saving regions drawn over cells (labels or polygons) writes, in the same commit, each cell's
+    region class as a new table annotating the cells; it is never taken for their expression."""
+    import warnings
+
+    from napari_casper.io.elements import spot_table
+    from napari_casper.regions import RegionSet, save_regions, spot_context
+
+    kind, sdata, xy, ids = cells
+    element = f"cells_{kind}"
+    store = save_spatialdata(sdata, tmp_path / "cells.zarr")
+    ctx = spot_context(read_spatialdata(store), element)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    mid_x = (lo[0] + hi[0]) / 2
+    box_xy = np.array([[lo[0] - 1, lo[1] - 1], [mid_x, lo[1] - 1], [mid_x, hi[1] + 1], [lo[0] - 1, hi[1] + 1]])
+    saved = save_regions(store, RegionSet([box_xy[:, ::-1]], ["polygon"], ["tumour"]), spots=ctx)
+    assert saved.spots_table == "regions_spots" and "annotating 'cells_" in saved.message()
+    back = read_spatialdata(store)
+    table = back.tables["regions_spots"]
+    assert table.uns["spatialdata_attrs"]["region"] == element
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back.validate_table_in_spatialdata(table)
+    by_cell = table.obs.set_index("spot_id")["class"].astype(str)
+    centres = dict(zip(np.asarray(ctx.instance_ids), ctx.coords[:, 0]))
+    expected = {i: ("tumour" if x < mid_x else "outside") for i, x in centres.items()}
+    assert (by_cell.loc[list(expected)].to_numpy() == np.array(list(expected.values()))).all()
+    assert spot_table(back, element).name == "atlas_cells"  # still the cells' expression table

@@ -221,7 +221,7 @@ def polygon_side(rings: list[np.ndarray]) -> int:
 def draw_polygons(rings: list[np.ndarray], labels, *, side: int) -> tuple[np.ndarray, np.ndarray]:
     """Fill each ring ((n, 2) x, y) with its label into an int32 image whose longer side is ``side``
     pixels; also the 3x3 affine from image (row, col) to the rings' (y, x) coordinates."""
-    from skimage.draw import polygon as fill_polygon
+    from napari_casper.display.polygon_fill import fill_polygon_array
 
     if not rings:
         return np.zeros((1, 1), dtype=np.int32), np.eye(3)
@@ -229,11 +229,8 @@ def draw_polygons(rings: list[np.ndarray], labels, *, side: int) -> tuple[np.nda
     lo, hi = every.min(axis=0), every.max(axis=0)
     pixel = max(float((hi - lo).max()) / side, 1e-9)
     shape = tuple(int(np.ceil(v)) + 1 for v in ((hi - lo) / pixel)[::-1])  # (rows, cols)
-    image = np.zeros(shape, dtype=np.int32)
-    for ring, label in zip(rings, labels):
-        cols, rows = ((ring - lo) / pixel).T
-        rr, cc = fill_polygon(rows, cols, shape=shape)
-        image[rr, cc] = label
+    sizes = [len(ring) for ring in rings]
+    image = fill_polygon_array(((every - lo) / pixel)[:, ::-1], sizes, labels, shape)  # (row, col) vertices
     # pixel (r, c) sits at (y, x) = lo[::-1] + pixel * (r, c)
     to_element = np.array([[pixel, 0.0, lo[1]], [0.0, pixel, lo[0]], [0.0, 0.0, 1.0]])
     return image, to_element

@@ -18,6 +18,8 @@ from napari_casper.errors import CasperInputError
 METADATA_KEY = "napari_casper"
 #: ``uns["napari_casper"]["kind"]`` of tables that hold predictions, not measured expression
 PREDICTION_KINDS = ("casper_predictions", "casper_imputed", "histology_predictions")
+#: tables napari-casper writes that annotate spots without expression (each spot's tumour region)
+ANNOTATION_KINDS = ("casper_region_assignment",)
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,20 @@ def is_prediction_table(table) -> bool:
     return table.uns.get(METADATA_KEY, {}).get("kind") in PREDICTION_KINDS
 
 
+def is_annotation_table(table) -> bool:
+    """True for tables napari-casper wrote that annotate spots without expression (their regions)."""
+    return table.uns.get(METADATA_KEY, {}).get("kind") in ANNOTATION_KINDS
+
+
 def annotating_tables(sdata, element_name: str, *, measured_only: bool = True) -> list[str]:
-    """Names of the tables that annotate ``element_name`` (measured expression only, by default)."""
+    """Names of the tables that annotate ``element_name`` (measured expression only, by default;
+    otherwise also predictions, never region assignments, which hold no genes)."""
     return [
         name
         for name, table in sdata.tables.items()
-        if element_name in table_regions(table) and not (measured_only and is_prediction_table(table))
+        if element_name in table_regions(table)
+        and not is_annotation_table(table)
+        and not (measured_only and is_prediction_table(table))
     ]
 
 

@@ -31,6 +31,9 @@ from napari_casper.regions.classes import RegionClasses
 from napari_casper.regions.geometry import DRAWN, RegionSet, shape_vertices, valid_polygon
 
 TABLE_SUFFIX = "_table"
+#: the table of each spot's region, beside a saved regions element ``name`` (annotating the spots)
+SPOTS_SUFFIX = "_spots"
+SPOT_ASSIGNMENT_KIND = "casper_region_assignment"
 DEFAULT_REGIONS_NAME = "regions"
 REGIONS_KIND = "casper_regions"
 _REGION_KEY = "region"
@@ -51,12 +54,15 @@ class SavedRegions:
     shapes_name: str
     table_name: str
     n_regions: int
+    #: the table of each spot's region class and name (annotating the spots), when spots were given
+    spots_table: str | None = None
+    spots_element: str | None = None
 
     def message(self) -> str:
-        return (
-            f"Saved {self.n_regions} regions to {self.store} as shapes {self.shapes_name!r} "
-            f"+ table {self.table_name!r}."
-        )
+        text = f"Saved {self.n_regions} regions to {self.store} as shapes {self.shapes_name!r} + table {self.table_name!r}"
+        if self.spots_table:
+            text += f", and each spot's region as table {self.spots_table!r} annotating {self.spots_element!r}"
+        return text + "."
 
 
 def line_outline(line):
@@ -168,6 +174,30 @@ def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = N
     return shapes, TableModel.parse(table, region=name, region_key=_REGION_KEY, instance_key=_INSTANCE_KEY)
 
 
+def spot_assignment_table(spots, regions: RegionSet, name: str, *, precedence: str = "drawn"):
+    """A table annotating the spots of ``spots`` (:class:`~napari_casper.regions.spots.SpotContext`):
+    each spot's region ``class`` and region ``name`` (``outside`` for spots in none; where regions
+    overlap, ``precedence`` decides), saved beside regions ``name``."""
+    import anndata as ad
+    from spatialdata.models import TableModel
+
+    from napari_casper.regions.spots import spot_region_labels
+
+    labels = spot_region_labels(spots, regions, precedence=precedence)
+    obs = pd.DataFrame(
+        {
+            "class": labels["class"].to_numpy(),
+            "name": labels["name"].to_numpy(),
+            "region": pd.Categorical([spots.element] * spots.n_spots),
+            "spot_id": np.asarray(spots.instance_ids),
+        },
+        index=[str(i) for i in range(spots.n_spots)],
+    )
+    table = ad.AnnData(obs=obs)
+    table.uns["napari_casper"] = {"kind": SPOT_ASSIGNMENT_KIND, "regions": name, "precedence": precedence}
+    return TableModel.parse(table, region=spots.element, region_key="region", instance_key="spot_id")
+
+
 def next_regions_name(sdata, base: str = DEFAULT_REGIONS_NAME) -> str:
     """The first of ``base``, ``base_2``, ... whose shapes *and* table names are both free."""
     from napari_casper.io.stores import element_names, next_free_name
@@ -184,6 +214,8 @@ def save_regions(
     *,
     overwrite: bool = False,
     author: str | None = None,
+    spots=None,
+    precedence: str = "drawn",
 ) -> SavedRegions:
     """Write ``regions`` into the SpatialData store at ``store`` and check they are on disk.
 
@@ -196,6 +228,10 @@ def save_regions(
         Replace the elements ``name`` and ``name_table`` (together, atomically).
     author
         Recorded per region when the regions carry no authors yet (default: the login name).
+    spots
+        A :class:`~napari_casper.regions.spots.SpotContext`: each of its spots' region class and name
+        is saved too, as table ``name + "_spots"`` annotating the spots (cells drawn as labels or
+        polygons included), in the same commit; ``precedence`` settles overlaps.
     """
     from napari_casper.io.store_writes import finish_interrupted_writes, write_new_elements
     from napari_casper.io.stores import element_names, read_spatialdata
@@ -207,18 +243,22 @@ def save_regions(
     if name is None:
         name = next_regions_name(current)
     table_name = name + TABLE_SUFFIX
-    clash = sorted({name, table_name} & existing)
+    spots_table = name + SPOTS_SUFFIX if spots is not None else None
+    clash = sorted(({name, table_name} | ({spots_table} if spots_table else set())) & existing)
     if clash and not overwrite:
         raise CasperInputError(
             f"{store} already has {clash}; nothing was written. Save as a new version "
             f"(e.g. {next_regions_name(current, name)!r}) or tick overwrite to replace them."
         )
     shapes, table = regions_to_elements(regions, name, author=author)
-    write_new_elements(store, {name: shapes, table_name: table}, overwrite=overwrite)  # one commit: both or neither
+    elements = {name: shapes, table_name: table}
+    if spots_table:
+        elements[spots_table] = spot_assignment_table(spots, regions, name, precedence=precedence)
+    write_new_elements(store, elements, overwrite=overwrite)  # one commit: all or none
     reread = read_spatialdata(store)
     if name not in reread.shapes or table_name not in reread.tables or len(reread.shapes[name]) != len(regions):
         raise CasperInputError(f"writing regions to {store} did not persist {name!r}: check the disk and permissions.")
-    return SavedRegions(store, name, table_name, len(regions))
+    return SavedRegions(store, name, table_name, len(regions), spots_table, spots.element if spots is not None else None)
 
 
 def list_region_elements(sdata) -> list[str]:

@@ -72,7 +72,7 @@ class CasperWidget(RunsInBackground, QWidget):
         self.attention_panel.show_button.clicked.connect(lambda: self.show_attention())
         self.attention_panel.dominant_button.clicked.connect(lambda: self.show_dominant_centroid())
         self.save_button.clicked.connect(lambda: self.save_results())
-        warm_up_in_background("casper", _import_engine)  # torch's first import: now, not at the first click
+        warm_up_in_background("casper", _import_engine, viewer=napari_viewer)  # torch's first import: now, not at the first click
         watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
     # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------

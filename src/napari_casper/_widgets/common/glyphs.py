@@ -29,8 +29,10 @@ GLYPHS_PER_TURN = 4
 #: runs the ones posted meanwhile before any timer or paint, so nothing else would run in between)
 TURN_GAP_MS = 5
 #: while a napari-casper worker is busy, rendering waits (checking this often), for at most BUSY_WAIT_MS
+#: when something waits to be shown, for at most IDLE_WAIT_MS when warming ahead
 BUSY_CHECK_MS = 50
 BUSY_WAIT_MS = 3000
+IDLE_WAIT_MS = 120_000
 _warmed: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -52,7 +54,7 @@ def missing_glyphs(viewer, text: str) -> list[str]:
     return [c for c in dict.fromkeys(text) if c.isprintable() and c not in rendered]
 
 
-def when_glyphs_ready(viewer, text: str, then) -> None:
+def when_glyphs_ready(viewer, text: str, then, *, max_wait_ms: int = BUSY_WAIT_MS) -> None:
     """Call ``then()`` once the canvas has every glyph of ``text`` (and the ones vispy measures any
     text with): at once when it has, otherwise after rendering the missing ones
     :data:`GLYPHS_PER_TURN` per event-loop turn."""
@@ -68,7 +70,7 @@ def when_glyphs_ready(viewer, text: str, then) -> None:
     waited = [0]
 
     def step() -> None:
-        if workers_busy() and waited[0] < BUSY_WAIT_MS:
+        if workers_busy() and waited[0] < max_wait_ms:
             waited[0] += BUSY_CHECK_MS
             QTimer.singleShot(BUSY_CHECK_MS, step)
             return
@@ -90,4 +92,4 @@ def warm_glyphs(viewer) -> None:
     if viewer in _warmed:
         return
     _warmed.add(viewer)
-    when_glyphs_ready(viewer, GLYPHS, lambda: None)
+    when_glyphs_ready(viewer, GLYPHS, lambda: None, max_wait_ms=IDLE_WAIT_MS)

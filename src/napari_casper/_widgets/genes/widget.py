@@ -51,7 +51,7 @@ class GenesWidget(RunsInBackground, QWidget):
         self.last_switch_ms: float | None = None
         self._key = None
         self._pending = ""
-        warm_up_in_background("genes")  # later garbage collections skip what napari and the data made so far
+        warm_up_in_background("genes", viewer=napari_viewer)  # later garbage collections skip what napari and the data made so far
 
         self.spots = _compact(QComboBox())
         self.spots.setToolTip("The spots (or cells) to colour: a spots layer opened from SpatialData or a sample")

@@ -73,7 +73,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         self._bar_timer.setInterval(int(self.SHOW_EVERY * 1000))
         self._bar_timer.timeout.connect(self._update_bar)
         self._relay = progress_relay(self._on_progress)
-        self._warm = warm_up_in_background("histology", _warm_up)  # torch's first import holds the GIL ~1 s: now
+        self._warm = warm_up_in_background("histology", _warm_up, viewer=napari_viewer)  # torch's first import holds the GIL ~1 s: now
         watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
         self.sections = SectionsPanel(napari_viewer)
@@ -100,7 +100,7 @@ class HistologyWidget(RunsInBackground, QWidget):
     @property
     def warmed_up(self) -> bool:
         """The libraries training and prediction need are imported (see :func:`~napari_casper.histology.fit.warm_up`)."""
-        return not self._warm.is_alive()
+        return self._warm.finished.is_set()
 
     # -- plumbing ------------------------------------------------------------------------
     def _begin(self, job: str, progress_title: str | None = None) -> None:

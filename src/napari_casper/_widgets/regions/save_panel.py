@@ -129,13 +129,16 @@ class SavePanel(QGroupBox):
         name = name if name is not None else (self.name_edit.text().strip() or None)
         overwrite = self.overwrite_box.isChecked() if overwrite is None else overwrite
         sdata = self.host.spots_layer().metadata[METADATA_KEY]["sdata"]
+        precedence = self.host.stats_panel.precedence_combo.currentData()
         self.host.message.setText(f"saving to {store} ...")
 
         def work():
             created = not store.exists()
             if created:
                 save_spatialdata(sdata, store)
-            return created, save_regions(store, regions, name, overwrite=overwrite), saved_region_names(store)
+            spots = self.host.spot_context()  # each spot's region is saved beside the regions
+            saved = save_regions(store, regions, name, overwrite=overwrite, spots=spots, precedence=precedence)
+            return created, saved, saved_region_names(store)
 
         def done(result):
             created, saved, names = result
