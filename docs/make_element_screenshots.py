@@ -5,7 +5,9 @@
 1. ``elements_blobs.png``: ``spatialdata.datasets.blobs()`` written to zarr (images single and
    multiscale, labels single and multiscale, points, circles, polygons, multipolygons, a table
    annotating the labels), opened with the plugin's reader as ``File > Open`` does.
-2. ``elements_xenium_labels.png`` (needs ../shared): the Xenium-like store of
+2. ``elements_by_type.png``: the same store, one panel per element type (each layer alone on the
+   canvas, titled with its type), so each type can be seen as the reader draws it.
+3. ``elements_xenium_labels.png`` (needs ../shared): the Xenium-like store of
    tests/test_xenium_like_store.py (multiscale cell labels a table annotates, cell-boundary
    polygons); in the Genes dock the centres are chosen and a gene typed, as a user does.
 """
@@ -33,7 +35,43 @@ def blobs_store() -> None:
         viewer.layers.selection.active = viewer.layers["blobs_polygons"]
         viewer.reset_view()
         shot(viewer, "elements_blobs.png")
+        by_type(viewer)
         viewer.close()
+
+
+#: one panel per element type of blobs(): (title, the layers shown)
+TYPES = [
+    ("image (multichannel, one layer per channel)", ["blobs_image:0"]),
+    ("image (multiscale)", ["blobs_multiscale_image:0"]),
+    ("labels (a table annotates them)", ["blobs_labels"]),
+    ("labels (multiscale)", ["blobs_multiscale_labels"]),
+    ("points (no table: subsampled when huge)", ["blobs_points"]),
+    ("circles", ["blobs_circles"]),
+    ("polygons", ["blobs_polygons"]),
+    ("multipolygons", ["blobs_multipolygons"]),
+]
+
+
+def by_type(viewer) -> None:
+    """One canvas screenshot per element type, titled, in a 4 x 2 grid: docs/images/elements_by_type.png."""
+    import numpy as np
+    from _screenshots import OUT
+    from PIL import Image, ImageDraw
+
+    panels = []
+    for title, names in TYPES:
+        for layer in viewer.layers:
+            layer.visible = layer.name in names
+        viewer.reset_view()
+        canvas = Image.fromarray(viewer.screenshot(canvas_only=True, flash=False)[..., :3])
+        canvas.thumbnail((420, 420))
+        panel = Image.new("RGB", (420, 450), "white")
+        panel.paste(canvas, ((420 - canvas.width) // 2, 30))
+        ImageDraw.Draw(panel).text((8, 8), title, fill="black")
+        panels.append(np.asarray(panel))
+    rows = [np.hstack(panels[i : i + 4]) for i in range(0, len(panels), 4)]
+    Image.fromarray(np.vstack(rows)).save(OUT / "elements_by_type.png")
+    print("wrote", OUT / "elements_by_type.png")
 
 
 def xenium_labels() -> None:

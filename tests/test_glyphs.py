@@ -26,7 +26,7 @@ def test_missing_glyphs_are_rendered_in_short_turns_then_the_text_shows(make_nap
         assert shown == []  # not at once: the glyphs are missing
         qtbot.waitUntil(lambda: bool(shown), timeout=20_000)
     assert shown == [[]]  # every glyph was there when the text was shown
-    beat.assert_responsive(0.15, what="rendering 30 glyphs four per turn")
+    beat.assert_responsive(0.3, what="rendering 30 glyphs four per turn")  # ~35 ms a turn alone
     again = []
     glyphs.when_glyphs_ready(viewer, text, lambda: again.append(True))
     assert again == [True]  # all rendered: runs at once

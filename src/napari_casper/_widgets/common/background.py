@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Signal
 
+from napari_casper._widgets.common.activity import ACTIVE as _ACTIVE
+from napari_casper._widgets.common.activity import WARMING as _WARMING
+from napari_casper._widgets.common.activity import workers_busy  # noqa: F401 - the widgets' import point
 from napari_casper.errors import CasperInputError, TrainingCancelled
 
 
@@ -43,19 +46,6 @@ def progress_relay(handler: Callable[[object], None]) -> _Relay:
     relay = _Relay()
     relay.event.connect(handler)
     return relay
-
-
-_ACTIVE: set = set()  # the runners with a worker thread running now (any widget)
-
-
-def workers_busy() -> bool:
-    """Whether a napari-casper worker thread or warm-up is running now (any widget).
-
-    Python work on the GUI thread made of many short calls (e.g. vispy rendering text glyphs)
-    runs ~30x slower beside a busy Python worker: at every switch of the GIL it waits out the
-    worker's turn. Such work waits for this to be False (:mod:`napari_casper._widgets.common.glyphs`).
-    """
-    return bool(_ACTIVE) or any(thread.is_alive() for thread in _WARMING.values())
 
 
 #: pause between two layers added by :meth:`BackgroundRunner.add_layers` (lets the canvas paint in between)
@@ -245,7 +235,6 @@ class WarmUp(threading.Thread):
             self.finished.set()
 
 
-_WARMING: dict[str, WarmUp] = {}
 _WARM_LOCK = threading.Lock()
 
 

@@ -6,7 +6,7 @@ during the paint that first shows it. A new colour bar and its units line need ~
 at once on a fresh viewer: 0.3-0.8 s of one paint on the GUI thread. :func:`when_glyphs_ready`
 renders the missing ones :data:`GLYPHS_PER_TURN` at a time between event-loop turns, then runs
 what would have needed them; :func:`warm_glyphs` fills the atlas while the viewer is idle.
-Rendering waits while a worker thread is busy (:func:`~napari_casper._widgets.common.background.workers_busy`):
+Rendering waits while a worker thread is busy (:func:`~napari_casper._widgets.common.activity.workers_busy`):
 beside a busy Python worker each glyph takes ~30x longer on the GUI thread (the GIL changes hands at
 every one of its ~800 small numpy calls), so four glyphs would stall the event loop ~0.6 s.
 
@@ -64,7 +64,7 @@ def when_glyphs_ready(viewer, text: str, then, *, max_wait_ms: int = BUSY_WAIT_M
     if not todo:
         then()
         return
-    from napari_casper._widgets.common.background import workers_busy
+    from napari_casper._widgets.common.activity import workers_busy
 
     font = canvas_font(viewer)
     waited = [0]
