@@ -6,7 +6,7 @@ scRNA-seq), writing ``OUT/<dataset>/{per_gene.csv,summary.csv,summary.md}``.
 
     python benchmarks/bench_imputation_accuracy.py [--methods knn,mean] [--out out/imputation]
 
-Default methods: casper, tangram, tangram_clusters, knn, mean.
+Default methods: casper, tangram, tangram_clusters, knn, ridge, spage, mean.
 
 Run it from the repository root with ``../shared/data`` beside the repository. Tangram
 takes about half an hour per data set on 2 CPU cores; run it under ``nice``.
@@ -38,7 +38,7 @@ DATASETS: dict[str, tuple[Path, Path, str | None]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="casper,tangram,tangram_clusters,knn,mean")
+    parser.add_argument("--methods", default="casper,tangram,tangram_clusters,knn,ridge,spage,mean")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

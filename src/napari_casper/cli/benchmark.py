@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         default=DEFAULT_METHODS,
         help=(
-            "comma-separated methods: casper, tangram, tangram_clusters, knn, mean "
+            "comma-separated methods: casper, tangram, tangram_clusters, knn, ridge, spage (tissue-sc), mean "
             f"(default {DEFAULT_METHODS})"
         ),
     )

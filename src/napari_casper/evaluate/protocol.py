@@ -33,6 +33,8 @@ from napari_casper.casper.imputation import impute_with_casper
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.baselines import impute_knn, impute_reference_mean, impute_tangram, impute_tangram_clusters
 from napari_casper.evaluate.metrics import METRICS, accuracy_score, is_constant, score_genes
+from napari_casper.evaluate.ridge import impute_ridge
+from napari_casper.evaluate.spage import impute_spage
 
 ImputeFn = Callable[..., np.ndarray]
 
@@ -40,6 +42,8 @@ ImputeFn = Callable[..., np.ndarray]
 METHODS: dict[str, ImputeFn] = {
     "casper": impute_with_casper,
     "knn": impute_knn,
+    "ridge": impute_ridge,
+    "spage": impute_spage,
     "tangram": impute_tangram,
     "tangram_clusters": impute_tangram_clusters,
     "mean": impute_reference_mean,

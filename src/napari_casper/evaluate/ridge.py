@@ -1,0 +1,64 @@
+"""Ridge on reference cells: the plainest use of an scRNA-seq reference to impute spatial genes.
+
+A linear map from the panel genes to the target genes is fit on the reference cells, which
+measure both, and applied to the spots. Each panel gene is standardised within its own modality
+(over the reference cells for the fit, over the spots for the prediction), so a platform's scale
+or capture efficiency does not enter the map; the targets stay in reference units
+(log-normalised, as every method here reports them). The ridge penalty is chosen by generalised
+cross-validation on the reference cells alone (:class:`sklearn.linear_model.RidgeCV`), so nothing
+about the spots' held-out genes can inform it.
+
+Follows the imputation-method contract of ``docs/architecture.md``::
+
+    impute(st, reference, target_genes, *, seed=0) -> (n_spots, len(target_genes)) array
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+
+from napari_casper.errors import CasperInputError
+from napari_casper.evaluate.baselines import Preprocessing, _check_targets, _expression, _shared_genes
+
+#: the penalties GCV chooses among (per unit-variance panel gene)
+ALPHAS = np.logspace(-2, 5, 15)
+
+
+def impute_ridge(
+    st: AnnData,
+    reference: AnnData,
+    target_genes: Sequence[str],
+    *,
+    seed: int = 0,
+    alphas: Sequence[float] = tuple(ALPHAS),
+    preprocessing: Preprocessing = "auto",
+) -> np.ndarray:
+    """Ridge regression from panel genes to target genes, fit on the reference, applied to the spots.
+
+    Genes constant in either data set (their standardised values are undefined) are left out of
+    the map. Deterministic; ``seed`` is unused.
+
+    Returns
+    -------
+    ``(st.n_obs, len(target_genes))`` float array, in reference units.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    targets = _check_targets(reference, target_genes)
+    shared = _shared_genes(st, reference)
+    spots = _expression(st, shared, preprocessing=preprocessing, log=True)
+    cells = _expression(reference, shared, preprocessing=preprocessing, log=True)
+    keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
+    if not keep.any():
+        raise CasperInputError(
+            f"all {len(shared)} shared genes are constant in the spatial data or the reference: "
+            "no map from panel genes can be fit; share more genes"
+        )
+    spots, cells = spots[:, keep], cells[:, keep]
+    standardise = lambda x: (x - x.mean(axis=0)) / x.std(axis=0)  # noqa: E731 - within one modality
+    y = _expression(reference, targets, preprocessing=preprocessing, log=True)
+    model = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(standardise(cells), y)
+    return model.predict(standardise(spots))
