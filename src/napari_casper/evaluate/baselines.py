@@ -39,7 +39,7 @@ Preprocessing = Literal["auto", "counts", "none"]
 # --------------------------------------------------------------------------- helpers
 
 
-def _expression(
+def expression_of(
     adata: AnnData, genes: Sequence[str], *, preprocessing: Preprocessing, log: bool
 ) -> np.ndarray:
     """Dense ``(n_obs, len(genes))`` float64 values of ``genes``, normalised as CASPER normalises.
@@ -57,7 +57,7 @@ def _expression(
     return dense(values).astype(np.float64)
 
 
-def _check_targets(reference: AnnData, target_genes: Sequence[str]) -> list[str]:
+def check_targets(reference: AnnData, target_genes: Sequence[str]) -> list[str]:
     targets = list(target_genes)
     if not targets:
         raise CasperInputError("no target genes given: name at least one gene to impute")
@@ -71,7 +71,7 @@ def _check_targets(reference: AnnData, target_genes: Sequence[str]) -> list[str]
     return targets
 
 
-def _shared_genes(st: AnnData, reference: AnnData) -> list[str]:
+def shared_genes(st: AnnData, reference: AnnData) -> list[str]:
     ref = set(reference.var_names)
     shared = [g for g in st.var_names if g in ref]
     if not shared:
@@ -104,8 +104,8 @@ def impute_reference_mean(
     -------
     ``(st.n_obs, len(target_genes))`` float array.
     """
-    targets = _check_targets(reference, target_genes)
-    means = _expression(reference, targets, preprocessing=preprocessing, log=True).mean(axis=0)
+    targets = check_targets(reference, target_genes)
+    means = expression_of(reference, targets, preprocessing=preprocessing, log=True).mean(axis=0)
     return np.tile(means, (st.n_obs, 1))
 
 
@@ -136,10 +136,10 @@ def impute_knn(
     -------
     ``(st.n_obs, len(target_genes))`` float array, in reference units.
     """
-    targets = _check_targets(reference, target_genes)
-    shared = _shared_genes(st, reference)
-    spots = _expression(st, shared, preprocessing=preprocessing, log=True)
-    cells = _expression(reference, shared, preprocessing=preprocessing, log=True)
+    targets = check_targets(reference, target_genes)
+    shared = shared_genes(st, reference)
+    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
+    cells = expression_of(reference, shared, preprocessing=preprocessing, log=True)
     keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
     if not keep.any():
         raise CasperInputError(
@@ -155,7 +155,7 @@ def impute_knn(
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     else:
         weights = np.full(neighbours.shape, 1.0 / neighbours.shape[1])
-    target_values = _expression(reference, targets, preprocessing=preprocessing, log=True)
+    target_values = expression_of(reference, targets, preprocessing=preprocessing, log=True)
     out = np.empty((st.n_obs, len(targets)))
     for start in range(0, st.n_obs, chunk_size):  # bounds the (spots, k, targets) gather
         rows = slice(start, start + chunk_size)
@@ -205,14 +205,14 @@ def _tangram(
     preprocessing: Preprocessing,
 ) -> np.ndarray:
     tg = _import_tangram()
-    targets = _check_targets(reference, target_genes)
-    training = _shared_genes(st, reference)
+    targets = check_targets(reference, target_genes)
+    training = shared_genes(st, reference)
     genes = list(dict.fromkeys(training + targets))
     # Tangram lowercases gene names in place and matches them case-insensitively
     # (tangram #113); give it private lowercase tokens on fresh AnnData objects instead,
     # so the caller's objects are never touched and "Ama" / "ama" cannot collide.
     token = {gene: f"g{i}" for i, gene in enumerate(genes)}
-    sc_values = _expression(reference, genes, preprocessing=preprocessing, log=False)
+    sc_values = expression_of(reference, genes, preprocessing=preprocessing, log=False)
     ad_sc = AnnData(sp.csr_matrix(sc_values.astype(np.float32)))
     ad_sc.var_names = [token[g] for g in genes]
     ad_sc.obs_names = [f"c{i}" for i in range(reference.n_obs)]
@@ -220,7 +220,7 @@ def _tangram(
     if mode == "clusters":
         cluster_label = "label"
         ad_sc.obs[cluster_label] = np.asarray(labels).astype(str)
-    sp_values = _expression(st, training, preprocessing=preprocessing, log=False)
+    sp_values = expression_of(st, training, preprocessing=preprocessing, log=False)
     ad_sp = AnnData(sp_values.astype(np.float32))
     ad_sp.var_names = [token[g] for g in training]
     ad_sp.obs_names = [f"s{i}" for i in range(st.n_obs)]

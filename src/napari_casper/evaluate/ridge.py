@@ -21,7 +21,7 @@ import numpy as np
 from anndata import AnnData
 
 from napari_casper.errors import CasperInputError
-from napari_casper.evaluate.baselines import Preprocessing, _check_targets, _expression, _shared_genes
+from napari_casper.evaluate.baselines import Preprocessing, check_targets, expression_of, shared_genes
 
 #: the penalties GCV chooses among (per unit-variance panel gene)
 ALPHAS = np.logspace(-2, 5, 15)
@@ -47,10 +47,10 @@ def impute_ridge(
     """
     from sklearn.linear_model import RidgeCV
 
-    targets = _check_targets(reference, target_genes)
-    shared = _shared_genes(st, reference)
-    spots = _expression(st, shared, preprocessing=preprocessing, log=True)
-    cells = _expression(reference, shared, preprocessing=preprocessing, log=True)
+    targets = check_targets(reference, target_genes)
+    shared = shared_genes(st, reference)
+    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
+    cells = expression_of(reference, shared, preprocessing=preprocessing, log=True)
     keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
     if not keep.any():
         raise CasperInputError(
@@ -59,6 +59,6 @@ def impute_ridge(
         )
     spots, cells = spots[:, keep], cells[:, keep]
     standardise = lambda x: (x - x.mean(axis=0)) / x.std(axis=0)  # noqa: E731 - within one modality
-    y = _expression(reference, targets, preprocessing=preprocessing, log=True)
+    y = expression_of(reference, targets, preprocessing=preprocessing, log=True)
     model = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(standardise(cells), y)
     return model.predict(standardise(spots))

@@ -4,7 +4,7 @@
 lowercases gene names and runs its own cross-validation, which the protocol does instead. SpaGE
 aligns the two data sets with principal vectors (domain adaptation) and averages each spot's
 nearest reference cells in that space. It gets the same log-normalised input as every method here
-(:func:`napari_casper.evaluate.baselines._expression`) and ``n_pv`` principal vectors, half the
+(:func:`napari_casper.evaluate.baselines.expression_of`) and ``n_pv`` principal vectors, half the
 shared genes up to :data:`MAX_PV` (SpaGE requires fewer than the shared genes; the rule is fixed,
 not tuned on any benchmark).
 
@@ -20,7 +20,7 @@ import pandas as pd
 from anndata import AnnData
 
 from napari_casper.errors import CasperInputError
-from napari_casper.evaluate.baselines import Preprocessing, _check_targets, _expression, _shared_genes
+from napari_casper.evaluate.baselines import Preprocessing, check_targets, expression_of, shared_genes
 
 MAX_PV = 30
 
@@ -49,15 +49,15 @@ def impute_spage(
     Deterministic (SpaGE has no random step); ``seed`` is unused.
     """
     spage_impute = _import_spage()
-    targets = _check_targets(reference, target_genes)
-    shared = _shared_genes(st, reference)
-    spots = _expression(st, shared, preprocessing=preprocessing, log=True)
+    targets = check_targets(reference, target_genes)
+    shared = shared_genes(st, reference)
+    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
     keep = spots.std(axis=0) > 0
     shared = [g for g, kept in zip(shared, keep) if kept]
     if len(shared) < 2:
         raise CasperInputError(f"SpaGE needs at least 2 shared genes that vary over the spots; {len(shared)} do.")
     genes = list(dict.fromkeys(shared + targets))
-    cells = _expression(reference, genes, preprocessing=preprocessing, log=True)
+    cells = expression_of(reference, genes, preprocessing=preprocessing, log=True)
     spatial = AnnData(spots[:, keep], var=pd.DataFrame(index=shared))
     rna = AnnData(cells, var=pd.DataFrame(index=genes))
     n_pv = n_pv or max(1, min(MAX_PV, len(shared) // 2))
