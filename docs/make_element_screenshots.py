@@ -99,7 +99,7 @@ def xenium_labels() -> None:
             QTest.qWait(50)
         boundaries = next(layer for layer in viewer.layers if layer.name.startswith("cell_boundaries"))
         boundaries.visible = False
-        viewer.camera.center = (1700.0, 2600.0)  # a patch of cortex: each label filled with its cell's value
+        viewer.camera.center = (1700.0, 1200.0)  # a patch of cortex: each label filled with its cell's value
         viewer.camera.zoom = 2.2
         shot(viewer, "elements_xenium_labels.png")
         viewer.close()
