@@ -324,3 +324,42 @@ def test_bad_input_is_reported_and_widget_stays_usable(casper, qtbot):
     click(qtbot, widget.train_panel.train_button)
     assert "no scRNA-seq reference chosen" in widget.message.text()
     assert not widget.busy and widget.train_panel.train_button.isEnabled()
+
+
+def test_train_and_impute_by_click_on_cells_drawn_as_labels(make_napari_viewer, qtbot, tmp_path):
+    """A store whose table annotates cells drawn as labels: choose their centres as the spots, click
+    Train and Impute; the imputed gene is drawn on the labels themselves, each cell with its value."""
+    from gui_checks import choose
+    from test_cells_as_labels import cells_as
+
+    from napari_casper.io.store_writes import save_spatialdata
+
+    sdata, _, _ = cells_as("labels")
+    store = save_spatialdata(sdata, tmp_path / "cells.zarr")
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(store), plugin="napari-casper")
+    viewer.window.resize(1600, 1000)
+    widget = CasperWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(widget.train_panel.train_button.isVisible, timeout=10_000)
+    choose(qtbot, widget.data.spots, "cells_labels (centres)")
+    widget.train_panel.epochs.setValue(QUICK)
+    click(qtbot, widget.train_panel.train_button)
+    wait_idle(qtbot, widget)
+    workflow = widget.workflow
+    assert workflow is not None and workflow.imputer is not None, widget.message.text()
+    unmeasured = next(g for g in sorted(workflow.reference_genes) if g not in set(workflow.panel_genes) and g.isalpha())
+    type_text(qtbot, widget.impute.search, unmeasured)
+    click(qtbot, widget.impute.impute_button)
+    wait_idle(qtbot, widget)
+    layer = viewer.layers[f"casper:{unmeasured}"]
+    assert type(layer).__name__ == "Image" and layer.multiscale  # on the labels, not on discs
+    engine = CasperImputer(workflow.imputer.model, workflow.st).predict([unmeasured])[:, 0]
+    value = dict(zip(np.asarray(workflow.instance_ids), engine))
+    labels = np.asarray(sdata.labels["cells_labels"])
+    finest = np.asarray(layer.data[0])
+    assert finest.shape == labels.shape
+    drawn = np.flatnonzero(np.isin(labels.ravel(), list(value)))[::50]
+    expected = np.array([value[i] for i in labels.ravel()[drawn]])
+    np.testing.assert_allclose(finest.ravel()[drawn], expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(finest[labels == 0]).all()
