@@ -47,3 +47,20 @@ def test_glyphs_wait_while_a_worker_is_busy(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     assert shown[0] >= released and not background.workers_busy()
     assert glyphs.missing_glyphs(viewer, "xyzXYZ%") == []
+
+
+def test_a_new_colour_bar_waits_for_its_tick_and_units_glyphs(make_napari_viewer, qtbot):
+    """The first continuous layer's colour bar is shown once the canvas has every character of its
+    tick labels and its units line: nothing is left for the paint that shows them to render."""
+    import numpy as np
+
+    from napari_casper._widgets.common.layer_sync import add_or_update, units_lines
+    from napari_casper.display.value_layers import SpotGeometry, value_layer
+
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(0)
+    geometry = SpotGeometry(yx=rng.uniform(0, 100, (50, 2)), size=np.full(50, 3.0), affine=np.eye(3), element="spots", coordinate_system="global")
+    layer = add_or_update(viewer, value_layer(geometry, rng.normal(size=50), "casper:Penk"))
+    qtbot.waitUntil(lambda: layer.face_colorbar.visible and bool(units_lines(viewer)), timeout=20_000)
+    needed = glyphs.TICK_GLYPHS + "".join(units_lines(viewer))
+    assert glyphs.missing_glyphs(viewer, needed) == []

@@ -23,6 +23,8 @@ import weakref
 #: every character napari-casper writes on the canvas (layer names, genes, units, tick labels), and the
 #: ones vispy measures every text with (tall capitals and descenders)
 GLYPHS = "ÅÉÑŐjgpqy" + string.digits + ".-+e" + string.ascii_letters + string.punctuation + " µ"
+#: the characters of a colour bar's tick labels
+TICK_GLYPHS = string.digits + ".-+e"
 #: glyphs rendered per event-loop turn (~8 ms each under software OpenGL)
 GLYPHS_PER_TURN = 4
 #: the pause between two turns of rendering (a real timer: a zero-delay one is a posted event, and Qt

@@ -79,9 +79,10 @@ def decorate(viewer, layer) -> None:
         layer.events.visible.connect(lambda *_: show_units(viewer))
         layer.events.name.connect(lambda *_: show_units(viewer))
     watch(viewer)
-    from napari_casper._widgets.common.glyphs import GLYPHS, when_glyphs_ready
+    from napari_casper._widgets.common.glyphs import TICK_GLYPHS, when_glyphs_ready
 
-    text = GLYPHS[:13] + layer.name + str(layer.metadata[METADATA_KEY]["units"])  # tick labels, the units line
+    lines = "".join(units_lines(viewer))  # every units line shown with it (this layer's name and units among them)
+    text = TICK_GLYPHS + layer.name + str(layer.metadata[METADATA_KEY]["units"]) + lines
     when_glyphs_ready(viewer, text, lambda: _one_per_turn([lambda: _show_colour_bar(layer), lambda: show_units(viewer)]))
 
 
