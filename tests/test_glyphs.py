@@ -9,7 +9,7 @@ import time
 import pytest
 from gui_checks import Heartbeat
 
-from napari_casper._widgets.common import background, glyphs
+from napari_casper._widgets.common import activity, background, glyphs
 
 pytestmark = pytest.mark.gui
 
@@ -37,7 +37,7 @@ def test_glyphs_wait_while_a_worker_is_busy(make_napari_viewer, qtbot):
     release = threading.Event()
     runner = background.BackgroundRunner(lambda text: None)
     runner.run(release.wait, lambda _: None, 30)
-    qtbot.waitUntil(background.workers_busy, timeout=5_000)
+    qtbot.waitUntil(activity.workers_busy, timeout=5_000)
     shown = []
     glyphs.when_glyphs_ready(viewer, "xyzXYZ%", lambda: shown.append(time.perf_counter()))
     qtbot.wait(400)
@@ -45,7 +45,7 @@ def test_glyphs_wait_while_a_worker_is_busy(make_napari_viewer, qtbot):
     released = time.perf_counter()
     release.set()
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
-    assert shown[0] >= released and not background.workers_busy()
+    assert shown[0] >= released and not activity.workers_busy()
     assert glyphs.missing_glyphs(viewer, "xyzXYZ%") == []
 
 

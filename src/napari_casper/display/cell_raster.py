@@ -9,7 +9,7 @@ float levels that napari reads only for the tile on screen (NaN off the cells), 
 gene swaps lazy levels and costs nothing up front. :class:`CellHover` gives the cell and its value
 under the mouse.
 
-Pure numpy (and skimage to draw polygons); no napari import.
+Pure numpy (polygons are filled by :mod:`napari_casper.display.polygon_fill`); no napari import.
 """
 
 from __future__ import annotations
@@ -67,14 +67,12 @@ class CellRaster:
     (row, col) to the world (y, x) the layer is drawn in.
     """
 
-    def __init__(self, sources: list, affine: np.ndarray, lookup: LabelLookup, *, label_ids=None) -> None:
+    def __init__(self, sources: list, affine: np.ndarray, lookup: LabelLookup) -> None:
         if not sources:
             raise CasperInputError("no label image to draw the cells on.")
         self.sources = coarsened(sources)
         self.affine = np.asarray(affine, dtype=float)
         self.lookup = lookup
-        #: the label id drawn for each spot (for the hover text of label images drawn from polygons)
-        self.label_ids = label_ids
         self._inverse = np.linalg.inv(self.affine)
 
     @property
@@ -98,7 +96,7 @@ class CellRaster:
         positions = pd.Index(spot_ids).get_indexer(pd.Index(owners))
         keep = positions >= 0
         rings = [ring for ring, kept in zip(rings, keep) if kept]
-        image, to_element = draw_polygons(rings, positions[keep] + 1, side=polygon_side(rings))
+        image, to_element = draw_polygons(rings, positions[keep] + 1)
         lookup = LabelLookup(np.arange(1, len(spot_ids) + 1))
         return cls([image], np.asarray(affine, dtype=float) @ to_element, lookup)
 
@@ -151,18 +149,17 @@ class CellLevel:
 class CellHover:
     """The cell under a world position and its value, for a cell layer's status line."""
 
-    def __init__(self, raster: CellRaster, spot_ids, values: np.ndarray, *, noun: str = "cell") -> None:
+    def __init__(self, raster: CellRaster, spot_ids, values: np.ndarray) -> None:
         self.raster = raster
         self.spot_ids = np.asarray(spot_ids)
         self.values = np.asarray(values, dtype=np.float32)
-        self.noun = noun
 
     def describe(self, world_yx) -> str:
         """``cell: <id>, value: <value>`` for the cell under ``world_yx``; empty off the cells."""
         position = self.raster.position_at(world_yx)
         if position < 0:
             return ""
-        return f"{self.noun}: {self.spot_ids[position]}, value: {format_value(self.values[position])}"
+        return f"cell: {self.spot_ids[position]}, value: {format_value(self.values[position])}"
 
 
 def coarsened(levels: list) -> list:
@@ -206,28 +203,27 @@ def polygon_rings(shapes) -> tuple[list[np.ndarray], list, int]:
     return rings, owners, holes
 
 
-def polygon_side(rings: list[np.ndarray]) -> int:
-    """The longest side of the label image for ``rings``: :data:`PIXELS_PER_CELL` across the median cell."""
-    if not rings:
-        return POLYGON_SIDE_RANGE[0]
-    every = np.vstack(rings)
-    extent = float(np.ptp(every, axis=0).max())
+def polygon_side(rings: list[np.ndarray], extent: float) -> int:
+    """The longest side of the label image for ``rings`` spanning ``extent``: :data:`PIXELS_PER_CELL`
+    across the median cell."""
     sizes = np.array([np.ptp(ring, axis=0).max() for ring in rings[:: max(1, len(rings) // 2000)]])
     median = float(np.median(sizes)) if len(sizes) else extent
     wanted = PIXELS_PER_CELL * extent / max(median, 1e-12)
     return int(np.clip(wanted, *POLYGON_SIDE_RANGE))
 
 
-def draw_polygons(rings: list[np.ndarray], labels, *, side: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_polygons(rings: list[np.ndarray], labels, *, side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fill each ring ((n, 2) x, y) with its label into an int32 image whose longer side is ``side``
-    pixels; also the 3x3 affine from image (row, col) to the rings' (y, x) coordinates."""
+    pixels (default: :func:`polygon_side`); also the 3x3 affine from image (row, col) to the rings'
+    (y, x) coordinates."""
     from napari_casper.display.polygon_fill import fill_polygon_array
 
     if not rings:
         return np.zeros((1, 1), dtype=np.int32), np.eye(3)
     every = np.vstack(rings)
     lo, hi = every.min(axis=0), every.max(axis=0)
-    pixel = max(float((hi - lo).max()) / side, 1e-9)
+    extent = float((hi - lo).max())
+    pixel = max(extent / (side or polygon_side(rings, extent)), 1e-9)
     shape = tuple(int(np.ceil(v)) + 1 for v in ((hi - lo) / pixel)[::-1])  # (rows, cols)
     sizes = [len(ring) for ring in rings]
     image = fill_polygon_array(((every - lo) / pixel)[:, ::-1], sizes, labels, shape)  # (row, col) vertices

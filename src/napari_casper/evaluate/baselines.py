@@ -83,6 +83,24 @@ def shared_genes(st: AnnData, reference: AnnData) -> list[str]:
     return shared
 
 
+def varying_shared_expression(
+    st: AnnData, reference: AnnData, *, preprocessing: Preprocessing, unusable: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Log-normalised values of the genes shared by ``st`` and ``reference`` at the spots and at
+    the cells, each standardised per gene within its own data set, genes constant in either left
+    out (their z-scores are undefined); also the shared genes before that. ``unusable`` ends the
+    error raised when every shared gene is constant (what the method cannot do then)."""
+    shared = shared_genes(st, reference)
+    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
+    cells = expression_of(reference, shared, preprocessing=preprocessing, log=True)
+    keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
+    if not keep.any():
+        raise CasperInputError(
+            f"all {len(shared)} shared genes are constant in the spatial data or the {unusable}; share more genes"
+        )
+    return StandardScaler().fit_transform(spots[:, keep]), StandardScaler().fit_transform(cells[:, keep]), shared
+
+
 # --------------------------------------------------------------------------- reference mean
 
 
@@ -137,17 +155,9 @@ def impute_knn(
     ``(st.n_obs, len(target_genes))`` float array, in reference units.
     """
     targets = check_targets(reference, target_genes)
-    shared = shared_genes(st, reference)
-    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
-    cells = expression_of(reference, shared, preprocessing=preprocessing, log=True)
-    keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
-    if not keep.any():
-        raise CasperInputError(
-            f"all {len(shared)} shared genes are constant in the spatial data or the "
-            "reference, so spots cannot be compared with cells; share more genes"
-        )
-    spots = StandardScaler().fit_transform(spots[:, keep])
-    cells = StandardScaler().fit_transform(cells[:, keep])
+    spots, cells, _ = varying_shared_expression(
+        st, reference, preprocessing=preprocessing, unusable="reference, so spots cannot be compared with cells"
+    )
     search = NearestNeighbors(n_neighbors=min(k, reference.n_obs), metric="cosine", algorithm="brute")
     distance, neighbours = search.fit(cells).kneighbors(spots)
     if weighted:

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
-from napari_casper.errors import CasperInputError
-from napari_casper.evaluate.baselines import Preprocessing, check_targets, expression_of, shared_genes
+from napari_casper.evaluate.baselines import Preprocessing, check_targets, expression_of, varying_shared_expression
 
 #: the penalties GCV chooses among (per unit-variance panel gene)
 ALPHAS = np.logspace(-2, 5, 15)
@@ -48,17 +47,8 @@ def impute_ridge(
     from sklearn.linear_model import RidgeCV
 
     targets = check_targets(reference, target_genes)
-    shared = shared_genes(st, reference)
-    spots = expression_of(st, shared, preprocessing=preprocessing, log=True)
-    cells = expression_of(reference, shared, preprocessing=preprocessing, log=True)
-    keep = (spots.std(axis=0) > 0) & (cells.std(axis=0) > 0)
-    if not keep.any():
-        raise CasperInputError(
-            f"all {len(shared)} shared genes are constant in the spatial data or the reference: "
-            "no map from panel genes can be fit; share more genes"
-        )
-    spots, cells = spots[:, keep], cells[:, keep]
-    standardise = lambda x: (x - x.mean(axis=0)) / x.std(axis=0)  # noqa: E731 - within one modality
+    spots, cells, _ = varying_shared_expression(
+        st, reference, preprocessing=preprocessing, unusable="reference: no map from panel genes can be fit"
+    )  # each standardised within its own modality
     y = expression_of(reference, targets, preprocessing=preprocessing, log=True)
-    model = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(standardise(cells), y)
-    return model.predict(standardise(spots))
+    return RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(cells, y).predict(spots)

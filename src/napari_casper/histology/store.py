@@ -156,22 +156,18 @@ def save_histology_predictions(
     current = read_spatialdata(store)
     existing = element_names(current)
     source = element_options.get("source_spots")
-    if source is not None and source in existing and cell_element_kind(current, source):
-        table_name = table_name or free_names(existing)[1]
-        if table_name in existing:
-            raise CasperInputError(f"{store} already has an element named {table_name!r}; nothing was written. Choose a new name.")
-        _, table = prediction_elements(prediction, slide, spot_diameter_px, annotates=source, **element_options)
-        write_new_elements(store, {table_name: table})
-        return source, table_name
+    cells = source if source in existing and cell_element_kind(current, source) else None  # a table annotating them
     default_shapes, default_table = free_names(existing)
-    shapes_name = shapes_name or default_shapes
+    shapes_name = cells or shapes_name or default_shapes
     table_name = table_name or default_table
-    for name in (shapes_name, table_name):
+    for name in (table_name,) if cells else (shapes_name, table_name):
         if name in existing:
             raise CasperInputError(
                 f"{store} already has an element named {name!r}; nothing was written. Choose a new name, or "
                 "leave the names empty to get the next free version."
             )
-    shapes, table = prediction_elements(prediction, slide, spot_diameter_px, spots_name=shapes_name, **element_options)
-    write_new_elements(store, {shapes_name: shapes, table_name: table})  # one commit: both or neither
+    shapes, table = prediction_elements(
+        prediction, slide, spot_diameter_px, spots_name=shapes_name, annotates=cells, **element_options
+    )
+    write_new_elements(store, {table_name: table} if cells else {shapes_name: shapes, table_name: table})  # one commit
     return shapes_name, table_name

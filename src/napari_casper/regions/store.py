@@ -244,7 +244,7 @@ def save_regions(
         name = next_regions_name(current)
     table_name = name + TABLE_SUFFIX
     spots_table = name + SPOTS_SUFFIX if spots is not None else None
-    clash = sorted(({name, table_name} | ({spots_table} if spots_table else set())) & existing)
+    clash = sorted({name, table_name, spots_table} & existing)  # (None is no element's name)
     if clash and not overwrite:
         raise CasperInputError(
             f"{store} already has {clash}; nothing was written. Save as a new version "

@@ -15,7 +15,6 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_casper._widgets.common.activity import ACTIVE as _ACTIVE
 from napari_casper._widgets.common.activity import WARMING as _WARMING
-from napari_casper._widgets.common.activity import workers_busy  # noqa: F401 - the widgets' import point
 from napari_casper.errors import CasperInputError, TrainingCancelled
 
 

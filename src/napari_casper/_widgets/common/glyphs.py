@@ -22,7 +22,8 @@ import weakref
 
 #: every character napari-casper writes on the canvas (layer names, genes, units, tick labels), and the
 #: ones vispy measures every text with (tall capitals and descenders)
-GLYPHS = "ÅÉÑŐjgpqy" + string.digits + ".-+e" + string.ascii_letters + string.punctuation + " µ"
+MEASURING_GLYPHS = "ÅÉÑŐjgpqy"  # vispy renders these to measure any text, whatever it holds
+GLYPHS = MEASURING_GLYPHS + string.digits + ".-+e" + string.ascii_letters + string.punctuation + " µ"
 #: the characters of a colour bar's tick labels
 TICK_GLYPHS = string.digits + ".-+e"
 #: glyphs rendered per event-loop turn (~8 ms each under software OpenGL)
@@ -62,7 +63,7 @@ def when_glyphs_ready(viewer, text: str, then, *, max_wait_ms: int = BUSY_WAIT_M
     :data:`GLYPHS_PER_TURN` per event-loop turn."""
     from qtpy.QtCore import QTimer
 
-    todo = missing_glyphs(viewer, "ÅÉÑŐjgpqy" + text)
+    todo = missing_glyphs(viewer, MEASURING_GLYPHS + text)
     if not todo:
         then()
         return

@@ -11,7 +11,6 @@ PATTERNS = ("*.zarr/", "*.h5ad")
 PLUGIN = "napari-casper"
 
 
-
 def set_default_reader(undo: bool = False) -> tuple[dict[str, str], object]:
     """Add (or with ``undo`` remove) napari-casper as napari's reader for :data:`PATTERNS`; returns the
     reader preferences and the settings file they were saved to."""
