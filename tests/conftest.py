@@ -50,6 +50,18 @@ def pytest_collection_modifyitems(config, items):
         if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gui)
 
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Let the docks' warm-up threads (imports, numba compilation) end before the interpreter does: a
+    daemon thread still importing or compiling while Python finalises can crash the process at exit."""
+    import sys
+
+    activity = sys.modules.get("napari_casper._widgets.common.activity")
+    for thread in list(getattr(activity, "WARMING", {}).values()):
+        thread.join(timeout=120)
+
+
 SHARED_DATA = Path(os.environ.get("NAPARI_CASPER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 #: what each ../shared/data folder holds that the package does not ship, for skip reasons

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractButton,
     QComboBox,
@@ -14,13 +15,13 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_casper._widgets.regions.summary_plot import render_summary
 from napari_casper.errors import CasperInputError
 from napari_casper.regions import PRECEDENCES
 
@@ -39,19 +40,6 @@ def _fill_table(widget: QTableWidget, frame: pd.DataFrame, max_rows: int = 200) 
             text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
             widget.setItem(r, c, QTableWidgetItem(text))
     widget.resizeColumnsToContents()
-
-
-def _make_plot():
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
-
-    # fixed margins: tight_layout measures every label's text on each draw (0.3-0.5 s on the GUI thread)
-    figure = Figure(figsize=(4.2, 2.2))
-    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.88, wspace=0.9)
-    canvas = FigureCanvasQTAgg(figure)
-    canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-    canvas.setFixedHeight(220)
-    return canvas
 
 
 class StatsPanel(QGroupBox):
@@ -84,7 +72,7 @@ class StatsPanel(QGroupBox):
         self.de_table = QTableWidget()
         self.de_table.setToolTip("genes ranked by their difference inside vs outside")
         self.de_table.setMinimumHeight(120)
-        self.plot = None  # the matplotlib canvas, made at the first statistics (importing matplotlib takes seconds)
+        self.plot = None  # a QLabel showing the summary plot, made at the first statistics
         box = QVBoxLayout(self)
         overlaps = QHBoxLayout()
         overlaps.addWidget(QLabel("overlaps"))
@@ -115,14 +103,15 @@ class StatsPanel(QGroupBox):
         genes = host.suggest_panel.genes()
         precedence = self.precedence_combo.currentData()
 
+        colours, differential = self._colours(), self.differential
+
         def work():
-            return (
-                region_statistics(ctx, regions, genes, extra=extra, precedence=precedence),
-                assign_spots_to_regions(ctx, regions, precedence=precedence),
-            )
+            statistics = region_statistics(ctx, regions, genes, extra=extra, precedence=precedence)
+            labels = assign_spots_to_regions(ctx, regions, precedence=precedence)
+            return statistics, labels, render_summary(statistics, differential, colours)
 
         def done(result):
-            self.statistics, labels = result
+            self.statistics, labels, image = result
             per_spot = ctx.to_element_order(labels.astype(str), extra.index)
             host.set_spot_feature("region_class", pd.Categorical(per_spot, categories=labels.cat.categories))
             classes = host.classes
@@ -133,7 +122,7 @@ class StatsPanel(QGroupBox):
             self.de_combo.addItems(
                 [f"class: {c}" for c in dict.fromkeys(regions.classes)] + [f"region: {n}" for n in regions.names]
             )
-            self._draw_plot()
+            self._show_plot(image)
             counts = labels.value_counts()
             host.runner.say(
                 "spots per class: "
@@ -159,43 +148,36 @@ class StatsPanel(QGroupBox):
         inside = region_mask(ctx, regions, **({"classes": [label]} if kind == "class" else {"names": [label]}))
         check_comparable(inside)  # fail here, at once, rather than in the worker
         self.host.message.setText(f"ranking genes inside {label} vs the rest ...")
+        colours, statistics = self._colours(), self.statistics
 
-        def done(frame):
+        def work():
+            frame = differential_genes(ctx, inside)
+            frame.attrs["comparison"] = choice
+            return frame, render_summary(statistics, frame, colours)
+
+        def done(result):
+            frame, image = result
             self.differential = frame
-            self.differential.attrs["comparison"] = choice
             _fill_table(self.de_table, frame, max_rows=50)
-            self._draw_plot()
+            self._show_plot(image)
             self.host.runner.say(f"differential genes for {label}: top up {', '.join(map(str, frame['gene'][:5]))}.")
 
-        self.host.runner.run(differential_genes, done, ctx, inside)
+        self.host.runner.run(work, done)
 
-    def _draw_plot(self) -> None:
+    def _colours(self) -> dict[str, str]:
+        classes = self.host.classes
+        return {name: classes.colour(name) for name in classes.names}
+
+    def _show_plot(self, rgba: np.ndarray) -> None:
+        """Show the summary plot the worker rendered (:func:`render_summary`): only pixels on this thread."""
         if self.plot is None:
-            self.plot = _make_plot()
+            self.plot = QLabel()
             self.plot.setToolTip("spots per class, and the top genes of the last comparison")
             self._plot_slot.addWidget(self.plot)
-        figure = self.plot.figure
-        figure.clear()
-        left, right = figure.subplots(1, 2)
-        if self.statistics is not None:
-            classes = self.statistics[self.statistics["level"].isin(["class", "outside"])]
-            palette = self.host.classes
-            colours = [palette.colour(c) if c in palette else "#cccccc" for c in classes["name"]]
-            left.bar(classes["name"].astype(str), classes["n_spots"], color=colours)
-            left.set_title("spots per class", fontsize=8)
-            left.tick_params(labelsize=7, axis="both")
-            left.tick_params(axis="x", rotation=45)
-        if self.differential is not None:
-            top = self.differential.head(12)[::-1]
-            extra = [c for c in top.columns if c not in ("gene", "score", "log2_fold_change", "pval", "pval_adj")]
-            labels = [f"{g} ({e})" for g, e in zip(top["gene"], top[extra[0]])] if extra else top["gene"].astype(str)
-            right.barh(labels, top["log2_fold_change"], color="#e6194b")
-            right.set_title(f"top genes ({self.differential.attrs.get('comparison', '')})", fontsize=8)
-            right.set_xlabel("log2 fold change", fontsize=7)
-            right.tick_params(labelsize=6)
-        else:
-            right.axis("off")
-        self.plot.draw_idle()
+        height, width = rgba.shape[:2]
+        self._plot_pixels = np.ascontiguousarray(rgba)  # QImage reads this buffer: keep it alive
+        image = QImage(self._plot_pixels.data, width, height, 4 * width, QImage.Format.Format_RGBA8888)
+        self.plot.setPixmap(QPixmap.fromImage(image))
 
     def export_csv(self, path: str | Path) -> list[Path]:
         """Write the statistics (and differential genes, if computed) as CSV files."""

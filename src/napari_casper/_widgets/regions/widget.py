@@ -76,7 +76,7 @@ def warm_up_shapes() -> None:
     if not shapes_cache_is_warm():  # a fresh install: compile in a child first (even niced, a child
         compile_in_child()  # beside the viewer slows its GUI thread, so only when needed)
     exercise_shapes()
-    import matplotlib.backends.backend_qtagg  # noqa: F401 - the statistics plot's first draw imports it
+    import matplotlib.backends.backend_agg  # noqa: F401 - the statistics worker draws its plot with it
     import scanpy  # noqa: F401 - scoring and differential genes import it (3-5 s)
 
 
