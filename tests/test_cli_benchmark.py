@@ -74,3 +74,43 @@ def test_bad_input_is_a_clean_error(drosophila_pair, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main([*base, "--methods", "mean", "--folds", "500"]) == 1  # more folds than this data has genes: a data error
     assert "folds" in capsys.readouterr().err
+
+
+def test_small_section_case_from_one_section(tmp_path, capsys):
+    """--small-section: a central patch of one section from disjoint cells of the same section (packaged MOB1)."""
+    from conftest import mob_path
+
+    from napari_casper.evaluate.small_section import small_section
+
+    source = ad.read_h5ad(mob_path("MOB1"))
+    st, reference = small_section(source, n_spots=150, n_reference=200)
+    assert (st.n_obs, reference.n_obs) == (150, 200) and not set(st.obs_names) & set(reference.obs_names)
+    xy = source.obsm["spatial"]
+    distance = ((xy - pd.DataFrame(xy).median().to_numpy()) ** 2).sum(axis=1)
+    inside = pd.Series(distance, index=source.obs_names)
+    assert inside[st.obs_names].max() <= inside.drop(st.obs_names).min()  # the patch: the 150 nearest the centre
+
+    out = tmp_path / "small"
+    argv = [
+        "benchmark", "--st", str(mob_path("MOB1")), "--small-section", "150,200", "--methods", "ridge,mean",
+        "--folds", "2", "--genes-limit", "20", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert summary.loc["ridge", "PCC_mean"] > 0.1 and summary.loc["mean", "PCC_mean"] == 0
+    report = (out / "summary.md").read_text()
+    assert "the 150 cells nearest its centre (--small-section)" in report and "200 other cells of MOB1" in report
+    command = report.split("```")[1].strip()
+    assert "--small-section 150,200" in command and "--reference" not in command
+    rerun = tmp_path / "rerun"
+    assert main(command.split()[1:-1] + [str(rerun)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(rerun / "per_gene.csv"), pd.read_csv(out / "per_gene.csv"))
+    capsys.readouterr()
+
+    base = ["benchmark", "--st", str(mob_path("MOB1")), "--methods", "mean", "--out", str(tmp_path / "x")]
+    assert main([*base, "--small-section", "150,200", "--reference", str(mob_path("MOB2"))]) == 2
+    assert "leave out --reference" in capsys.readouterr().err
+    assert main([*base, "--small-section", "150"]) == 2
+    assert "two positive counts N,M" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--reference is required (or --small-section N,M" in capsys.readouterr().err

@@ -128,9 +128,10 @@ class CentroidCrossAttention(nn.Module):
         )
 
     def attend(
-        self, spot_panel: torch.Tensor, mask: torch.Tensor, cache: KeyValueCache
+        self, spot_panel: torch.Tensor, mask: torch.Tensor, cache: KeyValueCache, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of spots over centroids.
+        """Attention of spots over centroids; ``exclude`` ``(B,)`` names one centroid each query may
+        not attend to (a reference cell's own centroid), or is None.
 
         Returns ``(attention (H, B, C), hidden (B, D))``.
         """
@@ -144,6 +145,10 @@ class CentroidCrossAttention(nn.Module):
             norm = ((spot_panel * spot_panel) @ mask).clamp_min(1e-24).sqrt()
             cosine = (spot_panel @ cache.unit_profiles.T) / norm[:, None]  # B, C
             logits = logits + self.prior_scale[:, None, None] * cosine.unsqueeze(0)
+        if exclude is not None:
+            blocked = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=logits.device)
+            blocked[torch.arange(B, device=logits.device), exclude] = True
+            logits = logits.masked_fill(blocked.unsqueeze(0), float("-inf"))
         attention = torch.softmax(logits.float(), dim=-1).to(qh.dtype)
         mixed = (attention @ cache.values).transpose(0, 1).reshape(B, self.d_model)
         hidden = self.norm(query + self.out_proj(mixed))
@@ -183,10 +188,11 @@ class CentroidCrossAttention(nn.Module):
         gene_profiles: torch.Tensor,
         gene_profiles_z: torch.Tensor,
         gene_std: torch.Tensor,
+        exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict ``(B, G)`` for the genes whose centroid profiles are given (one mask)."""
         cache = self.encode_centroids(centroid_panel, mask)
-        attention, hidden = self.attend(spot_panel, mask, cache)
+        attention, hidden = self.attend(spot_panel, mask, cache, exclude)
         return self.decode(attention.mean(0), hidden, gene_profiles, gene_profiles_z, gene_std)
 
 

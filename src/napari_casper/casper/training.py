@@ -26,6 +26,7 @@ from napari_casper.casper.centroids import compute_centroids
 from napari_casper.casper.model import CasperModel, EpochRecord, TrainingHistory
 from napari_casper.casper.network import CentroidCrossAttention, standardize_profiles
 from napari_casper.casper.preprocess import prepare_pair, standardize
+from napari_casper.casper.reference_cells import ReferenceCells
 from napari_casper.errors import TrainingCancelled
 from napari_casper.runtime.control import CancelFlag, check_options, is_cancelled
 from napari_casper.runtime.device import autocast, grad_scaler, select_device, torch_threads
@@ -57,6 +58,9 @@ class CasperConfig:
     similarity_prior: bool = True
     prior_scale: float = 10.0
     gene_residual: bool = True
+    # supervision from the reference cells (panel genes in, other genes out; see reference_cells.py)
+    reference_weight: float = 0.0
+    reference_genes_per_step: int = 256
     # optimisation
     mask_fraction: float = 0.25
     batch_size: int = 512
@@ -134,10 +138,11 @@ def _split(n_spots: int, n_panel: int, config: CasperConfig, rng: np.random.Gene
     )
 
 
-def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[CasperModel, np.ndarray]:
+def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[CasperModel, np.ndarray, object]:
     """Preprocess, compute centroids and create an untrained :class:`CasperModel`.
 
-    Returns ``(model, spot_z)`` where ``spot_z`` is the ``(n_spots, P)`` standardised ST input.
+    Returns ``(model, spot_z, reference_expression)``: ``spot_z`` is the ``(n_spots, P)``
+    standardised ST input, ``reference_expression`` the normalised reference (cells x genes).
     """
     pair = prepare_pair(
         st,
@@ -176,7 +181,7 @@ def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[
         st_normalization=pair.report["st_normalization"],
         report=report,
     )
-    return model, spot_z
+    return model, spot_z, pair.reference_expression
 
 
 def fresh_network(n_panel: int, n_centroids: int, config: CasperConfig) -> CentroidCrossAttention:
@@ -264,12 +269,12 @@ def train_casper(
             max_steps=max(best.step, config.steps_per_epoch), refit=False,
         )
         # the same genes, standardisation and centroids: only the network starts afresh
-        base, spot_z = prepared
+        base, spot_z, reference_expression = prepared
         again = copy.copy(base)
         again.network = fresh_network(base.network.n_panel, base.network.n_centroids, refit)
         again.history = TrainingHistory()
         try:
-            final = _train((again, spot_z), refit, None, cancel, status=status)
+            final = _train((again, spot_z, reference_expression), refit, None, cancel, status=status)
         except TrainingCancelled as err:
             err.model = model  # the validated model is the best complete one
             raise
@@ -280,13 +285,15 @@ def train_casper(
         return final
 
 
-def _train(prepared: tuple[CasperModel, np.ndarray], config: CasperConfig, progress, cancel, status=None) -> CasperModel:
-    """Train ``prepared`` = ``(model, spot_z)`` from :func:`build_model`; ``status`` reports refit steps."""
+def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None) -> CasperModel:
+    """Train ``prepared`` = ``(model, spot_z, reference_expression)`` from :func:`build_model`;
+    ``status`` reports refit steps."""
     device = select_device(config.device)
     start = time.perf_counter()
-    model, spot_z = prepared
+    model, spot_z, reference_expression = prepared
     net = model.network.to(device)
     data = _Tensors(model, spot_z, device)
+    cells = ReferenceCells(model, reference_expression, device) if config.reference_weight > 0 else None
     n_spots, n_panel = spot_z.shape
     rng = np.random.default_rng(config.seed)
     val_genes, train_genes, val_spots, train_spots = _split(n_spots, n_panel, config, rng)
@@ -356,6 +363,8 @@ def _train(prepared: tuple[CasperModel, np.ndarray], config: CasperConfig, progr
                 data.profiles_std[targets],
             )
         loss = correlation_loss(pred, data.spots[spots_idx.to(device)][:, targets])
+        if cells is not None:
+            loss = loss + config.reference_weight * _reference_loss(net, cells, data, mask, hidden, batch, config, generator)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -386,6 +395,19 @@ def _train(prepared: tuple[CasperModel, np.ndarray], config: CasperConfig, progr
             if bad_epochs >= config.patience:
                 return finish(f"early stop: no validation gain for {config.patience} epochs")
     return finish("max_steps reached")
+
+
+def _reference_loss(net, cells: ReferenceCells, data: _Tensors, mask, hidden, batch: int, config, generator):
+    """The correlation loss of a batch of reference cells on genes not visible in this step."""
+    drawn = cells.draw(batch, config.reference_genes_per_step, hidden, generator)
+    if drawn is None:
+        return torch.zeros((), device=mask.device)
+    with autocast(mask.device, config.mixed_precision):
+        pred = net(
+            drawn.panel, mask, data.centroid_panel,
+            drawn.profiles, drawn.profiles_z, drawn.profiles_std, exclude=drawn.exclude,
+        )
+    return correlation_loss(pred, drawn.targets)
 
 
 def _draw_hidden(n_panel: int, n_hidden: int, train_genes: torch.Tensor, generator) -> torch.Tensor:

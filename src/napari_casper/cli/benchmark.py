@@ -54,7 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--st", required=True, type=Path, help="spatial data (.h5ad, spots x genes)")
     parser.add_argument(
-        "--reference", required=True, type=Path, help="scRNA-seq reference (.h5ad, cells x genes)"
+        "--reference", type=Path, help="scRNA-seq reference (.h5ad, cells x genes; not with --small-section)"
+    )
+    parser.add_argument(
+        "--small-section",
+        metavar="N,M",
+        help=(
+            "build the small same-technology case from --st instead: its N cells nearest the section's centre "
+            "are the spatial data, M other cells drawn at random the reference (e.g. 300,1000)"
+        ),
     )
     parser.add_argument(
         "--methods",
@@ -82,6 +90,7 @@ def command_line(args: argparse.Namespace) -> str:
     options = {
         "--st": args.st,
         "--reference": args.reference,
+        "--small-section": args.small_section,
         "--methods": args.methods,
         "--folds": args.folds,
         "--seed": args.seed,
@@ -117,12 +126,30 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 2:
         raise CasperUsageError(f"--folds must be at least 2 (got {args.folds}): each fold holds out genes the others see")
     require_file(args.st, "spatial (--st)", "pass an existing .h5ad file")
-    require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
-    check_output(args.out, (args.st, args.reference))  # the folder is created only when the results are written
+    if args.small_section is not None:
+        if args.reference is not None:
+            raise CasperUsageError("--small-section builds the reference from --st: leave out --reference")
+        args.small_sizes = _sizes(args.small_section)
+    else:
+        if args.reference is None:
+            raise CasperUsageError("--reference is required (or --small-section N,M to build a case from --st alone)")
+        require_file(args.reference, "reference (--reference)", "pass an existing .h5ad file")
+    check_output(args.out, tuple(p for p in (args.st, args.reference) if p is not None))  # the folder is created only when the results are written
     from napari_casper.io.outputs import OutputLock
 
     with OutputLock(args.out):  # one benchmark per output folder at a time
         return _run(args, methods)
+
+
+def _sizes(text: str) -> tuple[int, int]:
+    parts = split_list(text)
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise CasperUsageError(f"--small-section takes two positive counts N,M (cells in the patch, in the reference), got {text!r}")
+    return sizes
 
 
 def _run(args: argparse.Namespace, methods) -> int:
@@ -130,7 +157,15 @@ def _run(args: argparse.Namespace, methods) -> int:
     from napari_casper.evaluate.protocol import run_benchmark
 
     st = read_h5ad(args.st, "spatial (--st)")
-    reference = read_h5ad(args.reference, "reference (--reference)")
+    if args.small_section is not None:
+        from napari_casper.evaluate.small_section import small_section
+
+        n_spots, n_reference = args.small_sizes
+        st, reference = small_section(st, n_spots=n_spots, n_reference=n_reference, seed=args.seed)
+        reference_name = f"{n_reference} other cells of {args.st.stem}"
+    else:
+        reference = read_h5ad(args.reference, "reference (--reference)")
+        reference_name = args.reference.stem
 
     result = run_benchmark(
         st,
@@ -145,10 +180,12 @@ def _run(args: argparse.Namespace, methods) -> int:
     tables = {"per_gene.csv": result.per_gene, "summary.csv": result.summary, "runtimes.csv": result.runtimes}
     write_tables(args.out, tables)
     lines = [
-        f"# Imputation benchmark: {args.st.stem} from {args.reference.stem}",
+        f"# Imputation benchmark: {args.st.stem} from {reference_name}",
         "",
-        f"- spatial data: {_source(st, args.st)}",
-        f"- reference: {_source(reference, args.reference)}",
+        f"- spatial data: {_source(st, args.st)}" + (
+            f", the {st.n_obs} cells nearest its centre (--small-section)" if args.small_section else ""
+        ),
+        f"- reference: {_source(reference, args.reference) if args.reference else reference_name}",
         f"- protocol: strict {args.folds}-fold over genes (held-out genes removed from the "
         f"spatial data), seed {args.seed}; {result.split.describe()}",
         *[f"- {note}" for note in result.notes[1:]],

@@ -129,10 +129,19 @@ def units_lines(viewer) -> list[str]:
 
 
 def show_units(viewer) -> None:
-    """Write :func:`units_lines` into the viewer's text overlay (top right, above the colour bars)."""
+    """Write :func:`units_lines` into the viewer's text overlay (top right, above the colour bars).
+
+    A line with characters the canvas has not rendered yet (a new layer's name, when another
+    layer's visibility changes first) waits for them (:func:`~napari_casper._widgets.common.glyphs.when_glyphs_ready`)
+    rather than rendering them all in the next paint."""
+    from napari_casper._widgets.common.glyphs import MEASURING_GLYPHS, missing_glyphs, when_glyphs_ready
+
     lines = units_lines(viewer)
     overlay = viewer.canvas.overlays["text"]
     text = "\n".join(lines)
+    if text != overlay.text and missing_glyphs(viewer, MEASURING_GLYPHS + text):
+        when_glyphs_ready(viewer, text, lambda: show_units(viewer))
+        return
     if overlay.text != text:
         overlay.text = text
     if lines and overlay.position != "top_right":
