@@ -190,7 +190,7 @@ def same_values(a: Path, b: Path) -> bool:
 
 
 def bench_size(label, model_path, model, st, workdir: Path, args) -> None:
-    from napari_casper.casper.training import pearson_per_gene
+    from napari_casper.casper.objective import pearson_per_gene
 
     print(f"\n== {label}: {st.n_obs:,} cells x {st.n_vars} panel genes -> {len(model.centroids.genes):,} genes ==", flush=True)
     inf = bench_inference(model, st, args.threads)

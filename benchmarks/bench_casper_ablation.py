@@ -80,7 +80,8 @@ def main(argv=None) -> None:
             if label_key:
                 options = {"label_key": label_key, **options}
             pred = impute_with_casper(visible, reference, held, seed=0, **options)
-            scores = score_genes(st[:, held].X, pred, held)
+            measured = st[:, held].X
+            scores = score_genes(measured.toarray() if hasattr(measured, "toarray") else measured, pred, held)
             for gene, pcc in zip(held, scores["PCC"]):
                 rows.append({"variant": name, "fold": fold, "gene": gene, "PCC": float(pcc)})
             done = pd.DataFrame(rows)

@@ -37,7 +37,8 @@ from napari_casper.casper.centroids import Centroids
 from napari_casper.casper.imputation import CasperImputer
 from napari_casper.casper.model import CasperModel
 from napari_casper.casper.network import CentroidCrossAttention
-from napari_casper.casper.training import CasperConfig, pearson_per_gene, train_casper
+from napari_casper.casper.objective import pearson_per_gene
+from napari_casper.casper.training import CasperConfig, train_casper
 
 XENIUM = Path("..") / "shared" / "data" / "xenium" / "xenium_mouse_brain.h5ad"
 

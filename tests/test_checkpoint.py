@@ -40,6 +40,11 @@ def test_round_trip_is_bit_exact(setup, tmp_path):
     before = CasperImputer(model, visible).predict(genes)
     after = CasperImputer(loaded, visible).predict(genes)
     np.testing.assert_array_equal(before, after)
+    # trust and intervals travel with the model: the same numbers after the round trip
+    assert loaded.calibration.genes == model.calibration.genes and loaded.calibration.quantile == model.calibration.quantile
+    np.testing.assert_array_equal(loaded.calibration.reference_accuracy, model.calibration.reference_accuracy)
+    for a, b in zip(CasperImputer(model, visible).intervals(genes), CasperImputer(loaded, visible).intervals(genes)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_mismatching_genes_raise(setup, tmp_path):

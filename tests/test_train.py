@@ -11,7 +11,8 @@ import torch
 from conftest import drosophila_atlas, drosophila_reference, shared_path
 
 from napari_casper.casper.imputation import CasperImputer
-from napari_casper.casper.training import CasperConfig, pearson_per_gene, train_casper
+from napari_casper.casper.objective import pearson_per_gene
+from napari_casper.casper.training import CasperConfig, train_casper
 from napari_casper.errors import CasperInputError, TrainingCancelled
 
 #: ten Drosophila atlas genes held out of the ST panel (never seen in training)

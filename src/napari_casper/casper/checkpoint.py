@@ -5,7 +5,8 @@ A checkpoint is one ``torch.save`` file holding only tensors, strings, numbers, 
 arguments that rebuild it, the training config, the panel genes (ST and reference spelling), the
 centroid labels, sizes and whole-transcriptome expression, the standardisation statistics, the
 preprocessing report, the training history, the display group of each centroid (when every
-reference cell is a centroid; optional, so older files still load) and the library version. Loading restores the exact
+reference cell is a centroid; optional, so older files still load), the calibration of trust and
+intervals (optional too) and the library version. Loading restores the exact
 float32 values, so predictions after a round trip are bit-identical on the same device.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from napari_casper import __version__
+from napari_casper.casper.calibration import Calibration
 from napari_casper.casper.centroids import Centroids
 from napari_casper.casper.model import CasperModel, TrainingHistory
 from napari_casper.casper.network import CentroidCrossAttention
@@ -69,6 +71,11 @@ def save_checkpoint(model: CasperModel, path: str | Path) -> Path:
     }
     if model.centroid_groups is not None:
         payload["centroid_groups"] = [str(g) for g in model.centroid_groups]
+    if model.calibration is not None:
+        payload["calibration"] = {
+            k: (_tensor(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v)
+            for k, v in vars(model.calibration).items()
+        }
     with atomic_path(path) as scratch:  # a killed save leaves the earlier checkpoint intact; two saves are told
         torch.save(payload, scratch)
     return path
@@ -162,10 +169,18 @@ def load_checkpoint(
         history=TrainingHistory.from_dict(payload.get("history", {})),
         library_version=str(payload.get("library_version", "unknown")),
         centroid_groups=list(payload["centroid_groups"]) if payload.get("centroid_groups") is not None else None,
+        calibration=_calibration(payload.get("calibration")),
     )
     if panel_genes is not None:
         check_panel(model, panel_genes)
     return model
+
+
+def _calibration(saved: dict | None) -> Calibration | None:
+    """The saved calibration (None in files written before trust and intervals existed)."""
+    if saved is None:
+        return None
+    return Calibration.from_dict({k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved.items()})
 
 
 def check_panel(model: CasperModel, genes: Iterable[str]) -> None:

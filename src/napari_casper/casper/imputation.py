@@ -266,6 +266,50 @@ class CasperImputer:
             out[sl] = decode_block(att, hid, profiles, weights)
         return out[:, 0] if single else out
 
+    # -- trust and intervals (napari_casper.casper.calibration) ---------------------------------
+    @property
+    def calibration(self):
+        """The model's :class:`~napari_casper.casper.calibration.Calibration` (None: trained without one)."""
+        return self.model.calibration
+
+    def _calibration(self):
+        if self.model.calibration is None or not len(self.model.calibration.reference_accuracy):
+            raise CasperInputError(
+                "this model has no calibration (trained without validation genes, or by an older version): "
+                "train again to get trust and intervals"
+            )
+        return self.model.calibration
+
+    def trust(self, genes: Sequence[str]) -> np.ndarray:
+        """Expected Pearson r of each gene's prediction with what the spots would measure ``(G,)``."""
+        from napari_casper.casper.calibration import gene_signs
+
+        calibration = self._calibration()
+        idx = self.resolve_genes(list(genes))
+        signs = gene_signs(
+            self.model, self._spots, idx, hidden=self.encoder.hide_genes,
+            reference_accuracy=calibration.reference_accuracy[idx], reference_std=calibration.reference_std[idx],
+        )
+        return calibration.trust(signs)
+
+    def difficulty(self) -> np.ndarray:
+        """Each spot's difficulty ``(n_spots,)``, mean 1: how badly its own panel genes are predicted hidden."""
+        from napari_casper.casper.calibration import spot_difficulty
+
+        if getattr(self, "_difficulty", None) is None:
+            self._difficulty = spot_difficulty(self.model, self._spots, hidden=self.encoder.hide_genes)
+        return self._difficulty
+
+    def intervals(self, genes: Sequence[str], prediction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(trust (G,), low (n, G), high (n, G))``: conformal intervals at the calibration's level, in
+        standardised units of each gene over these spots (see :mod:`napari_casper.casper.calibration`)."""
+        calibration = self._calibration()
+        genes = list(genes)
+        prediction = self.predict(genes) if prediction is None else prediction
+        trust = self.trust(genes)
+        low, high = calibration.interval(prediction, trust, self.difficulty())
+        return trust, low, high
+
     def predict_gene(self, gene: str) -> np.ndarray:
         """One gene for all spots ``(n_spots,)``: two mat-vecs, no other gene computed."""
         return self.predict(gene)

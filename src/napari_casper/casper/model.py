@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from napari_casper import __version__
+from napari_casper.casper.calibration import Calibration
 from napari_casper.casper.centroids import Centroids
 from napari_casper.casper.network import CentroidCrossAttention
 
@@ -76,6 +77,9 @@ class CasperModel:
         when every reference cell is a centroid: the display group (Leiden cluster or label) of
         each centroid, in centroid order, so attention can be shown per cell type without
         clustering the reference again (None: not computed).
+    calibration
+        trust per gene and conformal intervals, calibrated on the validation genes
+        (:mod:`napari_casper.casper.calibration`; None: trained without validation genes).
     """
 
     network: CentroidCrossAttention
@@ -92,6 +96,7 @@ class CasperModel:
     history: TrainingHistory = field(default_factory=TrainingHistory)
     library_version: str = __version__
     centroid_groups: list[str] | None = None
+    calibration: Calibration | None = None
 
     @property
     def reference_genes(self) -> list[str]:

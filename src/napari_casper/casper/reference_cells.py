@@ -21,7 +21,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from napari_casper.casper.model import CasperModel
 from napari_casper.casper.network import standardize_profiles
 from napari_casper.casper.preprocess import dense, standardize
 
@@ -44,7 +43,8 @@ class ReferenceCells:
     Parameters
     ----------
     model
-        the model being trained (its panel, centroids and centroid statistics).
+        the :class:`~napari_casper.casper.model.CasperModel` being trained (its panel, centroids
+        and centroid statistics).
     expression
         ``(n_cells, n_genes)`` normalised reference matrix (dense or sparse) in the centroids'
         gene order, as :func:`~napari_casper.casper.preprocess.prepare_pair` returns it.
@@ -52,7 +52,7 @@ class ReferenceCells:
         where the batches are built.
     """
 
-    def __init__(self, model: CasperModel, expression, device: torch.device):
+    def __init__(self, model, expression, device: torch.device):
         self.device = device
         self.expression = expression.tocsr() if sp.issparse(expression) else np.asarray(expression, dtype=np.float32)
         panel_idx = model.centroids.gene_indices(model.panel_reference_genes)

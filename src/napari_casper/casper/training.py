@@ -22,9 +22,18 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from napari_casper.casper.calibration import Calibration, calibrate, complete
 from napari_casper.casper.centroids import compute_centroids
 from napari_casper.casper.model import CasperModel, EpochRecord, TrainingHistory
-from napari_casper.casper.network import CentroidCrossAttention, standardize_profiles
+from napari_casper.casper.network import CentroidCrossAttention
+from napari_casper.casper.objective import (
+    TrainingTensors,
+    correlation_loss,
+    draw_hidden,
+    reference_loss,
+    split_validation,
+    validate,
+)
 from napari_casper.casper.preprocess import prepare_pair, standardize
 from napari_casper.casper.reference_cells import ReferenceCells
 from napari_casper.errors import TrainingCancelled
@@ -35,6 +44,8 @@ from napari_casper.runtime.device import autocast, grad_scaler, select_device, t
 ProgressCallback = Callable[[EpochRecord], None]
 #: ``status(text)`` names the phase being run ("preparing genes and centroids", "refit: step 50 of 75")
 StatusCallback = Callable[[str], None]
+#: ``reference_weight="auto"`` compares the validation run without reference cells to one with this weight
+AUTO_REFERENCE_WEIGHT = 1.0
 #: during the refit, ``status`` is called every this many steps
 REFIT_STATUS_EVERY = 5
 
@@ -59,7 +70,7 @@ class CasperConfig:
     prior_scale: float = 10.0
     gene_residual: bool = True
     # supervision from the reference cells (panel genes in, other genes out; see reference_cells.py)
-    reference_weight: float = 0.0
+    reference_weight: float | str = "auto"
     reference_genes_per_step: int = 256
     # optimisation
     mask_fraction: float = 0.25
@@ -73,6 +84,7 @@ class CasperConfig:
     patience: int = 6
     selection_window: int = 3
     refit: bool = True
+    calibrate: bool = True
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -86,56 +98,6 @@ class CasperConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def correlation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-gene standardised MSE over spots, averaged over genes: ``(B, G), (B, G) -> ()``.
-
-    Both sides are z-scored per gene over the ``B`` spots, so the loss equals
-    ``mean_g 2 * (1 - r_g)`` and ignores each gene's offset and scale.
-    """
-    pred = pred.float()
-    target = target.float()
-    pz = (pred - pred.mean(0)) / (pred.std(0, unbiased=False) + 1e-6)
-    tz = (target - target.mean(0)) / (target.std(0, unbiased=False) + 1e-6)
-    return ((pz - tz) ** 2).mean()
-
-
-def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of ``pred`` with the same column of ``target`` (NaN -> 0)."""
-    p = pred - pred.mean(0)
-    t = target - target.mean(0)
-    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * t).sum(0) / denom
-    return np.nan_to_num(r)
-
-
-class _Tensors:
-    """Training tensors on the device: ST z-scores, centroid panel profiles (raw and z)."""
-
-    def __init__(self, model: CasperModel, spot_z: np.ndarray, device: torch.device):
-        self.spots = torch.as_tensor(spot_z, device=device)
-        self.centroid_panel = torch.as_tensor(model.centroid_panel(), device=device)
-        idx = model.centroids.gene_indices(model.panel_reference_genes)
-        raw = torch.as_tensor(model.centroids.expression[:, idx], device=device)
-        self.profiles = raw
-        self.profiles_z, self.profiles_std = standardize_profiles(raw)
-
-
-def _split(n_spots: int, n_panel: int, config: CasperConfig, rng: np.random.Generator):
-    n_val_genes = int(round(config.val_gene_fraction * n_panel))
-    n_val_genes = min(max(n_val_genes, 1), n_panel - 2) if config.val_gene_fraction > 0 else 0
-    n_val_spots = int(round(config.val_spot_fraction * n_spots))
-    n_val_spots = min(max(n_val_spots, 3), n_spots - 3) if n_val_genes else 0
-    genes = rng.permutation(n_panel)
-    spots = rng.permutation(n_spots)
-    return (
-        np.sort(genes[:n_val_genes]),
-        np.sort(genes[n_val_genes:]),
-        np.sort(spots[:n_val_spots]),
-        np.sort(spots[n_val_spots:]),
-    )
 
 
 def build_model(st: AnnData, reference: AnnData, config: CasperConfig) -> tuple[CasperModel, np.ndarray, object]:
@@ -259,8 +221,10 @@ def train_casper(
             status("preparing genes and centroids")
         prepared = build_model(st, reference, config)
         _check_cancel(cancel, None, "while preparing genes and centroids")
-        model = _train(prepared, config, progress, cancel)
+        model, config = _validate_weights(prepared, config, progress, cancel, status)
+        calibration = _calibrate(model, prepared, config, cancel, status)
         if not (config.refit and model.history.validation_genes and model.history.best_epoch):
+            model.calibration = calibration and complete(calibration, model, prepared[2])
             return model
         # refit: same recipe on every gene and spot, for as many steps as validation chose
         best = model.history.records[model.history.best_epoch]
@@ -269,34 +233,79 @@ def train_casper(
             max_steps=max(best.step, config.steps_per_epoch), refit=False,
         )
         # the same genes, standardisation and centroids: only the network starts afresh
-        base, spot_z, reference_expression = prepared
-        again = copy.copy(base)
-        again.network = fresh_network(base.network.n_panel, base.network.n_centroids, refit)
-        again.history = TrainingHistory()
+        reference_expression = prepared[2]
         try:
-            final = _train((again, spot_z, reference_expression), refit, None, cancel, status=status)
+            final = _train(_fresh_copy(prepared, refit), refit, None, cancel, status=status)
         except TrainingCancelled as err:
             err.model = model  # the validated model is the best complete one
             raise
-        final.config = config.to_dict()
+        final.config = model.config
+        final.calibration = calibration and complete(calibration, final, reference_expression)
         final.history = model.history
         final.history.stop_reason += f"; refit on all genes and spots for {refit.max_steps} steps"
         final.history.seconds = time.perf_counter() - start
         return final
 
 
-def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None) -> CasperModel:
+def _fresh_copy(prepared: tuple, config: CasperConfig) -> tuple:
+    """``prepared`` with a copy of its model whose network starts afresh (same genes, statistics, centroids)."""
+    base, spot_z, reference_expression = prepared
+    again = copy.copy(base)
+    again.network = fresh_network(base.network.n_panel, base.network.n_centroids, config)
+    again.history = TrainingHistory()
+    return again, spot_z, reference_expression
+
+
+def _validate_weights(prepared: tuple, config: CasperConfig, progress, cancel, status) -> tuple[CasperModel, CasperConfig]:
+    """The validation run; with ``reference_weight="auto"`` two of them, without and with the reference
+    cells (weight :data:`AUTO_REFERENCE_WEIGHT`), and the better validation score is kept. Returns the
+    selected model and the config with its weight (model.config records the choice)."""
+    auto = config.reference_weight == "auto"
+    chosen = CasperConfig.from_dict(config.to_dict(), reference_weight=0.0 if auto else float(config.reference_weight))
+    model = _train(prepared, chosen, progress, cancel)
+    if auto and model.history.validation_genes and model.history.best_epoch:
+        second = CasperConfig.from_dict(config.to_dict(), reference_weight=AUTO_REFERENCE_WEIGHT)
+        try:
+            other = _train(_fresh_copy(prepared, second), second, None, cancel, status, phase="validation with the reference cells")
+        except TrainingCancelled as err:
+            err.model = model
+            raise
+        scores = (model.history.best_val_score, other.history.best_val_score)
+        if scores[1] > scores[0]:
+            model, chosen = other, second
+        model.history.stop_reason += (
+            f"; reference cells: weight {chosen.reference_weight:g} chosen by validation r "
+            f"({scores[0]:.3f} without, {scores[1]:.3f} with)"
+        )
+    model.config = chosen.to_dict()
+    return model, chosen
+
+
+def _calibrate(model: CasperModel, prepared: tuple, config: CasperConfig, cancel, status) -> Calibration | None:
+    """Trust and intervals calibrated on the validation genes of the validation run's model (None
+    without validation genes or with ``calibrate=False``)."""
+    if not (config.calibrate and model.history.validation_genes):
+        return None
+    _check_cancel(cancel, model, "before calibrating")
+    if status is not None:
+        status("calibrating trust and intervals on the validation genes")
+    validation = np.array([model.panel_genes.index(g) for g in model.history.validation_genes])
+    with torch.no_grad():
+        return calibrate(model, prepared[1], validation, prepared[2], seed=config.seed)
+
+
+def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None, phase: str = "refit on all genes and spots") -> CasperModel:
     """Train ``prepared`` = ``(model, spot_z, reference_expression)`` from :func:`build_model`;
-    ``status`` reports refit steps."""
+    ``status`` reports the steps as ``"<phase>: step s of S"``."""
     device = select_device(config.device)
     start = time.perf_counter()
     model, spot_z, reference_expression = prepared
     net = model.network.to(device)
-    data = _Tensors(model, spot_z, device)
+    data = TrainingTensors(model, spot_z, device)
     cells = ReferenceCells(model, reference_expression, device) if config.reference_weight > 0 else None
     n_spots, n_panel = spot_z.shape
     rng = np.random.default_rng(config.seed)
-    val_genes, train_genes, val_spots, train_spots = _split(n_spots, n_panel, config, rng)
+    val_genes, train_genes, val_spots, train_spots = split_validation(n_spots, n_panel, config, rng)
     history = TrainingHistory(validation_genes=[model.panel_genes[i] for i in val_genes])
     model.history = history
     generator = torch.Generator().manual_seed(config.seed)
@@ -330,7 +339,7 @@ def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None)
         return model
 
     # epoch 0: the untrained model, so the history shows what training gained
-    val_loss, val_score = _validate(net, data, val_genes, val_spots, device, config)
+    val_loss, val_score = validate(net, data, val_genes, val_spots, device, config)
     history.records.append(EpochRecord(0, 0, float("nan"), val_loss, val_score))
     if progress is not None:
         progress(history.records[-1])
@@ -348,7 +357,7 @@ def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None)
             cursor = 0
         spots_idx = order[cursor : cursor + batch]
         cursor += batch
-        hidden = _draw_hidden(n_panel, n_hidden, train_genes_t, generator)
+        hidden = draw_hidden(n_panel, n_hidden, train_genes_t, generator)
         mask = torch.ones(n_panel, device=device)
         mask[hidden] = 0.0
         targets = hidden[torch.isin(hidden, train_genes_t)]
@@ -364,7 +373,7 @@ def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None)
             )
         loss = correlation_loss(pred, data.spots[spots_idx.to(device)][:, targets])
         if cells is not None:
-            loss = loss + config.reference_weight * _reference_loss(net, cells, data, mask, hidden, batch, config, generator)
+            loss = loss + config.reference_weight * reference_loss(net, cells, data, mask, hidden, batch, config, generator)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -373,10 +382,10 @@ def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None)
         losses.append(float(loss.detach()))
         step += 1
         if status is not None and (step % REFIT_STATUS_EVERY == 0 or step == config.max_steps):
-            status(f"refit on all genes and spots: step {step} of {config.max_steps}")
+            status(f"{phase}: step {step} of {config.max_steps}")
         if step % config.steps_per_epoch == 0 or step == config.max_steps:
             epoch += 1
-            val_loss, val_score = _validate(net, data, val_genes, val_spots, device, config)
+            val_loss, val_score = validate(net, data, val_genes, val_spots, device, config)
             record = EpochRecord(epoch, step, float(np.mean(losses)), val_loss, val_score)
             history.records.append(record)
             losses = []
@@ -395,45 +404,3 @@ def _train(prepared: tuple, config: CasperConfig, progress, cancel, status=None)
             if bad_epochs >= config.patience:
                 return finish(f"early stop: no validation gain for {config.patience} epochs")
     return finish("max_steps reached")
-
-
-def _reference_loss(net, cells: ReferenceCells, data: _Tensors, mask, hidden, batch: int, config, generator):
-    """The correlation loss of a batch of reference cells on genes not visible in this step."""
-    drawn = cells.draw(batch, config.reference_genes_per_step, hidden, generator)
-    if drawn is None:
-        return torch.zeros((), device=mask.device)
-    with autocast(mask.device, config.mixed_precision):
-        pred = net(
-            drawn.panel, mask, data.centroid_panel,
-            drawn.profiles, drawn.profiles_z, drawn.profiles_std, exclude=drawn.exclude,
-        )
-    return correlation_loss(pred, drawn.targets)
-
-
-def _draw_hidden(n_panel: int, n_hidden: int, train_genes: torch.Tensor, generator) -> torch.Tensor:
-    """Random hidden genes containing at least one training (non-validation) gene."""
-    while True:
-        hidden = torch.randperm(n_panel, generator=generator)[:n_hidden]
-        if torch.isin(hidden, train_genes).any():
-            return hidden
-
-
-@torch.no_grad()
-def _validate(net, data: _Tensors, val_genes, val_spots, device, config) -> tuple[float, float]:
-    """Validation loss and mean Pearson r of the hidden validation genes on validation spots."""
-    if len(val_genes) == 0:
-        return float("nan"), float("nan")
-    net.eval()
-    genes = torch.as_tensor(val_genes, device=device)
-    mask = torch.ones(data.spots.shape[1], device=device)
-    mask[genes] = 0.0
-    spots = data.spots[torch.as_tensor(val_spots, device=device)]
-    with autocast(device, config.mixed_precision):
-        pred = net(
-            spots, mask, data.centroid_panel,
-            data.profiles[:, genes], data.profiles_z[:, genes], data.profiles_std[genes],
-        )
-    target = spots[:, genes]
-    loss = float(correlation_loss(pred, target))
-    score = float(pearson_per_gene(pred.float().cpu().numpy(), target.cpu().numpy()).mean())
-    return loss, score
