@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, click, type_text
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from napari_casper._widgets.casper.compare import TITLES_NAME, panel_names
@@ -162,6 +162,33 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
     names = [layer.name for layer in viewer.layers]
     assert names.count(f"casper:{unmeasured}") == 1 and viewer.layers[f"casper:{unmeasured}"] is first
     assert first.visible and not viewer.layers["casper:ftz"].visible
+
+    # trust per gene in a sortable table, and the width of each spot's 90 % interval as a hidden layer beside the gene
+    table = widget.impute.trust_table
+    rows = {table.item(r, 0).text(): r for r in range(table.rowCount())}
+    assert set(rows) == {unmeasured, "ftz"}
+    expected = workflow.imputer.trust([unmeasured, "ftz"])
+    shown = [float(table.item(rows[g], 1).text()) for g in (unmeasured, "ftz")]
+    np.testing.assert_allclose(shown, expected, atol=6e-4)
+    width = viewer.layers[f"casper 90% width:{unmeasured}"]
+    assert not width.visible and "SD, width of the 90% interval" in str(width.metadata)
+    np.testing.assert_allclose(
+        width.features["value"].to_numpy(), workflow.imputer.interval_widths(expected[:1])[:, 0], rtol=1e-5
+    )
+    header = table.horizontalHeader()
+    trust_x = header.sectionViewportPosition(1) + header.sectionSize(1) // 2
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(trust_x, header.height() // 2))
+    order = [float(table.item(r, 1).text()) for r in range(table.rowCount())]
+    assert order == sorted(order) or order == sorted(order, reverse=True)  # a click on the header sorts by trust
+    # a threshold typed above the lower trust hides that gene's row and layer
+    low_gene = (unmeasured, "ftz")[int(np.argmin(expected))]
+    spin = widget.impute.trust_threshold
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, f"{float(np.min(expected)) + 0.001:.3f}")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    hidden = {table.item(r, 0).text() for r in range(table.rowCount()) if table.isRowHidden(r)}
+    assert hidden == {low_gene} and not viewer.layers[f"casper:{low_gene}"].visible
 
 
 def cancel_and_time(qtbot, widget) -> float:

@@ -33,6 +33,17 @@ def test_train_then_impute(files, capsys):
                  "--out", str(root / "pred.h5ad")]) == 0
     pred = ad.read_h5ad(root / "pred.h5ad")
     assert list(pred.var_names) == ["eve", "ftz"] and pred.n_obs == 3039
+    # trust per gene and each spot's 90 % interval width: 2 x var interval_scale x obs spot_difficulty
+    assert "var 'trust' (expected Pearson r), 90% interval widths" in capsys.readouterr().out
+    from napari_casper.casper.checkpoint import load_checkpoint
+    from napari_casper.casper.imputation import CasperImputer
+
+    imputer = CasperImputer(load_checkpoint(model), ad.read_h5ad(root / "st.h5ad"))
+    trust = imputer.trust(["eve", "ftz"])
+    np.testing.assert_allclose(pred.var["trust"], trust, rtol=1e-6)
+    widths = 2 * np.outer(pred.obs["spot_difficulty"], pred.var["interval_scale"])
+    np.testing.assert_allclose(widths, imputer.interval_widths(trust), rtol=1e-5)
+    assert 0.5 < pred.obs["spot_difficulty"].mean() < 1.5 and (pred.var["interval_scale"] > 0).all()
     # a gene named twice is refused (it used to write duplicated columns)
     assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"), "--genes", "eve,ftz,eve",
                  "--out", str(root / "dup.h5ad")]) == 2

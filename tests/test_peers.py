@@ -1,4 +1,4 @@
-"""The peers the benchmark runs beside CASPER: ridge on reference cells, and SpaGE (tissue-sc)."""
+"""The peers the benchmark runs beside CASPER: ridge on reference cells, SpaGE (tissue-sc) and gimVI (scvi-tools)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def test_ridge_and_spage_predict_drosophila_patterns(drosophila):
     pytest.importorskip("tissue", reason="spage needs tissue-sc (pip install napari-casper[peers])")
     spage = resolve_method("spage")(visible, ref, TARGETS)
     assert spage.shape == truth.shape and np.isfinite(spage).all() and pearson(truth, spage).mean() > 0.4
+
+
+def test_gimvi_predicts_the_targets_from_the_shared_genes(drosophila):
+    pytest.importorskip("scvi", reason="gimvi needs scvi-tools (pip install napari-casper[peers])")
+    visible, ref, truth = drosophila
+    gimvi = resolve_method("gimvi")
+    first = gimvi(visible, ref, TARGETS, seed=0, epochs=15)
+    assert first.shape == truth.shape and np.isfinite(first).all() and (first >= 0).all()  # log1p of rates
+    assert np.array_equal(first, gimvi(visible, ref, TARGETS, seed=0, epochs=15))  # seeded: the same numbers
+    assert pearson(truth, first).mean() > 0.0  # weak on Drosophila (issue #15: 0.22-0.26), but not noise
 
 
 def test_peers_explain_bad_input(drosophila, monkeypatch):

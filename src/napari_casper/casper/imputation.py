@@ -310,6 +310,11 @@ class CasperImputer:
         low, high = calibration.interval(prediction, trust, self.difficulty())
         return trust, low, high
 
+    def interval_widths(self, trust: np.ndarray) -> np.ndarray:
+        """``(n_spots, G)`` widths of the conformal intervals of genes with ``trust`` (standard deviations)."""
+        half = self._calibration().quantile * np.sqrt(1.0 - np.asarray(trust, dtype=np.float64) ** 2)
+        return (2.0 * self.difficulty()[:, None] * half[None, :]).astype(np.float32)
+
     def predict_gene(self, gene: str) -> np.ndarray:
         """One gene for all spots ``(n_spots,)``: two mat-vecs, no other gene computed."""
         return self.predict(gene)

@@ -55,6 +55,7 @@ class CasperWorkflow:
     cancelled: bool = False
     _groups: tuple | None = field(default=None, repr=False)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    trusts: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.st.n_obs == 0:
@@ -212,6 +213,7 @@ class CasperWorkflow:
             status("encoding the spots")
         self.imputer = CasperImputer(model, self.st, device=device)
         self.predictions.clear()
+        self.trusts.clear()
         self._groups = None
 
     def _require_model(self):
@@ -266,6 +268,21 @@ class CasperWorkflow:
             for j, gene in enumerate(todo):
                 self.predictions[gene] = values[:, j]
         return pd.DataFrame({g: self.predictions[g] for g in genes}, index=self.st.obs_names)
+
+    def trust(self, genes: Sequence[str]) -> pd.Series:
+        """Expected Pearson r of each gene's prediction (NaN for a model without calibration), cached."""
+        imputer = self._require_model()
+        todo = [str(g) for g in genes if str(g) not in self.trusts]
+        if todo and imputer.calibration is not None:
+            self.trusts.update(zip(todo, imputer.trust(todo)))
+        return pd.Series([self.trusts.get(str(g), np.nan) for g in genes], index=list(map(str, genes)), dtype=float)
+
+    def interval_widths(self, genes: Sequence[str]) -> pd.DataFrame | None:
+        """Per-spot widths of each gene's 90 % interval (None for a model without calibration)."""
+        trust = self.trust(genes)
+        if trust.isna().any():
+            return None
+        return pd.DataFrame(self._require_model().interval_widths(trust.to_numpy()), columns=trust.index, index=self.st.obs_names)
 
     def attention(self, head: int | None = None) -> np.ndarray:
         """``(n_spots, n_centroids)`` attention weights (mean over heads, or one head)."""

@@ -68,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--methods",
         default=DEFAULT_METHODS,
         help=(
-            "comma-separated methods: casper, tangram, tangram_clusters, knn, ridge, spage (tissue-sc), mean "
+            "comma-separated methods: casper, tangram, tangram_clusters, knn, ridge, spage (tissue-sc), "
+            "gimvi (scvi-tools), mean "
             f"(default {DEFAULT_METHODS})"
         ),
     )

@@ -112,6 +112,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trust_columns(imputer, genes, obs):
+    """``var`` trust + interval_scale and ``obs`` spot_difficulty (the 90 % interval of gene g at spot s
+    spans ``2 * var.interval_scale[g] * obs.spot_difficulty[s]`` standard deviations), when the model is calibrated."""
+    if imputer.calibration is None or not len(imputer.calibration.reference_accuracy):
+        return obs, None, " (no trust or intervals: the model has no calibration; train it again)"
+    import numpy as np
+    import pandas as pd
+
+    trust = imputer.trust(genes)
+    scale = imputer.calibration.quantile * np.sqrt(1.0 - trust**2)
+    var = pd.DataFrame({"trust": trust, "interval_scale": scale}, index=pd.Index(genes))
+    obs = obs.copy()
+    obs["spot_difficulty"] = imputer.difficulty()
+    level = round(100 * imputer.calibration.level)
+    return obs, var, f"; var 'trust' (expected Pearson r), {level}% interval widths = 2 x var 'interval_scale' x obs 'spot_difficulty'"
+
+
 def _run_h5ad(args: argparse.Namespace) -> int:
     from napari_casper.casper.batch.output import write_imputation
     from napari_casper.casper.batch.spot_source import check_spots
@@ -125,7 +142,8 @@ def _run_h5ad(args: argparse.Namespace) -> int:
     imputer = CasperImputer(model, st, device=args.device, restandardize=args.restandardize)
     genes = _genes(args, model)
     imputer.resolve_genes(genes)
-    write_imputation(imputer, genes, args.out, spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, obs=st.obs,
-                     obsm=dict(st.obsm.items()))
-    print(f"imputed {len(genes)} genes for {imputer.n_spots} spots -> {args.out}")
+    obs, var, note = _trust_columns(imputer, genes, st.obs)
+    write_imputation(imputer, genes, args.out, spot_chunk=args.spot_chunk, gene_chunk=args.gene_chunk, obs=obs,
+                     obsm=dict(st.obsm.items()), var=var)
+    print(f"imputed {len(genes)} genes for {imputer.n_spots} spots -> {args.out}{note}")
     return 0

@@ -39,6 +39,11 @@ def gene_layer_name(gene: str, method: str) -> str:
     return f"{method}:{gene}"
 
 
+def interval_layer_name(gene: str) -> str:
+    """``casper 90% width:<gene>``: the layer showing the width of CASPER's per-spot 90 % interval for ``gene``."""
+    return f"casper 90% width:{gene}"
+
+
 def uncertainty_layer_name(gene: str, method: str) -> str:
     """``<method> uncertainty:<gene>``: the layer showing the uncertainty of ``method``'s prediction of ``gene``."""
     if method not in PREDICTING_METHODS:

@@ -32,6 +32,7 @@ from anndata import AnnData
 from napari_casper.casper.imputation import impute_with_casper
 from napari_casper.errors import CasperInputError
 from napari_casper.evaluate.baselines import impute_knn, impute_reference_mean, impute_tangram, impute_tangram_clusters
+from napari_casper.evaluate.gimvi import impute_gimvi
 from napari_casper.evaluate.metrics import METRICS, accuracy_score, is_constant, score_genes
 from napari_casper.evaluate.ridge import impute_ridge
 from napari_casper.evaluate.spage import impute_spage
@@ -44,6 +45,7 @@ METHODS: dict[str, ImputeFn] = {
     "knn": impute_knn,
     "ridge": impute_ridge,
     "spage": impute_spage,
+    "gimvi": impute_gimvi,
     "tangram": impute_tangram,
     "tangram_clusters": impute_tangram_clusters,
     "mean": impute_reference_mean,

@@ -6,12 +6,15 @@ from qtpy.QtCore import QStringListModel, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCompleter,
+    QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -48,6 +51,26 @@ class ImputePanel(QGroupBox):
             "for a gene the panel measured: measured, predicted with that gene hidden, and their difference, side by side; "
             "press again (Back) to restore the view"
         )
+        self.trust_table = QTableWidget(0, 3)
+        self.trust_table.setHorizontalHeaderLabels(["gene", "trust", "90% width"])
+        self.trust_table.setSortingEnabled(True)
+        self.trust_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.trust_table.setMaximumHeight(130)
+        self.trust_table.verticalHeader().setVisible(False)
+        self.trust_table.setToolTip(
+            "imputed genes: trust = expected Pearson r with what the spots would measure (calibrated on panel genes "
+            "hidden in training); 90% width = mean width of the per-spot 90% interval, in standard deviations. "
+            "Click a header to sort."
+        )
+        self.trust_threshold = QDoubleSpinBox()
+        self.trust_threshold.setDecimals(3)
+        self.trust_threshold.setRange(-1.0, 1.0)
+        self.trust_threshold.setSingleStep(0.05)
+        self.trust_threshold.setValue(-1.0)
+        self.trust_threshold.setPrefix("hide trust below ")
+        self.trust_threshold.setToolTip("hide the genes whose trust is below this (their rows and their layers)")
+        self.trust_threshold.valueChanged.connect(self._apply_threshold)
+        self._trust: dict[str, float] = {}
         self.score = QLabel("")
         self.score.setWordWrap(True)
         self.colorbar = QLabel("")
@@ -63,6 +86,8 @@ class ImputePanel(QGroupBox):
         layout.addWidget(self.chosen)
         layout.addLayout(buttons)
         layout.addWidget(self.compare_button)
+        layout.addWidget(self.trust_table)
+        layout.addWidget(self.trust_threshold)
         layout.addWidget(self.score)
         layout.addWidget(self.colorbar)
         layout.addWidget(self.colorbar_range)
@@ -103,6 +128,42 @@ class ImputePanel(QGroupBox):
         """Selected genes, or all chosen genes when none is selected."""
         selected = [item.text() for item in self.chosen.selectedItems()]
         return selected or [self.chosen.item(i).text() for i in range(self.chosen.count())]
+
+    def show_trust(self, trust: dict[str, float], widths: dict[str, float]) -> None:
+        """Add or update rows: gene, trust, mean interval width (sortable; the threshold hides rows)."""
+        self._trust.update(trust)
+        table = self.trust_table
+        table.setSortingEnabled(False)
+        rows = {table.item(r, 0).text(): r for r in range(table.rowCount())}
+        for gene, value in trust.items():
+            row = rows.get(gene)
+            if row is None:
+                row = table.rowCount()
+                table.insertRow(row)
+            for column, item in enumerate((gene, value, widths.get(gene, float("nan")))):
+                cell = QTableWidgetItem()
+                if column == 0:
+                    cell.setText(str(item))
+                else:
+                    cell.setData(Qt.DisplayRole, round(float(item), 3))
+                table.setItem(row, column, cell)
+        table.setSortingEnabled(True)
+        table.resizeColumnsToContents()
+        self._apply_threshold()
+
+    def hidden_by_trust(self) -> set[str]:
+        """Genes whose trust is below the threshold."""
+        cut = self.trust_threshold.value()
+        return {g for g, t in self._trust.items() if t == t and t < cut}
+
+    def _apply_threshold(self, *_):
+        hidden = self.hidden_by_trust()
+        for row in range(self.trust_table.rowCount()):
+            self.trust_table.setRowHidden(row, self.trust_table.item(row, 0).text() in hidden)
+        self.threshold_changed(hidden)
+
+    def threshold_changed(self, hidden: set[str]) -> None:
+        """Called with the genes the threshold hides (the widget hides their layers)."""
 
     def show_colorbar(self, title: str, colormap: str, limits: tuple[float, float]) -> None:
         """Colour bar of the last gene layer: its colormap from the low to the high limit."""

@@ -53,6 +53,7 @@ class CasperWidget(RunsInBackground, QWidget):
         self.data = DataPanel(napari_viewer)
         self.train_panel = TrainPanel()
         self.impute = ImputePanel()
+        self.impute.threshold_changed = self._hide_untrusted
         self.attention_panel = AttentionPanel()
         self.save_button = QPushButton("Save results to SpatialData")
         self.save_button.setToolTip("write the imputed genes, attention and dominant centroid (with its colours) as a new table of the spots' store")
@@ -254,20 +255,47 @@ class CasperWidget(RunsInBackground, QWidget):
             self._fail(err)
             return
         self.message.setText(f"imputing {', '.join(genes)}...")
-        self._run(workflow.predict, self._show_predictions, genes)
 
-    def _show_predictions(self, frame) -> None:
-        """One layer per gene (updated in place when it exists); the newest gene shown, the other gene layers hidden."""
-        from napari_casper.display.value_layers import gene_layer_name, value_layer
+        def work(genes):
+            return workflow.predict(genes), workflow.trust(genes), workflow.interval_widths(genes)
 
+        self._run(work, self._show_predictions, genes)
+
+    def _show_predictions(self, result) -> None:
+        """One layer per gene (updated in place when it exists) and, hidden beside it, the width of its
+        90 % interval per spot; the newest gene shown, the other gene layers hidden; trust in the table."""
+        from napari_casper.display.value_layers import gene_layer_name, interval_layer_name, value_layer
+
+        frame, trust, widths = result
         self.compare_view.restore()
-        tuples = [value_layer(self.geometry(), frame[gene].to_numpy(), gene_layer_name(gene, "casper")) for gene in frame.columns]
+        geometry = self.geometry()
+        tuples = [value_layer(geometry, frame[gene].to_numpy(), gene_layer_name(gene, "casper")) for gene in frame.columns]
         for layer in self.viewer.layers:  # hidden first: only the newest gene is drawn
             if layer.name.startswith(GENE_PREFIX):
                 layer.visible = False
         for _, kwargs, _ in tuples[:-1]:
             kwargs["visible"] = False
-        self.runner.add_layers(lambda item: add_or_update(self.viewer, item), tuples, lambda layers: self._predictions_shown(frame, tuples, layers))
+        n_genes = len(tuples)
+        if widths is not None:
+            for gene in frame.columns:
+                width = value_layer(geometry, widths[gene].to_numpy(), interval_layer_name(gene), colormap="viridis",
+                                    units="SD, width of the 90% interval")  # fmt: skip
+                width[1]["visible"] = False
+                tuples.append(width)
+        self.impute.show_trust(trust.to_dict(), {} if widths is None else widths.mean().to_dict())
+        self.runner.add_layers(
+            lambda item: add_or_update(self.viewer, item), tuples,
+            lambda layers: self._predictions_shown(frame, tuples[:n_genes], layers[:n_genes]),
+        )  # fmt: skip
+
+    def _hide_untrusted(self, hidden: set[str]) -> None:
+        """The trust threshold hides the layers of the genes below it."""
+        from napari_casper.display.value_layers import gene_layer_name
+
+        for gene in hidden:
+            name = gene_layer_name(gene, "casper")
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
 
     def _predictions_shown(self, frame, tuples, layers) -> None:
         newest = layers[-1]

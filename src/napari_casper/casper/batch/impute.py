@@ -139,7 +139,7 @@ class _State:
         return np.concatenate(atts), np.concatenate(hids)
 
 
-def _skeleton(state: _State, genes: list[str], manifest: dict, obs, obsm) -> AnnData:
+def _skeleton(state: _State, genes: list[str], manifest: dict, obs, obsm, extra_var=None) -> AnnData:
     """The output table without ``X``: obs, var, coordinates, SpatialData annotation, manifest."""
     from spatialdata.models import TableModel
 
@@ -152,6 +152,8 @@ def _skeleton(state: _State, genes: list[str], manifest: dict, obs, obsm) -> Ann
     if source is not None and source.spatial is not None:
         obsm.setdefault("spatial", np.asarray(source.spatial))
     var = pd.DataFrame(index=pd.Index(genes, name=None))
+    if extra_var is not None:
+        var = var.join(extra_var)
     attrs = source.table_attrs if source is not None else None
     if attrs:
         table = TableModel.parse(AnnData(obs=obs_df, var=var, obsm=obsm or None), region=attrs["region"],
@@ -244,6 +246,7 @@ def impute_to_zarr(
     encode_batch: int = 16384,
     obs: pd.DataFrame | None = None,
     obsm: dict | None = None,
+    var: pd.DataFrame | None = None,
     progress: Callable[[BlockProgress], None] | None = None,
 ) -> BatchResult:
     """Impute ``genes`` for every spot into a chunked zarr SpatialData table, resumably.
@@ -275,6 +278,8 @@ def impute_to_zarr(
         local decoding threads (default: the CPUs this process may use).
     progress
         called with a :class:`BlockProgress` after every finished block.
+    var
+        columns added to the output's genes table (indexed by gene), e.g. trust.
 
     Re-running the same call on an interrupted output computes only the missing blocks; on a
     finished one it does nothing (``status == "already complete"``).
@@ -293,7 +298,7 @@ def impute_to_zarr(
                        hide_genes=hide_genes, encode_batch=encode_batch)
         try:
             return _impute(state, [str(g) for g in genes], out, store, table_name, spot_chunk, gene_chunk, scheduler,
-                           restart, threads, obs, obsm, progress)
+                           restart, threads, obs, obsm, progress, var)
         except OSError as err:
             raise write_error(err, written, kept="Blocks already written are kept: run the same command again to "
                               "resume.") from err
@@ -303,7 +308,7 @@ def impute_to_zarr(
 
 
 def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, scheduler, restart, threads, obs, obsm,
-            progress) -> BatchResult:
+            progress, var=None) -> BatchResult:
     if not genes:
         raise CasperInputError("no genes to impute: give at least one reference gene")
     repeated = sorted(g for g, n in Counter(genes).items() if n > 1)
@@ -341,7 +346,7 @@ def _impute(state, genes, out, store, table_name, spot_chunk, gene_chunk, schedu
     if complete:
         return BatchResult(target, name, "already complete", len(grid), 0, 0.0, 0.0)
     if not partial.exists():
-        batch_store.create_partial(partial, _skeleton(state, genes, manifest, obs, obsm), len(genes), spot_chunk, gene_chunk)
+        batch_store.create_partial(partial, _skeleton(state, genes, manifest, obs, obsm, var), len(genes), spot_chunk, gene_chunk)
     start = time.perf_counter()
     computed, elements = 0, 0
     if not batch_store.is_finished(partial):
