@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, click, type_text
+from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
 from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -40,7 +40,7 @@ def checkpoint(tmp_path_factory):
     cells = next(kwargs for _, kwargs, _ in layers if kwargs["name"] == "cells")
     meta = cells["metadata"]["napari_casper"]
     workflow = CasperWorkflow.from_layer_metadata(meta, meta["sdata"].tables["reference"])
-    workflow.train(max_steps=QUICK * 25)
+    workflow.train(max_steps=QUICK * 25, reference_weight=0.0)
     return workflow.save_checkpoint(tmp_path_factory.mktemp("casper") / "drosophila.pt")
 
 
@@ -51,6 +51,7 @@ def casper(make_napari_viewer, qtbot):
     widget = CasperWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.train_panel.epochs.setValue(QUICK)
+    choose(qtbot, widget.train_panel.reference_cells, "don't use")  # quicker; 'auto' is clicked where it is tested
     yield viewer, widget
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
@@ -111,6 +112,7 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
     click(qtbot, widget.impute.impute_button)
     assert "no trained model" in widget.message.text()
 
+    choose(qtbot, widget.train_panel.reference_cells, "auto")  # with and without the reference cells, the better kept
     log = StatusLog(widget)
     with Heartbeat() as beat:
         click(qtbot, widget.train_panel.train_button)
@@ -121,7 +123,11 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
     print(f"\ntraining: longest GUI stall {beat.longest:.3f} s; phases {log.texts}")
     workflow = widget.workflow
     assert workflow is not None and workflow.imputer is not None, widget.message.text()
-    for phase in ("preparing genes and centroids", f"epoch 1 of {QUICK}", "refit on all genes and spots: step", "encoding the spots"):
+    phases = (
+        "preparing genes and centroids", f"epoch 1 of {QUICK}", "validation with the reference cells: step",
+        "calibrating trust and intervals", "refit on all genes and spots: step", "encoding the spots",
+    )  # fmt: skip
+    for phase in phases:
         assert log.seen(phase), f"phase {phase!r} never shown: {log.texts}"
     plot = widget.train_panel.plot
     assert plot.history and plot.axes.get_xlim()[1] >= QUICK  # the live loss curve shows every epoch
@@ -356,7 +362,6 @@ def test_bad_input_is_reported_and_widget_stays_usable(casper, qtbot):
 def test_train_and_impute_by_click_on_cells_drawn_as_labels(make_napari_viewer, qtbot, tmp_path):
     """A store whose table annotates cells drawn as labels: choose their centres as the spots, click
     Train and Impute; the imputed gene is drawn on the labels themselves, each cell with its value."""
-    from gui_checks import choose
     from test_cells_as_labels import cells_as
 
     from napari_casper.io.store_writes import save_spatialdata
@@ -371,6 +376,7 @@ def test_train_and_impute_by_click_on_cells_drawn_as_labels(make_napari_viewer, 
     qtbot.waitUntil(widget.train_panel.train_button.isVisible, timeout=10_000)
     choose(qtbot, widget.data.spots, "cells_labels (centres)")
     widget.train_panel.epochs.setValue(QUICK)
+    choose(qtbot, widget.train_panel.reference_cells, "don't use")
     click(qtbot, widget.train_panel.train_button)
     wait_idle(qtbot, widget)
     workflow = widget.workflow

@@ -24,7 +24,7 @@ def trained():
     workflow = CasperWorkflow.from_layer_metadata(layer_meta(sdata, "cells"), sdata.tables["reference"], centroid_method="cells")
     truth = {g: workflow.measured(g) for g in HELD_OUT}
     workflow.st = workflow.st[:, [g for g in workflow.st.var_names if g not in HELD_OUT]].copy()
-    workflow.train(max_steps=100, seed=0)
+    workflow.train(max_steps=100, seed=0, reference_weight=0.0)
     return workflow, truth, sdata
 
 
@@ -94,7 +94,7 @@ def test_phases_are_named_and_clustering_is_cancelled_within_a_second():
             stamps["asked"] = time.perf_counter()
             cancel.set()
 
-    workflow.train(max_steps=20, steps_per_epoch=10, status=status, cancel=cancel)
+    workflow.train(max_steps=20, steps_per_epoch=10, status=status, cancel=cancel, reference_weight=0.0)
     stopped = time.perf_counter() - stamps["asked"]
     assert phases[0] == "preparing genes and centroids" and "refit on all genes and spots: step 20 of 20" in phases
     assert phases[-1] == "encoding the spots" and "clustering the reference" in phases

@@ -73,6 +73,10 @@ class TrainingGroup(QGroupBox):
         self.cancel_button.setEnabled(running)
 
 
+#: the reference-cells choices and the ``reference_weight`` each sets
+REFERENCE_CELLS = {"auto": "auto", "use": 1.0, "don't use": 0.0}
+
+
 class TrainPanel(TrainingGroup):
     """CASPER's hyper-parameters and the buttons; the owning widget runs the work."""
 
@@ -90,12 +94,19 @@ class TrainPanel(TrainingGroup):
         self.batch_size.setToolTip("spots per batch")
         self.heads = _spin(1, 16, 2)
         self.heads.setToolTip("attention heads of the cross-attention")
+        self.reference_cells = QComboBox()
+        self.reference_cells.addItems(list(REFERENCE_CELLS))
+        self.reference_cells.setToolTip(
+            "also learn from the reference cells (their panel genes in, every other gene out): 'auto' trains "
+            "with and without them and keeps the better on validation genes (about twice the time)"
+        )
         self._lay_out(
             [
                 ("epochs", self.epochs),
                 ("learning rate", self.learning_rate),
                 ("batch size", self.batch_size),
                 ("attention heads", self.heads),
+                ("reference cells", self.reference_cells),
             ]
         )
 
@@ -110,6 +121,7 @@ class TrainPanel(TrainingGroup):
             "learning_rate": self.learning_rate.value(),
             "batch_size": self.batch_size.value(),
             "heads": self.heads.value(),
+            "reference_weight": REFERENCE_CELLS[self.reference_cells.currentText()],
             "device": self.device.currentText(),
             "seed": self.seed.value(),
         }
