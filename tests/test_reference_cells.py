@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import drosophila_atlas, drosophila_reference
 
@@ -59,3 +60,20 @@ def test_clusters_as_centroids_exclude_nothing():
     cells = ReferenceCells(model, expression, torch.device("cpu"))
     assert cells.own_centroid is None
     assert cells.draw(16, 5, torch.tensor([1]), torch.Generator().manual_seed(0)).exclude is None
+
+
+def test_auto_trains_with_and_without_the_reference_cells_and_keeps_the_better_validation():
+    from napari_casper.casper.training import train_casper
+
+    st = drosophila_atlas()
+    reference = drosophila_reference()[:300].copy()
+    phases = []
+    model = train_casper(st, reference, max_steps=30, steps_per_epoch=10, device="cpu", status=phases.append)
+    assert any(p.startswith("validation with the reference cells: step") for p in phases)
+    reason = model.history.stop_reason
+    scores = [float(x) for x in reason.split("validation r (")[1].split(")")[0].replace(" without", "").replace(" with", "").split(", ")]
+    chosen = 1.0 if scores[1] > scores[0] else 0.0
+    assert f"reference cells: weight {chosen:g} chosen" in reason and model.config["reference_weight"] == chosen
+    for weight in (0.0, 1.0):  # the choice is the same as training each alone would score
+        alone = train_casper(st, reference, max_steps=30, steps_per_epoch=10, device="cpu", reference_weight=weight, refit=False, calibrate=False)
+        assert alone.history.best_val_score == pytest.approx(scores[int(weight)], abs=1e-3)

@@ -17,7 +17,7 @@ from napari_casper.errors import CasperInputError, TrainingCancelled
 
 #: ten Drosophila atlas genes held out of the ST panel (never seen in training)
 HELD_OUT = ["eve", "ftz", "h", "run", "odd", "prd", "sna", "gt", "Kr", "hb"]
-FAST = dict(max_steps=60, steps_per_epoch=15, device="cpu")
+FAST = dict(max_steps=60, steps_per_epoch=15, device="cpu", reference_weight=0.0)  # reference_weight: tests/test_reference_cells.py
 
 
 def selected_epoch(records, window=3):
@@ -73,7 +73,7 @@ def test_held_out_genes_are_predicted(trained, drosophila):
 
 def test_training_is_deterministic(drosophila):
     _, st_visible, ref = drosophila
-    a = train_casper(st_visible, ref, max_steps=15, steps_per_epoch=5, device="cpu", seed=3)
+    a = train_casper(st_visible, ref, max_steps=15, steps_per_epoch=5, device="cpu", seed=3, reference_weight="auto")
     b = train_casper(st_visible, ref, max_steps=15, steps_per_epoch=5, device="cpu", seed=3)
     for (name, x), (_, y) in zip(a.network.state_dict().items(), b.network.state_dict().items()):
         assert torch.equal(x, y), name
@@ -105,14 +105,14 @@ def test_callable_cancel_and_early_stopping(drosophila):
     with pytest.raises(TrainingCancelled):
         train_casper(st_visible, ref, cancel=lambda: calls.append(1) or len(calls) > 3, **FAST)
     assert len(calls) == 4  # checked before every batch
-    model = train_casper(st_visible, ref, max_steps=400, steps_per_epoch=5, patience=1, device="cpu")
+    model = train_casper(st_visible, ref, max_steps=400, steps_per_epoch=5, patience=1, device="cpu", reference_weight=0.0)
     assert model.history.stop_reason.startswith("early stop")
     assert model.history.records[-1].step < 400
 
 
 def test_refit_uses_every_gene(drosophila):
     _, st_visible, ref = drosophila
-    model = train_casper(st_visible, ref, max_steps=20, steps_per_epoch=5, device="cpu", refit=True)
+    model = train_casper(st_visible, ref, max_steps=20, steps_per_epoch=5, device="cpu", refit=True, reference_weight=0.0)
     assert "refit on all genes and spots" in model.history.stop_reason
     assert model.config["refit"] and model.history.validation_genes
 
@@ -120,7 +120,7 @@ def test_refit_uses_every_gene(drosophila):
 def test_labelled_rank_data_seqfish():
     st = ad.read_h5ad(shared_path("seqfish", "seqfish_cortex.h5ad"))
     ref = ad.read_h5ad(shared_path("seqfish", "tasic_scrna.h5ad"))
-    model = train_casper(st, ref, label_key="cell_type", max_steps=10, steps_per_epoch=5, device="cpu")
+    model = train_casper(st, ref, label_key="cell_type", max_steps=10, steps_per_epoch=5, device="cpu", reference_weight=0.0)
     assert model.st_normalization == "none"  # ranks are not logged
     assert model.report["reference_normalization"] == "none"
     assert model.centroids.method == "label:cell_type"

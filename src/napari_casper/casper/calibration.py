@@ -158,29 +158,43 @@ def fit(
 # -- the model's side: predictions with genes hidden, signs, difficulty ------------------------------------
 
 
-def predict_hidden(model, z: np.ndarray, hidden: list[str], gene_idx: np.ndarray, exclude=None) -> np.ndarray:
-    """Predictions ``(n, G)`` of the reference columns ``gene_idx`` for the z-scored profiles ``z``,
-    with the panel genes ``hidden`` masked out of every profile and centroid (as in training);
-    ``exclude`` (a tensor of one centroid per row, or None) is left out of each row's attention."""
+def _state(model, z: np.ndarray, hidden: list[str], exclude=None):
+    """``(mask, attention (n, C), state (n, D))`` of the z-scored profiles ``z`` with ``hidden`` masked."""
     import torch
-
-    from napari_casper.casper.network import standardize_profiles
 
     net = model.network.eval()
     mask = torch.ones(len(model.panel_genes))
     for gene in hidden:
         mask[model.panel_genes.index(gene)] = 0.0
-    out = np.empty((len(z), len(gene_idx)), dtype=np.float32)
+    attentions, states = [], []
     with torch.no_grad():
         cache = net.encode_centroids(torch.as_tensor(model.centroid_panel()), mask)
-        profiles = torch.as_tensor(model.centroids.expression[:, np.asarray(gene_idx, dtype=np.int64)])
-        profiles_z, profiles_std = standardize_profiles(profiles)
         for start in range(0, len(z), 16384):
             rows = torch.as_tensor(np.asarray(z[start : start + 16384], dtype=np.float32))
             part = None if exclude is None else exclude[start : start + 16384]
             attention, state = net.attend(rows, mask, cache, part)
-            out[start : start + len(rows)] = net.decode(attention.mean(0), state, profiles, profiles_z, profiles_std).numpy()
-    return out
+            attentions.append(attention.mean(0))
+            states.append(state)
+    return torch.cat(attentions), torch.cat(states)
+
+
+def _decode(model, attention, state, gene_idx: np.ndarray) -> np.ndarray:
+    import torch
+
+    from napari_casper.casper.network import standardize_profiles
+
+    with torch.no_grad():
+        profiles = torch.as_tensor(model.centroids.expression[:, np.asarray(gene_idx, dtype=np.int64)])
+        profiles_z, profiles_std = standardize_profiles(profiles)
+        return model.network.decode(attention, state, profiles, profiles_z, profiles_std).numpy()
+
+
+def predict_hidden(model, z: np.ndarray, hidden: list[str], gene_idx: np.ndarray, exclude=None) -> np.ndarray:
+    """Predictions ``(n, G)`` of the reference columns ``gene_idx`` for the z-scored profiles ``z``,
+    with the panel genes ``hidden`` masked out of every profile and centroid (as in training);
+    ``exclude`` (a tensor of one centroid per row, or None) is left out of each row's attention."""
+    attention, state = _state(model, z, list(hidden), exclude)
+    return _decode(model, attention, state, gene_idx)
 
 
 def spot_difficulty(model, z: np.ndarray, *, hidden: list[str] = (), seed: int = 0) -> np.ndarray:
@@ -247,12 +261,13 @@ def reference_accuracy(model, reference_expression, gene_idx: np.ndarray, *, hid
     if cells.n_cells > max_cells:
         rows = np.sort(np.random.default_rng(seed).choice(cells.n_cells, max_cells, replace=False))
     exclude = None if cells.own_centroid is None else cells.own_centroid[torch.as_tensor(rows)]
-    panel = cells.panel[torch.as_tensor(rows)].numpy()
+    attention, state = _state(model, cells.panel[torch.as_tensor(rows)].numpy(), list(hidden), exclude)
+    expression = cells.expression[rows]
+    expression = expression.tocsc() if hasattr(expression, "tocsc") else expression  # column slices below
     out = np.zeros(len(gene_idx))
     for start in range(0, len(gene_idx), 512):
         idx = np.asarray(gene_idx[start : start + 512])
-        prediction = predict_hidden(model, panel, list(hidden), idx, exclude)
-        out[start : start + len(idx)] = pearson_columns(prediction, dense(cells.expression[rows][:, idx]))
+        out[start : start + len(idx)] = pearson_columns(_decode(model, attention, state, idx), dense(expression[:, idx]))
     return out
 
 
