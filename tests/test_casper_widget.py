@@ -150,6 +150,7 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
     engine = CasperImputer(workflow.imputer.model, workflow.st).predict([unmeasured])[:, 0]
     np.testing.assert_allclose(first.features["value"].to_numpy(), engine, rtol=1e-5, atol=1e-6)
     assert first.visible and unmeasured in widget.message.text()
+    assert viewer.layers.selection.active is first  # the gene's controls, not its hidden width layer's
 
     # a second gene: shown, the first gene hidden, the image and spots untouched
     before = {name: viewer.layers[name].visible for name in ("embryo", "cells")}

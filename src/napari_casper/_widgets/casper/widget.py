@@ -302,6 +302,7 @@ class CasperWidget(RunsInBackground, QWidget):
         for layer in self.viewer.layers:
             if layer.name.startswith(GENE_PREFIX):
                 layer.visible = layer is newest
+        self.viewer.layers.selection.active = newest  # its controls, not the width layer added after it
         kwargs = tuples[-1][1]
         limits = kwargs.get("face_contrast_limits", kwargs.get("contrast_limits"))
         self.impute.show_colorbar(kwargs["name"], kwargs.get("face_colormap", kwargs.get("colormap")), limits)
