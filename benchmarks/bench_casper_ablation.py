@@ -20,7 +20,6 @@ import ast
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,14 +28,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, fields = text.partition(":")
+    return name, parse_fields(fields.split(","))
+
+
+def parse_fields(items) -> dict:
+    """``field=value`` items as CasperConfig options (values parsed as Python literals, else strings)."""
     options = {}
-    for item in filter(None, fields.split(",")):
+    for item in filter(None, items):
         key, _, value = item.partition("=")
         try:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             options[key.strip()] = value.strip()
-    return name, options
+    return options
 
 
 def load(data: str):
@@ -98,7 +102,6 @@ def main(argv=None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "per_gene.csv", index=False)
-    np.seterr(all="ignore")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ uses 2 folds). Extra ``--option field=value`` set CasperConfig fields.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +33,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from bench_casper_ablation import load
+    from bench_casper_ablation import load, parse_fields
     from scipy.stats import spearmanr
 
     from napari_casper.casper.calibration import pearson_columns, standardise_columns
@@ -45,7 +43,7 @@ def main(argv=None) -> None:
     from napari_casper.evaluate.protocol import hide_genes, split_genes
 
     st, reference, label_key = load(args.data)
-    options = {k: ast.literal_eval(v) for k, _, v in (o.partition("=") for o in args.option)}
+    options = parse_fields(args.option)
     if label_key:
         options.setdefault("label_key", label_key)
     folds = args.folds or (2 if args.data == "small" else 10)
@@ -83,7 +81,6 @@ def main(argv=None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "per_gene.csv", index=False)
-    np.seterr(all="ignore")
 
 
 if __name__ == "__main__":

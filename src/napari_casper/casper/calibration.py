@@ -30,7 +30,7 @@ conformal prediction, as TISSUE, Sun et al. 2024, calibrates on measured genes).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,10 +46,13 @@ SIGN_SPOTS = 4000
 SIGNS = ("agreement", "reference_accuracy", "spread")
 
 
-def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of ``a`` with the same column of ``b`` (0 where either is constant)."""
-    a = np.asarray(a, dtype=np.float64) - np.mean(a, axis=0)
-    b = np.asarray(b, dtype=np.float64) - np.mean(b, axis=0)
+def pearson_columns(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Pearson r of each column of ``a`` with the same column of ``b`` (0 where either is constant),
+    computed in ``dtype`` (None: the inputs' own)."""
+    a = np.asarray(a, dtype=dtype)
+    b = np.asarray(b, dtype=dtype)
+    a = a - a.mean(0)
+    b = b - b.mean(0)
     denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nan_to_num((a * b).sum(0) / denominator)
@@ -111,9 +114,6 @@ class Calibration:
         centre, scale = _centre_and_scale(prediction, trust, difficulty)
         return centre - self.quantile * scale, centre + self.quantile * scale
 
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
-
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         arrays = ("pcc", "signs", "sign_mean", "sign_std", "reference_accuracy", "reference_std")
@@ -159,7 +159,8 @@ def fit(
 
 
 def _state(model, z: np.ndarray, hidden: list[str], exclude=None):
-    """``(mask, attention (n, C), state (n, D))`` of the z-scored profiles ``z`` with ``hidden`` masked."""
+    """Head-averaged attention ``(n, C)`` and hidden state ``(n, D)`` of the z-scored profiles ``z``
+    with the panel genes ``hidden`` masked."""
     import torch
 
     net = model.network.eval()
@@ -217,11 +218,11 @@ def spot_difficulty(model, z: np.ndarray, *, hidden: list[str] = (), seed: int =
     return residual / max(float(residual.mean()), 1e-12)
 
 
-def sign_spots(n_spots: int, seed: int = 0) -> np.ndarray:
-    """The seeded subset of at most :data:`SIGN_SPOTS` spots the trust signs are computed on."""
-    if n_spots <= SIGN_SPOTS:
+def sign_spots(n_spots: int, seed: int = 0, limit: int = SIGN_SPOTS) -> np.ndarray:
+    """The seeded subset of at most ``limit`` rows (spots, or reference cells) a per-gene statistic is computed on."""
+    if n_spots <= limit:
         return np.arange(n_spots)
-    return np.sort(np.random.default_rng(seed).choice(n_spots, SIGN_SPOTS, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n_spots, limit, replace=False))
 
 
 def gene_signs(
@@ -257,9 +258,7 @@ def reference_accuracy(model, reference_expression, gene_idx: np.ndarray, *, hid
     from napari_casper.casper.reference_cells import ReferenceCells
 
     cells = ReferenceCells(model, reference_expression, torch.device("cpu"))
-    rows = np.arange(cells.n_cells)
-    if cells.n_cells > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(cells.n_cells, max_cells, replace=False))
+    rows = sign_spots(cells.n_cells, seed, max_cells)
     exclude = None if cells.own_centroid is None else cells.own_centroid[torch.as_tensor(rows)]
     attention, state = _state(model, cells.panel[torch.as_tensor(rows)].numpy(), list(hidden), exclude)
     expression = cells.expression[rows]

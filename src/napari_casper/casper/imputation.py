@@ -197,6 +197,7 @@ class CasperImputer:
             self._spots = self.encoder.prepare(st)
         self._attention: np.ndarray | None = None
         self._hidden: np.ndarray | None = None
+        self._difficulty: np.ndarray | None = None  # each spot's interval difficulty, computed once when asked
         if self.n_spots * self.encoder.state_width * 4 <= ATTENTION_CACHE_LIMIT:
             self._attention, self._hidden = self.encoder.state(self._spots, self.batch_size)
 
@@ -272,8 +273,13 @@ class CasperImputer:
         """The model's :class:`~napari_casper.casper.calibration.Calibration` (None: trained without one)."""
         return self.model.calibration
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether trust and intervals can be given (a calibration completed after training)."""
+        return self.model.calibration is not None and len(self.model.calibration.reference_accuracy) > 0
+
     def _calibration(self):
-        if self.model.calibration is None or not len(self.model.calibration.reference_accuracy):
+        if not self.calibrated:
             raise CasperInputError(
                 "this model has no calibration (trained without validation genes, or by an older version): "
                 "train again to get trust and intervals"
@@ -296,7 +302,7 @@ class CasperImputer:
         """Each spot's difficulty ``(n_spots,)``, mean 1: how badly its own panel genes are predicted hidden."""
         from napari_casper.casper.calibration import spot_difficulty
 
-        if getattr(self, "_difficulty", None) is None:
+        if self._difficulty is None:
             self._difficulty = spot_difficulty(self.model, self._spots, hidden=self.encoder.hide_genes)
         return self._difficulty
 
@@ -310,10 +316,14 @@ class CasperImputer:
         low, high = calibration.interval(prediction, trust, self.difficulty())
         return trust, low, high
 
+    def interval_scale(self, trust: np.ndarray) -> np.ndarray:
+        """``(G,)`` half-width of the interval at a spot of difficulty 1, for genes with ``trust``."""
+        return self._calibration().quantile * np.sqrt(1.0 - np.asarray(trust, dtype=np.float64) ** 2)
+
     def interval_widths(self, trust: np.ndarray) -> np.ndarray:
-        """``(n_spots, G)`` widths of the conformal intervals of genes with ``trust`` (standard deviations)."""
-        half = self._calibration().quantile * np.sqrt(1.0 - np.asarray(trust, dtype=np.float64) ** 2)
-        return (2.0 * self.difficulty()[:, None] * half[None, :]).astype(np.float32)
+        """``(n_spots, G)`` widths of the conformal intervals of genes with ``trust`` (standard deviations):
+        ``2 * interval_scale(trust) * difficulty()``."""
+        return (2.0 * self.difficulty()[:, None] * self.interval_scale(trust)[None, :]).astype(np.float32)
 
     def predict_gene(self, gene: str) -> np.ndarray:
         """One gene for all spots ``(n_spots,)``: two mat-vecs, no other gene computed."""

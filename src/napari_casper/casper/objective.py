@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_casper.casper.calibration import pearson_columns
 from napari_casper.casper.model import CasperModel
 from napari_casper.casper.network import standardize_profiles
 from napari_casper.casper.reference_cells import ReferenceCells
@@ -26,13 +27,8 @@ def correlation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson r of each column of ``pred`` with the same column of ``target`` (NaN -> 0)."""
-    p = pred - pred.mean(0)
-    t = target - target.mean(0)
-    denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * t).sum(0) / denom
-    return np.nan_to_num(r)
+    """Pearson r of each column of ``pred`` with the same column of ``target`` (NaN -> 0), in the inputs' precision."""
+    return pearson_columns(pred, target, dtype=None)
 
 
 class TrainingTensors:

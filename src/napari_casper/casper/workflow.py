@@ -273,7 +273,7 @@ class CasperWorkflow:
         """Expected Pearson r of each gene's prediction (NaN for a model without calibration), cached."""
         imputer = self._require_model()
         todo = [str(g) for g in genes if str(g) not in self.trusts]
-        if todo and imputer.calibration is not None:
+        if todo and imputer.calibrated:
             self.trusts.update(zip(todo, imputer.trust(todo)))
         return pd.Series([self.trusts.get(str(g), np.nan) for g in genes], index=list(map(str, genes)), dtype=float)
 

@@ -115,14 +115,12 @@ def run(args: argparse.Namespace) -> int:
 def _trust_columns(imputer, genes, obs):
     """``var`` trust + interval_scale and ``obs`` spot_difficulty (the 90 % interval of gene g at spot s
     spans ``2 * var.interval_scale[g] * obs.spot_difficulty[s]`` standard deviations), when the model is calibrated."""
-    if imputer.calibration is None or not len(imputer.calibration.reference_accuracy):
+    if not imputer.calibrated:
         return obs, None, " (no trust or intervals: the model has no calibration; train it again)"
-    import numpy as np
     import pandas as pd
 
     trust = imputer.trust(genes)
-    scale = imputer.calibration.quantile * np.sqrt(1.0 - trust**2)
-    var = pd.DataFrame({"trust": trust, "interval_scale": scale}, index=pd.Index(genes))
+    var = pd.DataFrame({"trust": trust, "interval_scale": imputer.interval_scale(trust)}, index=pd.Index(genes))
     obs = obs.copy()
     obs["spot_difficulty"] = imputer.difficulty()
     level = round(100 * imputer.calibration.level)
