@@ -273,3 +273,62 @@ def test_dock_fits_420_px_has_tooltips_and_messages_follow_the_state(regions_wid
     assert len(messages(start)) >= 5
     assert_fits(widget, 420)  # still fits with tables, plot and the progress bar laid out
     assert_tooltips(widget)
+
+
+def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
+    """Draw two small regions per class, click Learn: every spot gets a class (what the engine learns from the
+    same spots), a stroke more updates it by itself, Accept adds editable outlines and the strokes stay."""
+    from napari_casper._widgets.regions.layers import LEARNED_PREVIEW_NAME
+    from napari_casper.regions import OUTSIDE, spot_region_labels
+    from napari_casper.regions.learn import StrokeLearner
+
+    viewer, widget = regions_widget()
+    step = Steps()
+    open_by_click(qtbot, monkeypatch, widget, mob_path("MOB1"))
+    click(qtbot, widget.new_layer_button)
+    layer = viewer.layers["regions"]
+    ctx = widget.spot_context()
+    type_text(qtbot, widget.genes_edit, "Penk")
+    click(qtbot, widget.score_button)
+    idle(qtbot, widget)
+    score = widget.suggestion.smoothed
+    pitch = np.median(np.sort(np.linalg.norm(ctx.coords[:, None] - ctx.coords[None], axis=2), axis=1)[:, 1])
+    high, low = np.argsort(score)[::-1], np.argsort(score)
+    step("draw")
+    for cls, picks in (("tumour", high[[0, 25]]), ("stroma", low[[0, 25]])):
+        widget.class_list.setCurrentRow(widget.classes.names.index(cls))  # a click in the legend list
+        for i in picks:
+            layer.add([square(ctx.coords[i], 1.2 * pitch)], shape_type="rectangle")
+    step("learn")
+    click(qtbot, widget.learn_button)
+    idle(qtbot, widget)
+    learned = widget.learn_panel.learned
+    assert set(learned.classes) == {"tumour", "stroma"}
+    preview = viewer.layers[LEARNED_PREVIEW_NAME]
+    assert len(preview.data) == len(widget.learn_panel.learned_regions) >= 2 and set(preview.shape_type) == {"path"}
+    assert "from" in widget.learned_label.text() and "tumour" in widget.learned_label.text()
+    with step.aside():  # known truth: the engine on the spots inside the hand-drawn regions
+        marks = spot_region_labels(ctx, widget.layer_regions())["class"].astype(object).to_numpy()
+        marks = np.where(marks == OUTSIDE, None, marks)
+        expected = StrokeLearner.from_spots(ctx).learn(marks)
+        np.testing.assert_array_equal(learned.labels, expected.labels)
+        assert learned.labelled.sum() == (marks != None).sum() >= 8  # noqa: E711
+        # the strokes follow the markers: most high-Penk spots are learned as the class drawn there
+        assert (learned.labels[high[:40]] == "tumour").mean() > 0.8
+    step("stroke")
+    before = int(learned.labelled.sum())
+    widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))
+    layer.add([square(ctx.coords[low[60]], 1.2 * pitch)], shape_type="rectangle")
+    qtbot.waitUntil(lambda: widget.learn_panel.learned is not learned, timeout=20_000)
+    idle(qtbot, widget)
+    assert widget.learn_panel.learned.labelled.sum() > before
+    step("accept")
+    n_learned = len(widget.learn_panel.learned_regions)
+    click(qtbot, widget.accept_learned_button)
+    idle(qtbot, widget)
+    assert LEARNED_PREVIEW_NAME not in viewer.layers
+    assert len(layer.data) == 5 + n_learned
+    assert list(layer.features["origin"][:5]) == ["drawn"] * 5
+    assert list(layer.features["origin"][5:]) == ["suggested"] * n_learned
+    assert not widget.accept_learned_button.isEnabled()
+    step.assert_responsive(dict.fromkeys(("learn", "accept"), NEW_LAYER_LIMIT))

@@ -22,6 +22,7 @@ from napari_casper.cli import (
     histology_predict,
     histology_train,
     impute,
+    regions_suggest,
     run_sample,
     train,
     view,
@@ -29,7 +30,7 @@ from napari_casper.cli import (
 from napari_casper.errors import CasperInputError, CasperUsageError
 
 #: the sub-command modules, in ``--help`` order; each registers its command with ``add_parser(subparsers)``
-COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, run_sample, view, default_reader)
+COMMANDS = (train, impute, benchmark, histology_train, histology_predict, histology_benchmark, regions_suggest, run_sample, view, default_reader)
 
 DEBUG_HELP = "on an error, show the full Python traceback (for bug reports) instead of the one-line message"
 

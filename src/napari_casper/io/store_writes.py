@@ -16,6 +16,7 @@ and the old one is kept aside until the new one is in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -77,6 +78,17 @@ def write_new_element(store: str | Path, name: str, element, *, overwrite: bool 
     return write_new_elements(store, {name: element}, overwrite=overwrite)[name]
 
 
+@contextlib.contextmanager
+def quiet_writes():
+    """Silence what spatialdata and zarr say on every write that a user cannot act on: a lone table
+    "annotates an absent element" (its element is in the store already), and zarr's notice about its
+    next release's sharding default."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
+        warnings.filterwarnings("ignore", message=".*autosharding")
+        yield
+
+
 def write_new_elements(store: str | Path, elements: dict, *, overwrite: bool = False) -> dict[str, Path]:
     """Add every ``{name: element}`` to the SpatialData store at ``store`` as one commit (see the module).
 
@@ -112,8 +124,7 @@ def write_new_elements(store: str | Path, elements: dict, *, overwrite: bool = F
                 )
         scratch = scratch_path(store)
         try:
-            with warnings.catch_warnings():  # a lone table "annotates an absent element": expected here
-                warnings.filterwarnings("ignore", message=".*which is not present in the SpatialData object")
+            with quiet_writes():  # a lone table "annotates an absent element": expected here
                 sd.SpatialData(**groups).write(scratch)
             _write_note(scratch, plan, overwrite)  # the commit point
             targets = _install(store, scratch, plan, overwrite)
@@ -237,7 +248,8 @@ def save_spatialdata(sdata, path: str | Path, *, overwrite: bool = False) -> Pat
         remove_stale_scratch(path)
         scratch = scratch_path(path)
         try:
-            sdata.write(scratch)
+            with quiet_writes():
+                sdata.write(scratch)
             move_into_place(scratch, path, overwrite=True)
         except OSError as err:
             raise write_error(err, path, kept="An earlier store there is intact." if path.exists() else "") from err

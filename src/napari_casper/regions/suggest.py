@@ -24,6 +24,7 @@ from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
 from napari_casper.regions.expression import gene_values
 from napari_casper.regions.geometry import SUGGESTED, RegionSet
+from napari_casper.regions.neighbours import neighbour_graph, smooth_steps, spot_pitch
 from napari_casper.regions.spots import SpotContext
 
 #: HER2+ breast cancer: ERBB2 amplicon (ERBB2, GRB7) and epithelial markers (KRT19, EPCAM)
@@ -31,13 +32,6 @@ HER2_TUMOUR_MARKERS = ("ERBB2", "GRB7", "KRT19", "EPCAM")
 #: pixels per centre-to-centre pitch in the outline raster
 _PIXELS_PER_PITCH = 8
 _MAX_RASTER_SIDE = 2048
-
-
-def spot_pitch(coords: np.ndarray) -> float:
-    """Median nearest-neighbour distance of ``(n, 2)`` spot centres (the grid's centre-to-centre pitch)."""
-    from napari_casper.io.convert import estimate_spot_diameter
-
-    return estimate_spot_diameter(coords, 1.0)
 
 
 def biomarker_score(values: pd.DataFrame) -> np.ndarray:
@@ -64,23 +58,7 @@ def smooth_over_neighbours(
 
     ``radius`` (coordinate units) defaults to 1.5 x the spot pitch. Spots without neighbours keep their value.
     """
-    from scipy.spatial import cKDTree
-
-    values = np.asarray(values, dtype=float)
-    if not 0.0 <= weight <= 1.0:
-        raise CasperInputError(
-            f"smoothing weight {weight} is outside 0..1: 0 keeps each spot's own score, 1 uses only its neighbours."
-        )
-    if weight == 0 or len(values) < 2:
-        return values.copy()
-    radius = 1.5 * spot_pitch(coords) if radius is None else float(radius)
-    pairs = cKDTree(coords).query_pairs(radius, output_type="ndarray")
-    sums = np.bincount(pairs[:, 0], values[pairs[:, 1]], len(values)) + np.bincount(
-        pairs[:, 1], values[pairs[:, 0]], len(values)
-    )
-    counts = np.bincount(pairs.ravel(), minlength=len(values))
-    neighbour_mean = np.divide(sums, counts, out=values.copy(), where=counts > 0)
-    return (1 - weight) * values + weight * neighbour_mean
+    return smooth_steps(values, neighbour_graph(coords, radius), 1, weight)
 
 
 def otsu_threshold(values: np.ndarray) -> float:

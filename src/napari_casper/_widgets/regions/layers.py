@@ -18,6 +18,10 @@ from napari_casper.regions import RegionClasses, RegionSet
 from napari_casper.regions.geometry import DRAWN, ORIGINS, fill_names
 
 PREVIEW_NAME = "suggested regions (preview)"
+#: the outlines learned from a few strokes, before they are accepted
+LEARNED_PREVIEW_NAME = "learned regions (preview)"
+#: layers that show a preview, never regions to save or learn from
+PREVIEW_NAMES = (PREVIEW_NAME, LEARNED_PREVIEW_NAME)
 #: shapes a layer takes per event-loop turn when regions are added (napari triangulates each
 #: polygon on the GUI thread)
 ADD_BATCH = 2

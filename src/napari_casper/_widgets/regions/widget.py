@@ -2,8 +2,9 @@
 
 Everything it computes comes from :mod:`napari_casper.regions` (Qt-free). Shapes layers are
 the editable form of a :class:`~napari_casper.regions.RegionSet` (:mod:`.layers`).
-The widget holds the spots / regions layer choice and composes four panels: classes
-(:mod:`.classes_panel`), suggestion (:mod:`.suggest_panel`), save / load
+The widget holds the spots / regions layer choice and composes its panels: opening a section,
+classes (:mod:`.classes_panel`), suggestion (:mod:`.suggest_panel`), learning from a few strokes
+(:mod:`.learn_panel`), save / load
 (:mod:`.save_panel`) and statistics (:mod:`.stats_panel`). Saving, region
 statistics and differential expression run through a :class:`BackgroundRunner`; layers are only
 touched on the GUI thread.
@@ -24,7 +25,7 @@ from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper._widgets.common.layout import scrolled_body
 from napari_casper._widgets.regions.classes_panel import ClassesPanel
 from napari_casper._widgets.regions.layers import (
-    PREVIEW_NAME,
+    PREVIEW_NAMES,
     add_batch,
     append_regions,
     is_regions_layer,
@@ -32,6 +33,7 @@ from napari_casper._widgets.regions.layers import (
     recolour,
     regions_layer_kwargs,
 )
+from napari_casper._widgets.regions.learn_panel import LearnPanel
 from napari_casper._widgets.regions.open_panel import OpenPanel
 from napari_casper._widgets.regions.save_panel import SavePanel
 from napari_casper._widgets.regions.stats_panel import StatsPanel
@@ -54,6 +56,7 @@ PANEL_CONTROLS = {
         "otsu_button",
         "accept_button",
     ),
+    "learn_panel": ("learn_button", "follow_box", "learned_label", "accept_learned_button"),
     "save_panel": ("store_edit", "name_edit", "overwrite_box", "save_button", "load_combo", "load_button"),
     "stats_panel": (
         "precedence_combo",
@@ -106,6 +109,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.open_panel = OpenPanel(self)
         self.classes_panel = ClassesPanel(self)
         self.suggest_panel = SuggestPanel(self)
+        self.learn_panel = LearnPanel(self)
         self.save_panel = SavePanel(self)
         self.stats_panel = StatsPanel(self)
         for panel, names in PANEL_CONTROLS.items():
@@ -116,7 +120,14 @@ class RegionsWidget(RunsInBackground, QWidget):
         source = QFormLayout()
         source.addRow("spots", self.spots_combo)
         source.addRow("regions layer", self.regions_combo)
-        panels = [self.open_panel, self.classes_panel, self.suggest_panel, self.save_panel, self.stats_panel]
+        panels = [
+            self.open_panel,
+            self.classes_panel,
+            self.suggest_panel,
+            self.learn_panel,
+            self.save_panel,
+            self.stats_panel,
+        ]
         self.scroll = scrolled_body(self, [source, *panels, self.message])
 
         for combo in self.findChildren(QComboBox):  # long names must not widen the dock
@@ -140,8 +151,10 @@ class RegionsWidget(RunsInBackground, QWidget):
         return self.runner.guard(function, *args)
 
     def _enable_work_buttons(self, enabled: bool) -> None:
-        for button in (self.save_button, self.de_button, self.stats_button, self.score_button, self.accept_button):
-            button.setEnabled(enabled and (button is not self.accept_button or self.suggestion is not None))
+        waiting = {self.accept_button: self.suggestion is not None, self.accept_learned_button: self.learn_panel.learned is not None}
+        for button in (self.save_button, self.de_button, self.stats_button, self.score_button, self.accept_button,
+                       self.learn_button, self.accept_learned_button):  # fmt: skip
+            button.setEnabled(enabled and waiting.get(button, True))
 
     # -- layers ----------------------------------------------------------------------------
     def _spots_layers(self) -> list:
@@ -153,7 +166,7 @@ class RegionsWidget(RunsInBackground, QWidget):
 
     def shapes_layers(self) -> list:
         return [
-            layer for layer in self.viewer.layers if type(layer).__name__ == "Shapes" and layer.name != PREVIEW_NAME
+            layer for layer in self.viewer.layers if type(layer).__name__ == "Shapes" and layer.name not in PREVIEW_NAMES
         ]
 
     def _refresh_layer_lists(self, *_) -> None:
@@ -259,8 +272,13 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.recolour(layer)
 
     def _shapes_changed(self, layer, event) -> None:
-        if self._adding == 0 and str(getattr(event, "action", "added")).lower().endswith("added"):
+        if self._adding:
+            return
+        action = str(getattr(event, "action", "added")).lower()
+        if action.endswith("added"):
             self.recolour(layer)
+        if action.endswith(("added", "changed", "removed")) and layer.name == self.regions_combo.currentText():
+            self.learn_panel.stroke_made()
 
     def recolour(self, layer) -> None:
         """Colour the shapes by class; classes met for the first time join the legend."""
