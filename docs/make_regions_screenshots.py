@@ -108,6 +108,60 @@ def main() -> None:
     print(widget.message.text())
     shot(viewer, "regions_5_reloaded.png", widget.regions_combo, widget)
     viewer.close()
+    learned_from_strokes()
+
+
+def interior_spots(coords: np.ndarray, labels: np.ndarray, name: str, pitch: float) -> np.ndarray:
+    """Spots of class ``name`` whose neighbours within 1.5 pitches all share it, farthest-first."""
+    from scipy.spatial import cKDTree
+
+    near = cKDTree(coords).query_ball_point(coords, 1.5 * pitch)
+    inner = [i for i in np.flatnonzero(labels == name) if len(near[i]) >= 5 and (labels[near[i]] == name).all()]
+    picks = [inner[0]]
+    while len(picks) < len(inner):
+        far = np.argmax([min(np.linalg.norm(coords[i] - coords[j]) for j in picks) for i in inner])
+        picks.append(inner[far])
+    return np.asarray(picks)
+
+
+def learned_from_strokes() -> None:
+    """6. A HER2+ section with a pathologist's label per spot (no image): two small regions per class drawn,
+    every spot learned; the spots are coloured by the pathologist's label (tumour yellow, the rest blue)."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp())
+    shutil.copyfile(SHARED / "her2st_labels" / "D1.h5ad", folder / "D1.h5ad")
+    viewer = new_viewer()
+    widget = RegionsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Regions", area="right")
+    QFileDialog.getOpenFileName = staticmethod(lambda *a, **k: (str(folder / "D1.h5ad"), ""))
+    click(widget.open_button)
+    wait(widget)
+    ctx = widget.spot_context()
+    labels = ctx.table.obs["label"].astype(str).to_numpy()[ctx.rows]
+    # the pathologist's tumour (invasive cancer, cancer in situ) in yellow, every other label in blue
+    pathologist = dict(zip(ctx.instance_ids, np.isin(labels, ["invasive cancer", "cancer in situ"])))
+    spots = viewer.layers["spots"]
+    ids = spots.metadata["napari_casper"].get("instance_ids", ctx.instance_ids)
+    spots.face_color = np.array([[1.0, 0.83, 0.0, 1.0] if pathologist.get(i) else [0.2, 0.6, 1.0, 1.0] for i in ids])
+    pitch = float(np.median(np.sort(np.linalg.norm(ctx.coords[:, None] - ctx.coords[None], axis=2), axis=1)[:, 1]))
+    click(widget.new_layer_button)
+    layer = viewer.layers["regions"]
+    for cls, label in (("tumour", "invasive cancer"), ("stroma", "connective tissue")):
+        widget.select_class(cls)
+        for i in interior_spots(ctx.coords, labels, label, pitch)[:2]:
+            x, y = ctx.coords[i]
+            h = 1.6 * pitch  # a small square: the spot and its neighbours
+            layer.add([np.array([[y - h, x - h], [y - h, x + h], [y + h, x + h], [y + h, x - h]])], shape_type="rectangle")
+    click(widget.learn_button)
+    wait(widget)
+    learned = widget.learn_panel.learned
+    tumour = np.isin(labels, ["invasive cancer", "cancer in situ"])
+    agree = ((learned.labels == "tumour") == tumour).mean()
+    print(f"learned from {int(learned.labelled.sum())} spots: {learned.counts()}; tumour agrees with the pathologist on {agree:.1%} of spots")
+    viewer.reset_view()
+    shot(viewer, "regions_6_learned.png", widget.accept_learned_button, widget)
+    viewer.close()
 
 
 if __name__ == "__main__":
