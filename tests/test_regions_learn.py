@@ -77,7 +77,7 @@ def test_strokes_need_two_classes_with_two_spots_each():
     with pytest.raises(CasperInputError, match="at least two classes"):
         learn_classes(features, labels, spatial_graph=graph, coords=coords)
     labels[10] = "stroma"
-    with pytest.raises(CasperInputError, match=r"\['stroma'\] have a single marked spot"):
+    with pytest.raises(CasperInputError, match=r"\['stroma'\] have a single example spot"):
         learn_classes(features, labels, spatial_graph=graph, coords=coords)
     with pytest.raises(CasperInputError, match="one label"):
         learn_classes(features, labels[:-1], spatial_graph=graph, coords=coords)

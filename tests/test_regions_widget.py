@@ -315,6 +315,7 @@ def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
         assert learned.labelled.sum() == (marks != None).sum() >= 8  # noqa: E711
         # the strokes follow the markers: most high-Penk spots are learned as the class drawn there
         assert (learned.labels[high[:40]] == "tumour").mean() > 0.8
+    assert viewer.layers.selection.active is layer  # the preview never becomes the layer drawn in
     step("stroke")
     before = int(learned.labelled.sum())
     widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))
@@ -322,13 +323,35 @@ def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: widget.learn_panel.learned is not learned, timeout=20_000)
     idle(qtbot, widget)
     assert widget.learn_panel.learned.labelled.sum() > before
+    names = list(layer.features["name"])
+    assert layer.features["class"].iloc[-1] == "stroma" and len(set(names)) == len(names) == 5, names
+    step("reclass")
+    learned = widget.learn_panel.learned
+    layer.selected_data = {1}  # the second tumour stroke becomes stroma: the classes are learned again
+    click(qtbot, widget.assign_button)
+    qtbot.waitUntil(lambda: widget.learn_panel.learned is not learned, timeout=20_000)
+    idle(qtbot, widget)
+    assert widget.learn_panel.learned.counts()["stroma"] > learned.counts()["stroma"]
+    step("delete")
+    layer.selected_data = {i for i, c in enumerate(layer.features["class"]) if c == "stroma"}
+    layer.remove_selected()  # only tumour strokes left: nothing to tell apart, the preview goes
+    qtbot.waitUntil(lambda: LEARNED_PREVIEW_NAME not in viewer.layers, timeout=20_000)
+    idle(qtbot, widget)
+    assert widget.learn_panel.learned is None and not widget.accept_learned_button.isEnabled()
+    assert "not learned: only class 'tumour' has examples" in widget.learned_label.text()
+    widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))
+    layer.add([square(ctx.coords[low[0]], 1.2 * pitch)], shape_type="rectangle")  # the fix learns again
+    qtbot.waitUntil(lambda: widget.learn_panel.learned is not None, timeout=20_000)
+    idle(qtbot, widget)
+    assert LEARNED_PREVIEW_NAME in viewer.layers and widget.accept_learned_button.isEnabled()
     step("accept")
+    n_drawn = len(layer.data)
     n_learned = len(widget.learn_panel.learned_regions)
     click(qtbot, widget.accept_learned_button)
     idle(qtbot, widget)
     assert LEARNED_PREVIEW_NAME not in viewer.layers
-    assert len(layer.data) == 5 + n_learned
-    assert list(layer.features["origin"][:5]) == ["drawn"] * 5
-    assert list(layer.features["origin"][5:]) == ["suggested"] * n_learned
+    assert len(layer.data) == n_drawn + n_learned
+    assert list(layer.features["origin"][:n_drawn]) == ["drawn"] * n_drawn
+    assert list(layer.features["origin"][n_drawn:]) == ["suggested"] * n_learned
     assert not widget.accept_learned_button.isEnabled()
-    step.assert_responsive(dict.fromkeys(("learn", "accept"), NEW_LAYER_LIMIT))
+    step.assert_responsive(dict.fromkeys(("learn", "delete", "accept"), NEW_LAYER_LIMIT))

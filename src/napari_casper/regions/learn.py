@@ -180,13 +180,15 @@ def learn_classes(
     classes = list(dict.fromkeys(labels[known].astype(str)))
     if len(classes) < 2:
         raise CasperInputError(
-            f"{'only class ' + repr(classes[0]) if classes else 'no class'} is marked: mark a few spots of at least "
-            "two classes (e.g. tumour and stroma), so there is something to tell apart."
+            f"{'only class ' + repr(classes[0]) + ' has' if classes else 'no class has'} examples: draw a few small regions "
+            "(or mark a few spots) of at least two classes, e.g. tumour and stroma, so there is something to tell apart."
         )
     y = labels[known].astype(str).to_numpy()
     too_few = [name for name in classes if (y == name).sum() < 2]
     if too_few:
-        raise CasperInputError(f"class(es) {too_few} have a single marked spot: mark at least two spots of each class.")
+        raise CasperInputError(
+            f"class(es) {too_few} have a single example spot: draw a region holding at least two spots of each class."
+        )
     model = LogisticRegression(C=CLASSIFIER_C, max_iter=3000)
     model.fit(features[known], y)
     prior = model.predict_proba(features)[:, [list(model.classes_).index(c) for c in classes]]

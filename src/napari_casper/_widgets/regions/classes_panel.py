@@ -149,3 +149,4 @@ class ClassesPanel(QGroupBox):
         layer.features.loc[layer.features.index[selected], "class"] = cls
         self.host.recolour(layer)
         self.host.runner.say(f"{len(selected)} shape(s) set to class {cls!r}.")
+        self.host.learn_panel.stroke_made()  # a stroke's class changed: learn again

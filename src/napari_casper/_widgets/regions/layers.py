@@ -64,12 +64,22 @@ def recolour(layer, classes: RegionClasses) -> bool:
     return grew
 
 
+def keep_active(viewer, add_layer):
+    """Call ``add_layer()`` (which adds a layer) and give the active layer back: napari makes a new layer the
+    active one, and a preview must not become the layer the user draws in."""
+    active = viewer.layers.selection.active
+    added = add_layer()
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return added
+
+
 def layer_to_regions(layer, classes: RegionClasses, coordinate_system: str) -> RegionSet:
     """The shapes of ``layer`` as a :class:`RegionSet`; shapes without a name get one (kept on the layer)."""
     from napari_casper.errors import CasperInputError
 
     if len(layer.data) == 0:
-        raise CasperInputError(f"layer {layer.name!r} has no shapes: draw regions (or suggest them) first.")
+        raise CasperInputError(f"layer {layer.name!r} has no shapes: draw regions (or add suggested outlines) first.")
     features = layer.features
 
     def column(key: str, default: str) -> list[str]:
@@ -78,10 +88,9 @@ def layer_to_regions(layer, classes: RegionClasses, coordinate_system: str) -> R
 
     kinds = column("class", "other")
     names = fill_names(column("name", ""), kinds)
-    if names != column("name", ""):  # new shapes got names: keep them on the layer
-        features = features.copy()
-        features["name"] = names
-        layer.features = features
+    if names != column("name", ""):  # new shapes got names: keep them on the layer, in place (assigning a
+        layer.features["name"] = names  # new frame re-derives the defaults from the last shape: every new
+        # shape would then be drawn with that shape's name and class)
     return RegionSet(
         list(layer.data),
         list(layer.shape_type),

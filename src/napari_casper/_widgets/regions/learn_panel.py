@@ -12,7 +12,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QPushButton, QWidget
 
 from napari_casper._widgets.common.layer_sync import layer_affine
-from napari_casper._widgets.regions.layers import LEARNED_PREVIEW_NAME, edge_width
+from napari_casper._widgets.regions.layers import LEARNED_PREVIEW_NAME, edge_width, keep_active
 from napari_casper._widgets.regions.suggest_panel import closed_paths
 from napari_casper.errors import CasperInputError
 
@@ -28,9 +28,13 @@ class LearnPanel(QGroupBox):
         self.host = host
         self.learned = None
         self.learned_regions = None
+        self._following = False  # learned once in this section: strokes keep it up to date
         self._learners: dict = {}
         self._pending = False
-        self.hint = QLabel("Draw a few small regions of each class (e.g. tumour, stroma), then learn the rest.")
+        self.hint = QLabel(
+            "Draw a few small regions of each class (e.g. tumour, stroma), then learn the rest. Every spot gets one "
+            "of the drawn classes: draw an 'other' region for tissue that is neither."
+        )
         self.hint.setWordWrap(True)
         self.learn_button = QPushButton("Learn from drawn regions")
         self.learn_button.setToolTip(
@@ -40,7 +44,8 @@ class LearnPanel(QGroupBox):
         self.learn_button.clicked.connect(lambda: host.runner.guard(self.learn))
         self.follow_box = QCheckBox("update after each stroke")
         self.follow_box.setChecked(True)
-        self.follow_box.setToolTip("once learned, learn again whenever you draw, edit or delete a region")
+        self.follow_box.setToolTip("once learned, learn again whenever you draw, edit, reclassify or delete a region")
+        self.follow_box.toggled.connect(lambda on: on and self.stroke_made())
         self.learned_label = QLabel("nothing learned yet")
         self.learned_label.setWordWrap(True)
         self.accept_learned_button = QPushButton("Add learned outlines as regions")
@@ -82,25 +87,36 @@ class LearnPanel(QGroupBox):
 
         host = self.host
         ctx = host.spot_context()
-        examples = self._examples(ctx)
+        try:
+            examples = self._examples(ctx)
+        except CasperInputError as err:  # e.g. every stroke deleted
+            self._forget(f"not learned: {err}")
+            raise
         affine = layer_affine(host.spots_layer())
         palette = host.classes.copy()
         learners = self._learners
 
         def work():
-            if id(ctx) not in learners:
-                learners[id(ctx)] = StrokeLearner.from_spots(ctx)
-            learned = learners[id(ctx)].learn(examples())
-            # world coordinates to add as regions; the spots layer's data coordinates for the preview
-            return learned, learned.to_regions(palette=palette), learned.to_regions(affine=affine, palette=palette)
+            try:
+                if id(ctx) not in learners:
+                    learners[id(ctx)] = StrokeLearner.from_spots(ctx)
+                learned = learners[id(ctx)].learn(examples())
+                # world coordinates to add as regions; the spots layer's data coordinates for the preview
+                return learned, learned.to_regions(palette=palette), learned.to_regions(affine=affine, palette=palette)
+            except CasperInputError as err:  # e.g. a stroke deleted: the preview must not outlive its examples
+                return None, err, None  # (returned, not raised: superqt raises a returned exception itself)
 
         def done(result):
+            if result[0] is None:
+                self._forget(f"not learned: {result[1]}")
+                raise result[1]
             self.learned, self.learned_regions, regions = result
+            self._following = True
             self.accept_learned_button.setEnabled(True)
             self._show(regions)
             counts = ", ".join(f"{name} {n}" for name, n in self.learned.counts().items())
             self.learned_label.setText(
-                f"from {int(self.learned.labelled.sum())} marked spots: {counts} spots; {len(regions)} outline(s)"
+                f"from {int(self.learned.labelled.sum())} spots in your regions: {counts} spots; {len(regions)} outline(s)"
             )
             host.runner.say(f"learned {len(self.learned.classes)} classes ({counts} spots). Draw more to refine, "
                             "or 'Add learned outlines as regions'.")  # fmt: skip
@@ -111,9 +127,18 @@ class LearnPanel(QGroupBox):
         host.message.setText("learning every spot's class from your regions ...")
         host.runner.run(work, done)
 
+    def _forget(self, why: str) -> None:
+        """No valid learned classes any more: remove the preview, disable Accept, say why."""
+        self.learned = self.learned_regions = None
+        self.accept_learned_button.setEnabled(False)
+        if LEARNED_PREVIEW_NAME in self.host.viewer.layers:
+            self.host.viewer.layers.remove(LEARNED_PREVIEW_NAME)
+        self.learned_label.setText(why)
+        self._following = True  # a stroke that fixes it learns again
+
     def stroke_made(self) -> None:
         """A region was drawn, edited or removed: learn again shortly (if learning is on)."""
-        if self.learned is not None and self.follow_box.isChecked():
+        if (self.learned is not None or self._following) and self.follow_box.isChecked():
             self._debounce.start()
 
     def _relearn(self) -> None:
@@ -128,7 +153,7 @@ class LearnPanel(QGroupBox):
         affine = layer_affine(spots)
         width = edge_width(spots, affine, 1 / 5)
         if LEARNED_PREVIEW_NAME not in viewer.layers:
-            viewer.add_shapes(ndim=2, name=LEARNED_PREVIEW_NAME, affine=affine, edge_width=width)
+            keep_active(viewer, lambda: viewer.add_shapes(ndim=2, name=LEARNED_PREVIEW_NAME, affine=affine, edge_width=width))
         preview = viewer.layers[LEARNED_PREVIEW_NAME]
         preview.selected_data = set()
         preview.data = []
@@ -142,15 +167,16 @@ class LearnPanel(QGroupBox):
             raise CasperInputError("nothing learned yet: draw a few regions per class and press 'Learn from drawn regions'.")
         regions = self.learned_regions
         self.learned = self.learned_regions = None  # what is accepted is no longer a preview; drawing again does not relearn it
+        self._following = False
         self.accept_learned_button.setEnabled(False)
 
         def added(layer):
             if LEARNED_PREVIEW_NAME in self.host.viewer.layers:
                 self.host.viewer.layers.remove(LEARNED_PREVIEW_NAME)
-            self.learned_label.setText("accepted; learn again after drawing more")
+            self.learned_label.setText("accepted. To refine, draw more regions and press 'Learn from drawn regions' again.")
             self.host.runner.say(
                 f"added {len(regions)} learned region(s) to {layer.name!r}; edit them freely. "
-                "Where they overlap hand-drawn regions, the hand-drawn ones win (see 'overlaps')."
+                "Where they overlap hand-drawn regions, the hand-drawn ones win (the 'overlaps' box under Compare regions)."
             )
 
         self.host.add_regions(regions, then=added)

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_casper._widgets.common.layer_sync import layer_affine
-from napari_casper._widgets.regions.layers import PREVIEW_NAME, edge_width
+from napari_casper._widgets.regions.layers import PREVIEW_NAME, edge_width, keep_active
 from napari_casper.errors import CasperInputError
 from napari_casper.regions import HER2_TUMOUR_MARKERS, parse_gene_list
 
@@ -195,7 +195,10 @@ class SuggestPanel(QGroupBox):
         viewer = self.host.viewer
         width = edge_width(spots, affine, 1 / 5)
         if PREVIEW_NAME not in viewer.layers:
-            viewer.add_shapes(ndim=2, name=PREVIEW_NAME, affine=affine, edge_width=width, edge_color=colour)
+            keep_active(
+                viewer,
+                lambda: viewer.add_shapes(ndim=2, name=PREVIEW_NAME, affine=affine, edge_width=width, edge_color=colour),
+            )
         preview = viewer.layers[PREVIEW_NAME]
         preview.selected_data = set()
         preview.data = []
@@ -215,7 +218,7 @@ class SuggestPanel(QGroupBox):
                 self.host.viewer.layers.remove(PREVIEW_NAME)
             self.host.runner.say(
                 f"added {len(regions)} {cls} region(s) from {genes} to {layer.name!r}; edit them freely. "
-                "Where they overlap hand-drawn regions, the hand-drawn ones win (see 'overlaps')."
+                "Where they overlap hand-drawn regions, the hand-drawn ones win (the 'overlaps' box under Compare regions)."
             )
 
         self.host.add_regions(regions, then=added)

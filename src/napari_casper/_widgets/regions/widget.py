@@ -201,7 +201,7 @@ class RegionsWidget(RunsInBackground, QWidget):
     def spots_layer(self):
         name = self.spots_combo.currentText()
         if not name or name not in self.viewer.layers:
-            raise CasperInputError("no spots layer: open a SpatialData store or spatial .h5ad (File > Open) first.")
+            raise CasperInputError("no spots layer: open a SpatialData store or spatial .h5ad with 'Open section...' first.")
         return self.viewer.layers[name]
 
     def regions_layer(self, create: bool = False):
@@ -255,6 +255,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         layer = self.viewer.add_shapes(**regions_layer_kwargs(name, layer_affine(spots), spots, cs))
         self.prepare_layer(layer)
         self.regions_combo.setCurrentText(layer.name)
+        self.message.setText(f"regions layer {layer.name!r} added: pick a class in the legend, then draw.")
         return layer
 
     def prepare_layer(self, layer) -> None:
