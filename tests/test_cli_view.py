@@ -34,6 +34,7 @@ def view(*args, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.gui
+@pytest.mark.untimed
 def test_view_opens_every_element_says_what_is_left_out_and_saves_a_screenshot(store, tmp_path):
     if not os.environ.get("DISPLAY"):
         pytest.skip("needs the X display pytest-xvfb starts")

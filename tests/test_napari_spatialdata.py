@@ -20,7 +20,7 @@ from napari_casper.display.layers import spatialdata_to_layers
 from napari_casper.io.store_writes import save_spatialdata
 from napari_casper.io.stores import read_spatialdata
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.untimed]
 napari_spatialdata = pytest.importorskip("napari_spatialdata", reason="napari-spatialdata is a test extra (pip install -e .[testing])")
 
 

@@ -9,7 +9,7 @@ from conftest import data_path, mob_path
 from napari_casper.io.store_writes import save_spatialdata
 from napari_casper.io.stores import read_h5ad_spatial
 
-pytestmark = pytest.mark.gui
+pytestmark = pytest.mark.gui  # the tests that time nothing are also marked untimed
 
 SPOT_RGB = np.array([255, 0, 255])  # magenta: absent from H&E, so its pixels are the spots
 
@@ -37,6 +37,7 @@ def spot_and_tissue_masks(viewer, points_layer, image_layer):
     return spots, tissue
 
 
+@pytest.mark.untimed
 @pytest.mark.parametrize("section", [("mob", "MOB1"), ("her2st", "C2")])
 def test_spots_are_drawn_on_the_tissue(make_napari_viewer, tmp_path, section):
     folder, name = section
@@ -76,6 +77,7 @@ def test_hovering_a_spot_reads_its_id_quickly(make_napari_viewer):
     assert meta["element"] == "spots" and meta["table"] == "table" and meta["sdata"] is not None
 
 
+@pytest.mark.untimed
 def test_points_carry_table_obs(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open(str(mob_path("MOB1")), plugin="napari-casper")
@@ -85,6 +87,7 @@ def test_points_carry_table_obs(make_napari_viewer):
     assert meta["element"] == "spots" and meta["table"] == "table" and meta["sdata"] is not None
 
 
+@pytest.mark.untimed
 @pytest.mark.parametrize("key", ["drosophila", "mob"])
 def test_open_sample(make_napari_viewer, key):
     viewer = make_napari_viewer()
@@ -93,6 +96,7 @@ def test_open_sample(make_napari_viewer, key):
     assert type(viewer.layers[-1]).__name__ == "Points"
 
 
+@pytest.mark.untimed
 def test_bad_folder_gives_clear_error(make_napari_viewer, tmp_path):
     folder = tmp_path / "notes.zarr"
     folder.mkdir()
@@ -103,6 +107,7 @@ def test_bad_folder_gives_clear_error(make_napari_viewer, tmp_path):
     assert len(viewer.layers) == 0
 
 
+@pytest.mark.untimed
 def test_a_store_with_every_element_type_opens_in_napari(make_napari_viewer, tmp_path):
     """spatialdata's blobs(): labels, polygons, multipolygons, points, circles and images become layers
     that are drawn where the elements are; hovering a label reads its table row."""
@@ -147,6 +152,7 @@ def test_a_store_with_every_element_type_opens_in_napari(make_napari_viewer, tmp
     assert str(label) in status and f"cell_type: {cell_type}" in status, status
 
 
+@pytest.mark.untimed
 def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """What ``napari store.zarr`` and File > Open do: several readers accept a ``.zarr`` folder
     (napari's own, napari-casper, napari-spatialdata when installed), so napari asks, and choosing
