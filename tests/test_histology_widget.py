@@ -208,6 +208,8 @@ def test_the_clicked_flow_train_predict_uncertainty_save_and_checkpoints(histolo
     assert np.allclose(layer.size, 15.87 * 0.5, atol=0.05)  # spot diameter on screen, world units
 
     prediction = widget.result.prediction
+    assert prediction.reach is not None and not prediction.reach.out_of_reach  # a held-out MOB section: no warning
+    assert "WARNING" not in widget.predict_panel.status.text()
     markers = resolve_genes(MARKERS, truth, prediction.genes)
     measured = log_normalised(truth, list(markers.values()))
     predicted = prediction.expression[:, [prediction.genes.index(g) for g in markers.values()]]
@@ -296,6 +298,8 @@ def test_the_clicked_flow_train_predict_uncertainty_save_and_checkpoints(histolo
     assert set(back.shapes) == {"spots", "histology_spots", "histology_spots_2"} and "table" not in back.tables
     table = back.tables["histology_predictions"]
     assert table.uns["napari_casper"]["model"]["training_sections"] == "MOB1:spots, MOB2:spots"
+    saved_reach = table.uns["napari_casper"]["out_of_distribution"]  # saved with the predictions
+    assert saved_reach["score"] == pytest.approx(widget.result.prediction.reach.score)
     assert table.n_obs == len(pixels) and "Penk" in list(table.var["name"])
 
     # 5. Save checkpoint / Load checkpoint: the loaded model predicts the same and names genes the same
@@ -414,6 +418,13 @@ def test_messages_follow_the_state(histology, qtbot, tmp_path, monkeypatch):
     assert widget.predictor is not None
     assert "not found" not in widget.message.text() and "no trained model" not in widget.message.text()
     assert widget.message.text().startswith("histology model trained") and widget.train_panel.status.text().startswith("trained:")
+    # a slide stained unlike the training section (MOB3 with its colour channels reversed): predicted, with a warning
+    he = viewer.layers["MOB3 image"]
+    viewer.add_image(np.asarray(he.data)[..., ::-1], rgb=True, name="restained", affine=he.affine.affine_matrix)
+    predict(widget, qtbot, "restained", VIRTUAL)
+    assert widget.result.prediction.reach.out_of_reach
+    for where in (widget.predict_panel.status.text(), widget.message.text()):
+        assert "WARNING: this slide looks unlike the training sections" in where, where
 
 
 def test_the_dock_fits_420_px_and_every_control_explains_itself(make_napari_viewer, qtbot):

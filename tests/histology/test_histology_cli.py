@@ -27,6 +27,9 @@ def test_train_then_predict_measured_and_virtual_spots(tmp_path, capsys):
     assert list(pred.obs_names) == list(truth.obs_names) and pred.n_vars == 1000
     assert (pred.obsm["spatial"] == truth.obsm["spatial"]).all()
     assert "uncertainty" in pred.layers
+    ood = pred.uns["histology_prediction"]["out_of_distribution"]  # a held-out MOB section: within reach
+    assert ood["score"] == max(ood["appearance"], ood["stain"]) and not ood["out_of_reach"]
+    assert "out-of-distribution score" in capsys.readouterr().out
 
     virtual = tmp_path / "mob3_virtual.h5ad"
     image = mob_path("MOB3").with_suffix(".jpg")

@@ -145,4 +145,6 @@ def _predict(args: argparse.Namespace) -> int:
     adata.uns["spot_diameter_px"] = float(diameter)
     write_h5ad_atomic(adata, args.out, inputs=(args.spots, image_path, args.model))
     print(f"wrote {args.out}: {adata.n_obs} spots x {adata.n_vars} genes (head {result.head})")
+    if result.reach is not None:  # saved in uns["histology_prediction"]["out_of_distribution"]
+        print(result.reach.describe())
     return 0

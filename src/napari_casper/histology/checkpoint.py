@@ -4,7 +4,8 @@ One ``torch.save`` file (read back with ``weights_only=True``: plain tensors, st
 numbers, no pickled code) holding: a format tag and version, the package version, the training
 config, the model genes with their z-scoring statistics, the output genes, the network
 weights, the training bank (descriptors and expression of the training spots), the ridge
-weights, the chosen head, the head-selection scores and the training history.
+weights, the chosen head, the head-selection scores, the training history, and what the training
+sections look like (``reach``: for the out-of-distribution score of a new slide; optional).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def save_predictor(predictor, path) -> Path:
         "selection": dict(predictor.selection),
         "history": predictor.history,
     }
+    if predictor.reach is not None:  # optional: files without it load (no out-of-distribution score then)
+        payload["reach"] = {k: _t(v) if isinstance(v, np.ndarray) else v for k, v in predictor.reach.to_payload().items()}
     from napari_casper.io.outputs import atomic_path
 
     path = Path(path)
@@ -128,6 +131,12 @@ def load_predictor(path, *, expected_genes=None):
         selection=dict(payload["selection"]),
         history=payload["history"],
     )
+    if "reach" in payload:
+        from napari_casper.histology.reach import TrainingReach
+
+        predictor.reach = TrainingReach.from_payload(
+            {k: _n(v) if isinstance(v, torch.Tensor) else v for k, v in payload["reach"].items()}
+        )
     if expected_genes is not None:
         predictor.gene_columns(list(expected_genes))
     return predictor

@@ -285,6 +285,22 @@ REFERENCE_OD_MEAN = (0.50, 0.55, 0.28)
 REFERENCE_OD_STD = (0.33, 0.30, 0.17)
 
 
+def optical_density_table() -> np.ndarray:
+    """``(256,)`` optical density ``-log(I / 255)`` of each uint8 intensity (0 counted as 1)."""
+    return -np.log(np.maximum(np.arange(256), 1) / 255.0)
+
+
+def channel_counts(patches: np.ndarray, *, chunk: int = 1024, cancel: CancelFlag | None = None) -> np.ndarray:
+    """``(3, 256)`` histogram of the uint8 values of each RGB channel over every pixel of ``(n, ..., 3)`` patches."""
+    counts = np.zeros((3, 256), dtype=np.int64)
+    for start in range(0, len(patches), chunk):
+        if is_cancelled(cancel):
+            raise TrainingCancelled("stain normalisation cancelled")
+        block = np.asarray(patches[start : start + chunk])
+        counts += np.stack([np.bincount(block[..., c].ravel(), minlength=256) for c in range(3)])
+    return counts
+
+
 def normalize_stain(patches: np.ndarray, *, chunk: int = 1024, cancel: CancelFlag | None = None) -> np.ndarray:
     """Match one section's colour statistics to a fixed reference (Reinhard-style, in optical density).
 
@@ -307,13 +323,8 @@ def normalize_stain(patches: np.ndarray, *, chunk: int = 1024, cancel: CancelFla
     Normalised patches, same shape, uint8.
     """
     patches = np.asarray(patches)
-    lut = -np.log(np.maximum(np.arange(256), 1) / 255.0)  # uint8 -> optical density
-    counts = np.zeros((3, 256), dtype=np.int64)
-    for start in range(0, len(patches), chunk):
-        if is_cancelled(cancel):
-            raise TrainingCancelled("stain normalisation cancelled")
-        block = patches[start : start + chunk]
-        counts += np.stack([np.bincount(block[..., c].ravel(), minlength=256) for c in range(3)])
+    lut = optical_density_table()
+    counts = channel_counts(patches, chunk=chunk, cancel=cancel)
     total = counts.sum(axis=1)
     mean = (counts * lut).sum(axis=1) / total
     std = np.sqrt((counts * (lut - mean[:, None]) ** 2).sum(axis=1) / total)

@@ -186,6 +186,9 @@ class HistologyPrediction:
         ``(n_spots, proj_dim)`` image embedding (L2-normalised).
     head
         The prediction head used.
+    reach
+        How far the slide lies from the training sections
+        (:class:`~napari_casper.histology.reach.SlideReach`; None for models saved before it existed).
     """
 
     expression: np.ndarray
@@ -194,6 +197,7 @@ class HistologyPrediction:
     coords: np.ndarray
     embedding: np.ndarray
     head: str
+    reach: object = None
 
     def to_anndata(self, obs_names=None) -> AnnData:
         """Spots x genes AnnData: ``X`` prediction, ``layers["uncertainty"]``, ``obsm["spatial"]`` and
@@ -210,6 +214,8 @@ class HistologyPrediction:
         adata.obsm["spatial"] = np.asarray(self.coords, dtype=np.float64)
         adata.obsm["histology_embedding"] = self.embedding
         adata.uns["histology_prediction"] = {"head": self.head, "values": "log1p(counts per 1e4)"}
+        if self.reach is not None:
+            adata.uns["histology_prediction"]["out_of_distribution"] = self.reach.to_dict()
         return adata
 
 
@@ -236,6 +242,9 @@ class HistologyPredictor:
         ``{head: mean validation score}`` of the leave-one-section-out choice (empty when not run).
     history
         Training history of the final model (dict).
+    reach
+        What the training sections look like (:class:`~napari_casper.histology.reach.TrainingReach`), to tell
+        how far a new slide lies from them; None for models saved before it existed.
     """
 
     model: object
@@ -247,6 +256,7 @@ class HistologyPredictor:
     head: str
     selection: dict = field(default_factory=dict)
     history: dict = field(default_factory=dict)
+    reach: object = None
 
     @property
     def genes(self) -> list[str]:
@@ -332,4 +342,9 @@ class HistologyPredictor:
             if phase is not None:
                 phase(Phase("predicted", total, total))
         names = self.genes if columns is None else [self.genes[i] for i in columns]
-        return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use)
+        reach = None
+        if self.reach is not None:
+            from napari_casper.histology.reach import appearance_features, stain_means
+
+            reach = self.reach.measure(appearance_features(raw_patches, cancel=cancel), stain_means(raw_patches))
+        return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)

@@ -118,6 +118,8 @@ def prediction_elements(
         "genes": [str(g) for g in prediction.genes],
         "model": {str(k): v for k, v in (model_info or {}).items() if v is not None},
     }
+    if prediction.reach is not None:
+        table.uns["napari_casper"]["out_of_distribution"] = prediction.reach.to_dict()
     table = TableModel.parse(table, region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
     return shapes, table
 

@@ -235,6 +235,7 @@ def train_histology(
     :class:`~napari_casper.histology.predict.HistologyPredictor`
     """
     from napari_casper.histology.predict import HEADS, HistologyPredictor
+    from napari_casper.histology.reach import TrainingReach, appearance_features, stain_means
 
     config = config or HistologyConfig()
     sections = list(sections)
@@ -260,6 +261,11 @@ def train_histology(
         members = list(range(len(sections)))
         fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)
+        reach = TrainingReach.fit(
+            np.concatenate([appearance_features(data.raw_patches[i], cancel=cancel) for i in members]),
+            np.concatenate([np.full(len(data.expression[i]), i) for i in members]),
+            [stain_means(data.raw_patches[i]) for i in members],
+        )
         steps.say(f"trained: head {head}", advance=1)
     return HistologyPredictor(
         model=fitted.model,
@@ -271,4 +277,5 @@ def train_histology(
         head=head,
         selection=selection,
         history=fitted.history.to_dict(),
+        reach=reach,
     )

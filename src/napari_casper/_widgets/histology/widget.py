@@ -351,6 +351,10 @@ class HistologyWidget(RunsInBackground, QWidget):
             f"predicted {len(genes)} genes at {len(job.prediction.coords)} spots ({where}, diameter {job.diameter_px:.1f} px, "
             f"head {job.prediction.head})"
         )
+        reach = job.prediction.reach
+        if reach is not None and reach.out_of_reach:  # say it where it stays in view, and as a notification
+            self._predicted_text += f". {reach.describe()}"
+            self.runner.say(reach.describe())
         self.predict_panel.set_genes([self.label(g) for g in genes], self.label(shown))
         self.show_gene(self.label(shown))
 
