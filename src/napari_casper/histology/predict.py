@@ -335,7 +335,8 @@ class HistologyPredictor:
         with limited_threads(self.config):
             if phase is not None:
                 phase(Phase("features and embedding", _done, total))
-            query = describe_section(self.model, raw_patches, self.config, cancel=cancel)
+            features = handcrafted_features(raw_patches, cancel=cancel)  # also the slide's appearance (reach)
+            query = describe_section(self.model, raw_patches, self.config, features_z=section_standardize(features), cancel=cancel)
             if phase is not None:
                 phase(Phase(f"predicting ({use} head)", _done + n, total))
             pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")
@@ -344,7 +345,7 @@ class HistologyPredictor:
         names = self.genes if columns is None else [self.genes[i] for i in columns]
         reach = None
         if self.reach is not None:
-            from napari_casper.histology.reach import appearance_features, stain_means
+            from napari_casper.histology.reach import stain_means
 
-            reach = self.reach.measure(appearance_features(raw_patches, cancel=cancel), stain_means(raw_patches))
+            reach = self.reach.measure(features, stain_means(raw_patches))
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)

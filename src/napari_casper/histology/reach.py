@@ -6,10 +6,10 @@ the same distance measured *between the training sections themselves* (stored at
 1 means "as far as one training section is from the others":
 
 * **appearance**: the median over the slide's spots of the distance from the spot's colour and texture
-  features (:func:`~napari_casper.histology.features.handcrafted_features` of the stain-normalised
-  patches, standardised over the training spots) to the nearest training spot. Reference: each
-  training section's median against the other training sections. These fixed features, unlike the
-  learned embedding, do not depend on how long the model trained;
+  features (:func:`~napari_casper.histology.features.handcrafted_features` of the patches as read,
+  the ones prediction computes anyway, standardised over the training spots) to the nearest training
+  spot. Reference: each training section's median against the other training sections. These fixed
+  features, unlike the learned embedding, do not depend on how long the model trained;
 * **stain**: the distance between the slide's mean optical density per RGB channel (before stain
   normalisation) and the nearest training section's. Reference: the mean distance between training
   sections, at least :data:`MIN_STAIN_SPREAD` (a few sections of one lab can be nearly identical).
@@ -38,14 +38,6 @@ def stain_means(patches: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
 
     counts = channel_counts(patches, chunk=chunk)
     return (counts * optical_density_table()).sum(axis=1) / np.maximum(counts.sum(axis=1), 1)
-
-
-def appearance_features(patches: np.ndarray, *, cancel=None) -> np.ndarray:
-    """``(n_spots, n_features)`` colour and texture features of the stain-normalised ``(n, S, P, P, 3)`` patches."""
-    from napari_casper.histology.features import handcrafted_features
-    from napari_casper.histology.patches import normalize_stain
-
-    return handcrafted_features(normalize_stain(patches, cancel=cancel), cancel=cancel).astype(np.float32)
 
 
 def nearest_distance(query: np.ndarray, bank: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ class _Prepared:
     expression: list[np.ndarray]  # per section, (n_spots, n_genes) log-normalised
     raw_patches: list[np.ndarray]
     features_z: list[np.ndarray]
+    features: list[np.ndarray]  # the handcrafted features before section standardisation (a slide's reach)
 
 
 
@@ -92,9 +93,9 @@ def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, canc
         report = None if steps.phase is None else (lambda k, n, text=text: steps.say(f"{text}: spot {k} of {n}"))
         raw.append(s.patches(config.scales, config.patch_size, cache, cancel=cancel, progress=report))
     steps.say("features", advance=1)
-    features = [section_standardize(handcrafted_features(r, cancel=cancel)) for r in raw]
+    features = [handcrafted_features(r, cancel=cancel) for r in raw]
     steps.say("features", advance=1)
-    return _Prepared(genes, expression, raw, features)
+    return _Prepared(genes, expression, raw, [section_standardize(f) for f in features], features)
 
 
 def choose_model_genes(expression: np.ndarray, genes: Sequence[str], config: HistologyConfig) -> list[int]:
@@ -235,7 +236,7 @@ def train_histology(
     :class:`~napari_casper.histology.predict.HistologyPredictor`
     """
     from napari_casper.histology.predict import HEADS, HistologyPredictor
-    from napari_casper.histology.reach import TrainingReach, appearance_features, stain_means
+    from napari_casper.histology.reach import TrainingReach, stain_means
 
     config = config or HistologyConfig()
     sections = list(sections)
@@ -262,7 +263,7 @@ def train_histology(
         fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)
         reach = TrainingReach.fit(
-            np.concatenate([appearance_features(data.raw_patches[i], cancel=cancel) for i in members]),
+            np.concatenate([data.features[i] for i in members]),
             np.concatenate([np.full(len(data.expression[i]), i) for i in members]),
             [stain_means(data.raw_patches[i]) for i in members],
         )
