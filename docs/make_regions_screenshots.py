@@ -145,6 +145,15 @@ def learned_from_strokes() -> None:
     ids = spots.metadata["napari_casper"].get("instance_ids", ctx.instance_ids)
     spots.face_color = np.array([[1.0, 0.83, 0.0, 1.0] if pathologist.get(i) else [0.2, 0.6, 1.0, 1.0] for i in ids])
     pitch = float(np.median(np.sort(np.linalg.norm(ctx.coords[:, None] - ctx.coords[None], axis=2), axis=1)[:, 1]))
+    # the one-click suggestion (HER2 markers, Otsu) over the same colours
+    click(widget.score_button)
+    wait(widget)
+    suggested = widget.suggestion.above
+    print(f"one-click: {int(suggested.sum())} spots above Otsu; agrees with the pathologist's tumour on {(suggested == np.isin(labels, ['invasive cancer', 'cancer in situ'])).mean():.1%}")
+    viewer.reset_view()
+    shot(viewer, "regions_7_suggested.png", widget.score_button, widget)
+    viewer.layers.remove("suggested regions (preview)")
+
     click(widget.new_layer_button)
     layer = viewer.layers["regions"]
     for cls, label in (("tumour", "invasive cancer"), ("stroma", "connective tissue")):
