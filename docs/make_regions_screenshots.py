@@ -149,7 +149,8 @@ def learned_from_strokes() -> None:
     click(widget.score_button)
     wait(widget)
     suggested = widget.suggestion.above
-    print(f"one-click: {int(suggested.sum())} spots above Otsu; agrees with the pathologist's tumour on {(suggested == np.isin(labels, ['invasive cancer', 'cancer in situ'])).mean():.1%}")
+    agree = (suggested == np.isin(labels, ["invasive cancer", "cancer in situ"])).mean()
+    print(f"one-click: {int(suggested.sum())} spots above Otsu; agrees with the pathologist's tumour on {agree:.1%}")
     viewer.reset_view()
     shot(viewer, "regions_7_suggested.png", widget.score_button, widget)
     viewer.layers.remove("suggested regions (preview)")
