@@ -158,7 +158,7 @@ def retrieve(
     temperature
         ``None``: equal weights (BLEEP-style mean); else weights ``softmax(similarity / temperature)``.
     chunk_values
-        Bound on ``rows x k x genes`` held at once (memory).
+        Bound on ``rows x genes`` held at once per intermediate (memory).
 
     Returns
     -------
@@ -172,16 +172,24 @@ def retrieve(
         logits = (sim - sim.max(axis=1, keepdims=True)) / float(temperature)
         weights = np.exp(logits)
         weights /= weights.sum(axis=1, keepdims=True)
-    Y = np.asarray(bank_expression, dtype=np.float32)
+    from scipy import sparse
+
+    # the neighbours' weights as a sparse (rows x bank) matrix: the weighted mean and second moment are two
+    # sparse-dense products (no rows x k x genes gather); var = E[y^2] - mean^2, in float64
+    Y = np.asarray(bank_expression, dtype=np.float64)
+    Y2 = Y * Y
     n, k_eff = idx.shape
     pred = np.empty((n, Y.shape[1]), dtype=np.float32)
     spread = np.empty_like(pred)
-    rows = max(1, chunk_values // max(1, k_eff * Y.shape[1]))
+    rows = max(1, chunk_values // max(1, Y.shape[1]))
     for start in range(0, n, rows):
-        sl = slice(start, start + rows)
-        neigh = Y[idx[sl]]  # (r, k, g)
-        w = weights[sl][:, :, None]
-        mean = (w * neigh).sum(axis=1)
-        var = (w * (neigh - mean[:, None, :]) ** 2).sum(axis=1)
-        pred[sl], spread[sl] = mean, np.sqrt(var)
+        sl = slice(start, min(start + rows, n))
+        m = sl.stop - sl.start
+        W = sparse.csr_matrix(
+            (weights[sl].astype(np.float64).ravel(), idx[sl].ravel(), np.arange(0, m * k_eff + 1, k_eff)),
+            shape=(m, Y.shape[0]),
+        )
+        mean = W @ Y
+        pred[sl] = mean
+        spread[sl] = np.sqrt(np.maximum(W @ Y2 - mean * mean, 0.0))
     return pred, spread
