@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check src tests benchmarks docs scripts
 unset QT_QPA_PLATFORM  # offscreen has no GL context; pytest-xvfb provides a real X display
-# a GUI test that fails on a stall prints where the GUI thread spent it (tests/gui_checks.Heartbeat)
-export NAPARI_CASPER_TRACE_STALLS=${NAPARI_CASPER_TRACE_STALLS:-1}
+# NAPARI_CASPER_TRACE_STALLS=1 makes a GUI test that stalls print where the GUI thread spent the time
+# (tests/gui_checks.Heartbeat samples every thread's stack from a helper thread). Off by default: that
+# sampling once crashed the interpreter (SIGSEGV while reading another thread's frames during a Mesa
+# shader link), so turn it on only to diagnose a stall.
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi

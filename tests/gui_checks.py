@@ -62,6 +62,7 @@ class Heartbeat:
         self.longest_at = 0.0  # seconds after entering the block when the longest gap ended
         self._start = 0.0
         #: with NAPARI_CASPER_TRACE_STALLS=1, the GUI thread's stack is sampled during stalls and printed on exit
+        #: (a diagnostic only: reading other threads' frames from a helper thread once crashed the interpreter)
         self.trace = bool(os.environ.get("NAPARI_CASPER_TRACE_STALLS")) if trace is None else trace
         self.samples: collections.Counter = collections.Counter()
         self.others: collections.Counter = collections.Counter()
