@@ -279,8 +279,7 @@ def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
     """Draw two small regions per class, click Learn: every spot gets a class (what the engine learns from the
     same spots), a stroke more updates it by itself, Accept adds editable outlines and the strokes stay."""
     from napari_casper._widgets.regions.layers import LEARNED_PREVIEW_NAME
-    from napari_casper.regions import OUTSIDE, spot_region_labels
-    from napari_casper.regions.learn import StrokeLearner
+    from napari_casper.regions.learn import StrokeLearner, region_examples
 
     viewer, widget = regions_widget()
     step = Steps()
@@ -308,8 +307,7 @@ def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
     assert len(preview.data) == len(widget.learn_panel.learned_regions) >= 2 and set(preview.shape_type) == {"path"}
     assert "from" in widget.learned_label.text() and "tumour" in widget.learned_label.text()
     with step.aside():  # known truth: the engine on the spots inside the hand-drawn regions
-        marks = spot_region_labels(ctx, widget.layer_regions())["class"].astype(object).to_numpy()
-        marks = np.where(marks == OUTSIDE, None, marks)
+        marks = np.asarray(region_examples(ctx, widget.layer_regions()), dtype=object)
         expected = StrokeLearner.from_spots(ctx).learn(marks)
         np.testing.assert_array_equal(learned.labels, expected.labels)
         assert learned.labelled.sum() == (marks != None).sum() >= 8  # noqa: E711

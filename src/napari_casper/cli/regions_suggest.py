@@ -77,11 +77,10 @@ def _examples(ctx, sdata, args):
     """Per-spot class names (None where unlabelled) from --from-labels or --from-regions."""
     if args.from_labels is not None:
         return _column(ctx, args.from_labels, "--from-labels")
-    from napari_casper.regions import OUTSIDE, load_regions, spot_region_labels
+    from napari_casper.regions import load_regions
+    from napari_casper.regions.learn import region_examples
 
-    regions = load_regions(sdata, args.from_regions, coordinate_system=ctx.coordinate_system)
-    labels = spot_region_labels(ctx, regions)["class"].astype(object).to_numpy()
-    return [None if label == OUTSIDE else label for label in labels]
+    return region_examples(ctx, load_regions(sdata, args.from_regions, coordinate_system=ctx.coordinate_system))
 
 
 def _suggest(ctx, sdata, args):

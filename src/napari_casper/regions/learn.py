@@ -151,6 +151,14 @@ class LearnedClasses:
         )
 
 
+def region_examples(spots, regions) -> list:
+    """``(n_spots,)`` the class of the region holding each spot, None outside every region: the examples
+    that regions (e.g. a few small hand-drawn ones) give :func:`learn_classes`."""
+    from napari_casper.regions.spots import OUTSIDE, spot_region_labels
+
+    return [None if label == OUTSIDE else label for label in spot_region_labels(spots, regions)["class"].astype(object)]
+
+
 def learn_classes(
     features: np.ndarray,
     labels: Sequence,
@@ -158,6 +166,7 @@ def learn_classes(
     spatial_graph,
     coords: np.ndarray,
     coordinate_system: str = "global",
+    graph=None,
 ) -> LearnedClasses:
     """Every spot's class from the few labelled ones (see the module docstring).
 
@@ -169,6 +178,9 @@ def learn_classes(
         ``(n_spots,)`` class names; None, NaN or ``""`` for the spots not labelled.
     spatial_graph
         From :func:`neighbour_graph` (the one the features were smoothed with).
+    graph
+        :func:`propagation_graph` of ``features`` and ``spatial_graph``, when already built (it depends on
+        neither the labels nor the classes).
     """
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
@@ -194,7 +206,7 @@ def learn_classes(
     prior = model.predict_proba(features)[:, [list(model.classes_).index(c) for c in classes]]
     clamp = np.zeros_like(prior)
     clamp[np.flatnonzero(known), [classes.index(c) for c in y]] = 1.0
-    graph = propagation_graph(features, spatial_graph)
+    graph = propagation_graph(features, spatial_graph) if graph is None else graph
     p = prior.copy()
     for _ in range(PROPAGATION_ROUNDS):
         p = (1 - PROPAGATION_WEIGHT) * prior + PROPAGATION_WEIGHT * (graph @ p)
@@ -215,6 +227,7 @@ class StrokeLearner:
         self.coordinate_system = coordinate_system
         self.graph = neighbour_graph(self.coords)
         self.features = spot_features(expression, self.coords, graph=self.graph)
+        self.propagation = propagation_graph(self.features, self.graph)  # the same for every stroke
 
     @classmethod
     def from_spots(cls, spots, normalize: str = "auto") -> StrokeLearner:
@@ -224,5 +237,10 @@ class StrokeLearner:
 
     def learn(self, labels: Sequence) -> LearnedClasses:
         return learn_classes(
-            self.features, labels, spatial_graph=self.graph, coords=self.coords, coordinate_system=self.coordinate_system
+            self.features,
+            labels,
+            spatial_graph=self.graph,
+            coords=self.coords,
+            coordinate_system=self.coordinate_system,
+            graph=self.propagation,
         )

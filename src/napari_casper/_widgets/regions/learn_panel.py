@@ -67,8 +67,9 @@ class LearnPanel(QGroupBox):
         form.addRow(self.accept_learned_button)
 
     def _examples(self, ctx):
-        """Per-spot class of the hand-drawn region holding it (None outside them)."""
-        from napari_casper.regions import DRAWN, OUTSIDE, spot_region_labels
+        """A function giving each spot the class of the hand-drawn region holding it (None outside them)."""
+        from napari_casper.regions import DRAWN
+        from napari_casper.regions.learn import region_examples
 
         regions = self.host.layer_regions()
         drawn = regions.subset([i for i, origin in enumerate(regions.origins) if origin == DRAWN])
@@ -77,9 +78,7 @@ class LearnPanel(QGroupBox):
                 "no hand-drawn region: draw a few small regions of each class in the regions layer first "
                 "(the learned and suggested ones are not used as examples)."
             )
-        return lambda: [
-            None if label == OUTSIDE else label for label in spot_region_labels(ctx, drawn)["class"].astype(object)
-        ]
+        return lambda: region_examples(ctx, drawn)
 
     def learn(self) -> None:
         """Learn every spot's class from the spots in the hand-drawn regions (worker), then preview the outlines."""
