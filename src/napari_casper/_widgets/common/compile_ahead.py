@@ -33,9 +33,6 @@ def exercise_shapes() -> None:
     layer.add_rectangles([square[[0, 2]] + 10])
     layer.add_paths([square + 20])
     layer.add_polygons([np.vstack([square, square[:1] + [2.0, 1.0]]) + 30])
-    # an empty layer given a polygon with a hole (a keyhole ring, as outlines are drawn): other kernels
-    hole = np.array([[1.0, 1.0], [1.0, 2.0], [2.0, 2.0], [2.0, 1.0]])
-    Shapes(ndim=2).add_polygons([np.vstack([square, square[:1], hole, hole[:1], square[:1]])])
 
 
 def exercise_scanpy() -> None:
