@@ -40,7 +40,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+# slide embeddings of pretrained encoders are cached here, never in the user's ~/.cache
+if "NAPARI_CASPER_CACHE" not in os.environ:
+    os.environ["NAPARI_CASPER_CACHE"] = tempfile.mkdtemp(prefix="napari-casper-cache-")
+    atexit.register(shutil.rmtree, os.environ["NAPARI_CASPER_CACHE"], ignore_errors=True)
+
 GUI_FIXTURES = {"qtbot", "make_napari_viewer"}
+
+
+@pytest.fixture()
+def make_torchscript_encoder():
+    """``make(path, seed)``: a small pretrained-encoder stand-in (three convolutions, global pooling, 64
+    features; random weights from ``seed``) saved as a TorchScript file, as a user exports UNI & co."""
+    import torch
+
+    def make(path, seed: int = 0):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ).eval()  # fmt: skip
+        torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), str(path))
+        return path
+
+    return make
 
 
 def pytest_collection_modifyitems(config, items):

@@ -443,3 +443,42 @@ def test_manifest_offers_the_widget():
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     widgets = {w.display_name: commands[w.command] for w in manifest.contributions.widgets}
     assert widgets["Histology"] == "napari_casper._widgets.histology.widget:HistologyWidget"
+
+
+def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_with_the_model(
+    histology, qtbot, tmp_path, monkeypatch, make_torchscript_encoder
+):
+    """The user's own encoder (a TorchScript file, as UNI & co. are exported) is typed into the dock; its
+    embeddings replace the CNN's, and the saved model finds it again."""
+    viewer, widget = histology
+    encoder = make_torchscript_encoder(tmp_path / "my-he-encoder.pt")
+    open_section(viewer, "MOB1")
+    open_section(viewer, "MOB3", drop_table=True)
+    options(widget, qtbot, epochs=2, n_variable=30, head="ridge", genes=", ".join(MARKERS))
+    type_text(qtbot, widget.train_panel.encoder, str(encoder))
+    run(widget, qtbot, widget.train_panel.train_button, "Train with a pretrained encoder")
+    assert widget.predictor is not None, widget.message.text()
+    assert widget.predictor.encoder.spec.kind == "torchscript" and widget.predictor.encoder.spec.n_features == 64
+    assert "TorchScript encoder my-he-encoder.pt" in widget.train_panel.status.text()
+    assert any(p.text.startswith("embedding section 1 of 1 (MOB1:spots)") for p in widget.phases)
+
+    with Heartbeat() as beat:  # the new layer's first paint (its shaders) belongs to the prediction
+        predict(widget, qtbot, "MOB3 image", "spots")
+        settle()
+    beat.assert_responsive(NEW_LAYER_LIMIT, what="Predict and its first paint")
+    assert any(p.text.startswith("embedding with the TorchScript encoder") for p in widget.phases)
+    prediction = widget.result.prediction
+    truth = ad.read_h5ad(mob_path("MOB3"))
+    penk = resolve_genes(MARKERS, truth, prediction.genes)["Penk"]
+    r = float(pearson(log_normalised(truth, [penk]), prediction.expression[:, [prediction.genes.index(penk)]])[0])
+    print(f"held-out MOB3 Penk PCC with a random-weight encoder: {r:.3f}")
+    assert r > 0.2
+
+    checkpoint = tmp_path / "mob-encoder.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(checkpoint), ""))
+    run(widget, qtbot, widget.train_panel.save_button, "Save checkpoint")
+    type_text(qtbot, widget.train_panel.encoder, "")  # the saved model finds its encoder where it was trained
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), ""))
+    run(widget, qtbot, widget.train_panel.load_button, "Load checkpoint")
+    assert widget.predictor.encoder.spec.fingerprint == hashlib.sha256(encoder.read_bytes()).hexdigest()
+    assert "TorchScript encoder my-he-encoder.pt" in widget.train_panel.status.text()

@@ -1,4 +1,4 @@
-"""Multi-scale encoder: shapes, scale attention, and an optional frozen local TorchScript backbone."""
+"""Multi-scale encoder: shapes, scale attention, and tokens made of a pretrained encoder's embeddings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from histology_data import mob_sections  # noqa: F401 - fixture
 
 from napari_casper.errors import CasperInputError
-from napari_casper.histology.encoder import TOKEN_GRID, FrozenBackbone, MultiScaleEncoder
+from napari_casper.histology.encoder import FEATURE_TOKENS, TOKEN_GRID, FeatureTrunk, MultiScaleEncoder
 
 
 def _batch(mob_sections, n=8, size=32):
@@ -29,34 +29,14 @@ def test_tokens_pooled_and_scale_weights(mob_sections):
         enc(_batch(mob_sections)[:, :2])
 
 
-class _TinyBackbone(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 5, 3, stride=4)
-
-    def forward(self, x):
-        return self.conv(x).mean(dim=(2, 3))
-
-
-def test_frozen_backbone_from_a_local_file(mob_sections, tmp_path):
-    path = tmp_path / "backbone.pt"
-    torch.jit.save(torch.jit.script(_TinyBackbone()), str(path))
-    enc = MultiScaleEncoder(n_scales=3, dim=32, backbone_path=str(path))
-    assert isinstance(enc.trunk, FrozenBackbone)
-    assert not any(p.requires_grad for p in enc.trunk.net.parameters())
-    before = [p.clone() for p in enc.trunk.net.parameters()]
-    _, pooled, _ = enc(_batch(mob_sections, n=4))
+def test_pretrained_embeddings_become_trainable_tokens():
+    torch.manual_seed(0)
+    enc = MultiScaleEncoder(n_scales=1, dim=32, n_features=20, dropout=0.0)
+    assert isinstance(enc.trunk, FeatureTrunk)
+    features = torch.randn(6, 1, 20)  # (spots, scales, features) from a frozen encoder
+    tokens, pooled, weights = enc(features)
+    assert tokens.shape == (6, FEATURE_TOKENS, 32) and pooled.shape == (6, 32) and weights.shape == (6, 1)
     pooled.sum().backward()
-    assert enc.trunk.project.weight.grad is not None  # the projection trains
-    assert all(torch.equal(a, b) for a, b in zip(before, enc.trunk.net.parameters()))
-    enc.train()
-    assert not enc.trunk.net.training  # frozen backbone stays in eval mode
-
-
-def test_missing_or_bad_backbone_file_is_explained(tmp_path):
-    with pytest.raises(CasperInputError, match="nothing is downloaded"):
-        MultiScaleEncoder(backbone_path=str(tmp_path / "absent.pt"))
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a torchscript file")
-    with pytest.raises(CasperInputError, match="TorchScript"):
-        MultiScaleEncoder(backbone_path=str(bad))
+    assert enc.trunk.layers[-1].weight.grad is not None  # the projection of the embeddings trains
+    # different embeddings give different spot embeddings
+    assert not torch.allclose(pooled[0], pooled[1])

@@ -80,7 +80,13 @@ def command_line(args: argparse.Namespace) -> str:
         "--predictor": args.predictor,
         "--n-model-genes": args.n_model_genes,
         "--top-k": args.top_k,
-        "--backbone": args.backbone,
+        "--encoder": args.encoder,
+        "--encoder-arch": args.encoder_arch,
+        "--encoder-input-size": args.encoder_input_size,
+        "--encoder-mean": ",".join(map(str, args.encoder_mean)) if args.encoder_mean else None,
+        "--encoder-std": ",".join(map(str, args.encoder_std)) if args.encoder_std else None,
+        "--encoder-mpp": args.encoder_mpp,
+        "--spot-diameter-um": args.spot_diameter_um,
         "--device": args.device if args.device != "auto" else None,
         "--threads": args.threads,
         "--seed": args.seed,
@@ -90,7 +96,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from napari_casper import __version__
-    from napari_casper.cli.histology_train import config_from_args, load_sections, print_epoch
+    from napari_casper.cli.histology_train import config_from_args, encoder_from_args, load_sections, print_epoch
     from napari_casper.histology.evaluate import run_benchmark
 
     names = split_list(args.sections)
@@ -99,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     paths = [args.dataset_dir / f"{n}.h5ad" for n in names]
     check_output(args.out, paths)
     start = time.perf_counter()
-    sections, args.patch_size = load_sections(paths, None, args.spot_diameter_px, args.patch_size)
+    encoder = encoder_from_args(args)
+    sections, args.patch_size = load_sections(paths, None, args.spot_diameter_px, args.patch_size,
+                                              encoder_side=encoder.spec.input_size if encoder else None)  # fmt: skip
     config = config_from_args(args)
     markers = _markers(args.markers, args.dataset_dir)
     tests = split_list(args.test_sections) or None
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         test_sections=tests,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         progress=print_epoch if os.environ.get("NAPARI_CASPER_VERBOSE") else None,
+        encoder=encoder,
     )
     seconds = time.perf_counter() - start
     write_tables(args.out, {"per_gene.csv": result.per_gene, "summary.csv": result.summary})

@@ -30,6 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", default="hex", choices=("hex", "square"), help="virtual-spot grid layout")
     parser.add_argument("--genes", help="genes to write: all (default), comma list, or @file")
     parser.add_argument("--head", help="override the prediction head (ridge, retrieval, ensemble, crossmodal)")
+    parser.add_argument(
+        "--encoder", type=Path,
+        help="where the model's pretrained patch encoder is now, if it moved since training (its weights must be "
+        "the same; default: the path recorded in --model)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output .h5ad")
     parser.set_defaults(func=run)
 
@@ -43,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args)
 
 
-def _load_model(path: Path):
+def _load_model(path: Path, encoder: Path | None = None):
     from napari_casper.cli.common import require_checkpoint, safe_checkpoint_error
     from napari_casper.histology.checkpoint import load_predictor
 
     require_checkpoint(path, "model (--model)", "`napari-casper histology-train`")
     try:
-        return load_predictor(path)
+        return load_predictor(path, encoder=encoder)
     except CasperInputError as err:
         raise safe_checkpoint_error(err, path, "`napari-casper histology-train`") from err
 
@@ -97,7 +102,9 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_casper.io.convert import check_spots_inside_image, estimate_spot_diameter
     from napari_casper.io.stores import write_h5ad_atomic
 
-    predictor = _load_model(args.model)
+    predictor = _load_model(args.model, args.encoder)
+    if args.encoder is not None and predictor.encoder is None:
+        raise CasperUsageError(f"{args.model} was trained without a pretrained encoder: leave --encoder out")
     obs_names = None
     coords = None
     image_path = args.image
@@ -129,7 +136,9 @@ def _predict(args: argparse.Namespace) -> int:
         if coords is None:
             raise CasperUsageError("virtual spots need --spot-diameter-px (the physical spot size in pixels)")
         diameter = estimate_spot_diameter(coords)
-    image, scale = _read_image(image_path, choose_reduction(diameter, predictor.config.patch_size))
+    side = max(predictor.config.patch_size, predictor.encoder.spec.input_size if predictor.encoder else 0)
+    reduction = choose_reduction(diameter, side)
+    image, scale = _read_image(image_path, reduction)
     if coords is not None:  # spots in another resolution would give confident predictions of blank background
         full_shape = (round(image.shape[0] / scale), round(image.shape[1] / scale))
         check_spots_inside_image(coords, full_shape, f"spots of {args.spots} do not match the image {image_path}")
@@ -138,7 +147,9 @@ def _predict(args: argparse.Namespace) -> int:
         pitch = args.pitch_px * scale if args.pitch_px else None
         coords = virtual_spots_for(tissue, diameter * scale, pitch, layout=args.layout) / scale
         print(f"{len(coords)} virtual spots on a {args.layout} grid over {tissue.tissue_fraction:.0%} tissue")
-    result = predictor.predict(image, coords * scale, diameter * scale, genes=read_gene_list(args.genes), head=args.head)
+    stat = Path(image_path).stat()  # the slide's embeddings are cached under this key (pretrained encoder)
+    key = f"{Path(image_path).resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{reduction}"
+    result = predictor.predict(image, coords * scale, diameter * scale, genes=read_gene_list(args.genes), head=args.head, cache_key=key)
     result.coords = coords
     adata = result.to_anndata(obs_names)
     adata.uns["image"] = str(image_path)

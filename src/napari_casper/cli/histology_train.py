@@ -40,10 +40,57 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--n-model-genes", type=positive_int, default=1000, help="HVGs fed to the expression encoder")
     parser.add_argument("--top-k", type=positive_int, default=50, help="neighbours for retrieval and uncertainty")
-    parser.add_argument("--backbone", type=Path, help="optional local TorchScript backbone file (frozen)")
+    add_encoder_options(parser)
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: half the cores, at most 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.485,0.456,0.406, got {text!r}") from err
+
+
+def add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    """``--encoder`` and how to read it (histology-train, histology-benchmark)."""
+    group = parser.add_argument_group(
+        "pretrained patch encoder (optional; nothing is downloaded)",
+        "Use a local pathology foundation model (UNI, CONCH, Virchow, Phikon, your own ResNet, ...) instead of "
+        "the small CNN trained from scratch: its frozen embeddings of every slide are computed once and cached "
+        "($NAPARI_CASPER_CACHE, default ~/.cache/napari-casper).",
+    )
+    group.add_argument(
+        "--encoder", type=Path,
+        help="a TorchScript file, a weights file (.safetensors/.pth/.bin, with --encoder-arch), or a timm / "
+        "Hugging Face model folder (config.json + weights)",
+    )  # fmt: skip
+    group.add_argument("--encoder-arch", help="timm architecture of a weights file, e.g. vit_large_patch16_224 or resnet50")
+    group.add_argument("--encoder-input-size", type=positive_int, help="patch side the encoder takes (default: from the model, else 224)")
+    group.add_argument("--encoder-mean", type=_floats, help="R,G,B normalisation mean (default: from the model, else ImageNet's)")
+    group.add_argument("--encoder-std", type=_floats, help="R,G,B normalisation std (default: from the model, else ImageNet's)")
+    group.add_argument(
+        "--encoder-mpp", type=float,
+        help="microns per pixel the encoder was trained at (0.5 for 20x); with --spot-diameter-um the encoder sees "
+        "its own field of view, else patches of 1x/2x/4x the spot diameter",
+    )  # fmt: skip
+    group.add_argument("--spot-diameter-um", type=float, help="spot diameter in microns (55 Visium, 100 legacy ST)")
+
+
+def encoder_from_args(args: argparse.Namespace):
+    """The loaded encoder of ``--encoder`` (None without it)."""
+    if args.encoder is None:
+        for option in ("encoder_arch", "encoder_input_size", "encoder_mean", "encoder_std", "encoder_mpp"):
+            if getattr(args, option) is not None:
+                raise CasperUsageError(f"--{option.replace('_', '-')} describes a pretrained encoder: give it with --encoder")
+        return None
+    from napari_casper.histology.pretrained import load_encoder
+
+    return load_encoder(
+        args.encoder, architecture=args.encoder_arch, input_size=args.encoder_input_size, mean=args.encoder_mean,
+        std=args.encoder_std, mpp=args.encoder_mpp,
+    )  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace, **extra):
@@ -56,7 +103,7 @@ def config_from_args(args: argparse.Namespace, **extra):
         predictor=args.predictor,
         n_model_genes=args.n_model_genes,
         top_k=args.top_k,
-        backbone_path=str(args.backbone) if args.backbone else None,
+        spot_diameter_um=args.spot_diameter_um,
         device=args.device,
         threads=args.threads,
         seed=args.seed,
@@ -92,8 +139,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_sections(paths, images, spot_diameter_px, patch_size):
-    """Read the sections; returns ``(sections, patch_size)`` (``None`` -> from the spot size)."""
+def load_sections(paths, images, spot_diameter_px, patch_size, encoder_side: int | None = None):
+    """Read the sections; returns ``(sections, patch_size)`` (``None`` -> from the spot size).
+
+    ``encoder_side``: a pretrained encoder's input size; large JPEGs are then decoded at a scale
+    that keeps a spot at least that wide (or at full size)."""
     import anndata
 
     from napari_casper.histology.patches import suggest_patch_size
@@ -123,7 +173,8 @@ def load_sections(paths, images, spot_diameter_px, patch_size):
                 first.file.close()
         patch_size = suggest_patch_size(diameter)
     sections = [
-        load_section(path, image_path=images[i] if images else None, spot_diameter_px=spot_diameter_px, patch_size=patch_size)
+        load_section(path, image_path=images[i] if images else None, spot_diameter_px=spot_diameter_px,
+                     patch_size=max(patch_size, encoder_side or 0))  # fmt: skip
         for i, path in enumerate(paths)
     ]
     return sections, patch_size
@@ -153,9 +204,13 @@ def _train(args: argparse.Namespace) -> int:
     from napari_casper.histology.checkpoint import save_predictor
     from napari_casper.histology.train import train_histology
 
-    sections, args.patch_size = load_sections(args.sections, args.images, args.spot_diameter_px, args.patch_size)
+    encoder = encoder_from_args(args)  # a wrong encoder fails before any image is decoded
+    sections, args.patch_size = load_sections(args.sections, args.images, args.spot_diameter_px, args.patch_size,
+                                              encoder_side=encoder.spec.input_size if encoder else None)  # fmt: skip
     config = config_from_args(args, predict_genes=read_genes(args.genes), spot_diameter_px=full_resolution_diameter(args, sections))
-    predictor = train_histology(sections, config, progress=print_epoch)
+    if encoder is not None:
+        print(f"patch encoder: {encoder.spec.describe()}, {encoder.spec.n_features} features", file=sys.stderr, flush=True)
+    predictor = train_histology(sections, config, progress=print_epoch, encoder=encoder)
     save_predictor(predictor, args.out)
     if predictor.selection:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in predictor.selection.items())

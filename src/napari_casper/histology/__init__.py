@@ -7,7 +7,8 @@ AnnData of raw counts. Modules, one concept each:
 - :mod:`.patches`   multi-scale patch extraction (1x/2x/4x spot diameter), stain normalisation, augmentation
 - :mod:`.tissue`    tissue detection on a thumbnail, virtual spots on a grid inside the tissue
 - :mod:`.features`  handcrafted colour / stain / texture features (the baseline)
-- :mod:`.encoder`   compact multi-scale CNN (or a frozen local TorchScript backbone)
+- :mod:`.encoder`   compact multi-scale CNN (or tokens made of a pretrained encoder's embeddings)
+- :mod:`.pretrained` bring your own patch encoder (timm weights, TorchScript, model folders), cached slide embeddings
 - :mod:`.model`     expression encoder, contrastive + cross-modal masked-reconstruction losses
 - :mod:`.fit`       the network's training loop (:func:`fit_encoder`), embeddings, CPU thread limits
 - :mod:`.train`     :class:`HistologyConfig`, head selection by leave-one-section-out, :func:`train_histology`

@@ -6,6 +6,10 @@ config, the model genes with their z-scoring statistics, the output genes, the n
 weights, the training bank (descriptors and expression of the training spots), the ridge
 weights, the chosen head, the head-selection scores, the training history, and what the training
 sections look like (``reach``: for the out-of-distribution score of a new slide; optional).
+
+A model trained on a pretrained patch encoder records it in its config (kind, architecture, input
+size, normalisation, the SHA-256 of its weights; not the weights themselves): loading finds the
+encoder at its recorded path or at the one given, and refuses any other.
 """
 
 from __future__ import annotations
@@ -68,12 +72,16 @@ def save_predictor(predictor, path) -> Path:
     return path
 
 
-def load_predictor(path, *, expected_genes=None):
+def load_predictor(path, *, expected_genes=None, encoder=None):
     """Read a file written by :func:`save_predictor`.
 
+    ``encoder``: for a model trained on a pretrained patch encoder, where that encoder is now (a
+    path, or a loaded :class:`~napari_casper.histology.pretrained.PatchEncoder`); default: the
+    path recorded at training. Not used by a model without one.
+
     Raises :class:`~napari_casper.errors.CheckpointMismatchError` when the file is not a
-    histology checkpoint, was written by a newer format, or does not predict every gene of
-    ``expected_genes``.
+    histology checkpoint, was written by a newer format, does not predict every gene of
+    ``expected_genes``, or needs an encoder that is missing or differs from the one given.
     """
     from napari_casper.histology.config import HistologyConfig
     from napari_casper.histology.fit import build_model
@@ -103,6 +111,12 @@ def load_predictor(path, *, expected_genes=None):
             f"{payload['format_version']}); this is {__version__} (format {FORMAT_VERSION}): upgrade napari-casper"
         )
     config = HistologyConfig.from_dict(payload["config"])
+    loaded_encoder = None
+    if config.encoder is not None:
+        from napari_casper.histology.pretrained import EncoderSpec, default_cache_dir, encoder_for
+
+        loaded_encoder = encoder_for(EncoderSpec.from_dict(config.encoder), encoder)
+        config.cache_dir = str(default_cache_dir())  # the embedding cache belongs to this machine
     model = build_model(len(payload["model_genes"]), config)
     model.load_state_dict(payload["state_dict"])
     model.eval()
@@ -130,6 +144,7 @@ def load_predictor(path, *, expected_genes=None):
         head=payload["head"],
         selection=dict(payload["selection"]),
         history=payload["history"],
+        encoder=loaded_encoder,
     )
     if "reach" in payload:
         from napari_casper.histology.reach import TrainingReach

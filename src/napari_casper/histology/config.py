@@ -24,7 +24,10 @@ class HistologyConfig:
     width: int = 24
     n_gene_tokens: int = 8
     dropout: float = 0.1
-    backbone_path: str | None = None
+    # a pretrained patch encoder (EncoderSpec.to_dict(), see histology.pretrained); None: the CNN
+    encoder: dict | None = None
+    # spot diameter in microns (55 Visium, 100 legacy ST): with the encoder's mpp, its field of view
+    spot_diameter_um: float | None = None
     # optimisation
     epochs: int | None = None
     batch_size: int = 128
@@ -55,6 +58,15 @@ class HistologyConfig:
         out = asdict(self)
         out["scales"] = list(self.scales)
         return out
+
+    def input_scales(self) -> tuple[float, ...]:
+        """Patch sides (in spot diameters) of the network's input: the context scales, or the
+        pretrained encoder's own (:meth:`~napari_casper.histology.pretrained.EncoderSpec.scales`)."""
+        if self.encoder is None:
+            return tuple(self.scales)
+        from napari_casper.histology.pretrained import EncoderSpec
+
+        return EncoderSpec.from_dict(self.encoder).scales(self.scales, self.spot_diameter_um)
 
     @classmethod
     def from_dict(cls, values: dict) -> HistologyConfig:

@@ -5,14 +5,12 @@ map is pooled to a 4 x 4 grid of tokens; tokens get a learned scale embedding an
 embedding. The spot embedding is an attention pooling over the per-scale summaries (a learned
 query scores each scale), so the model learns how much context to use.
 
-Optionally a *frozen* backbone replaces the CNN trunk: a TorchScript module loaded from a local
-file given by the user (``torch.jit.save`` of any ``(B, 3, H, W) -> (B, F)`` network, e.g. a
-histology foundation model exported on a machine that has it). Nothing is ever downloaded.
+With a pretrained patch encoder (:mod:`.pretrained`, the user's own), the CNN is not used: the
+encoder's frozen embeddings, computed once per slide, are the input, and :class:`FeatureTrunk`
+turns each scale's embedding into a few tokens; the rest of the model is the same.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +19,8 @@ from napari_casper.errors import CasperInputError
 
 #: grid side of the tokens taken from each scale's feature map
 TOKEN_GRID = 4
+#: tokens made of one scale's pretrained embedding (a 2 x 2 grid)
+FEATURE_TOKENS = 4
 #: H&E patches are normalised with these per-channel statistics (typical stained tissue)
 PIXEL_MEAN = (0.70, 0.55, 0.72)
 PIXEL_STD = (0.18, 0.20, 0.15)
@@ -51,62 +51,21 @@ class ConvTrunk(nn.Module):
         return self.layers(x)
 
 
-class FrozenBackbone(nn.Module):
-    """A user's TorchScript feature extractor, frozen, followed by a trainable projection.
+class FeatureTrunk(nn.Module):
+    """Frozen embeddings of a pretrained encoder (:mod:`.pretrained`) -> a few trainable tokens per scale.
 
-    Parameters
-    ----------
-    path
-        Local file written by ``torch.jit.save``; the module maps ``(B, 3, S, S)`` ImageNet-
-        normalised float images to ``(B, F)`` features.
-    dim
-        Token width of the rest of the model.
-    input_size
-        Side ``S`` the patches are resized to before the backbone.
+    ``(N, F)`` float features -> ``(N, dim, 2, 2)``: layer norm, dropout (the features cannot be
+    augmented like pixels, so the dropout stands in), one linear map to ``FEATURE_TOKENS`` tokens.
     """
 
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_STD = (0.229, 0.224, 0.225)
-
-    def __init__(self, path: str | Path, dim: int = 128, input_size: int = 224) -> None:
+    def __init__(self, n_features: int, dim: int = 128, dropout: float = 0.1):
         super().__init__()
-        path = Path(path)
-        if not path.is_file():
-            raise CasperInputError(
-                f"backbone weights file {path} does not exist; give the path of a local TorchScript "
-                "file (torch.jit.save), nothing is downloaded"
-            )
-        try:
-            net = torch.jit.load(str(path), map_location="cpu")
-        except Exception as err:  # noqa: BLE001 - any load failure means the same thing to the user
-            raise CasperInputError(
-                f"could not load {path} as a TorchScript module ({err}); export the backbone with "
-                "torch.jit.save(torch.jit.script(model) or torch.jit.trace(model, example), path)"
-            ) from err
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        self.net = net
-        self.path = str(path)
-        self.input_size = int(input_size)
-        with torch.no_grad():
-            n_features = int(net(torch.zeros(1, 3, self.input_size, self.input_size)).reshape(1, -1).shape[1])
-        self.project = nn.Linear(n_features, dim * TOKEN_GRID * TOKEN_GRID)
         self.dim = dim
-        self.register_buffer("mean", torch.tensor(self.IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.IMAGENET_STD).view(1, 3, 1, 1))
-
-    def train(self, mode: bool = True):  # the backbone stays in eval mode (frozen BatchNorm)
-        super().train(mode)
-        self.net.eval()
-        return self
+        self.layers = nn.Sequential(nn.LayerNorm(n_features), nn.Dropout(dropout), nn.Linear(n_features, dim * FEATURE_TOKENS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(N, 3, P, P)`` in [0, 1] -> ``(N, dim, 4, 4)``."""
-        x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-        with torch.no_grad():
-            feats = self.net((x - self.mean) / self.std).reshape(x.shape[0], -1)
-        return self.project(feats).view(-1, self.dim, TOKEN_GRID, TOKEN_GRID)
+        side = int(FEATURE_TOKENS**0.5)
+        return self.layers(x).view(-1, self.dim, side, side)
 
 
 class MultiScaleEncoder(nn.Module):
@@ -119,16 +78,19 @@ class MultiScaleEncoder(nn.Module):
     dim
         Token and embedding width.
     width
-        Channel width of the first CNN layer (ignored with a backbone).
-    backbone_path
-        Optional local TorchScript file used as a frozen trunk (see :class:`FrozenBackbone`).
+        Channel width of the first CNN layer (not used with ``n_features``).
+    n_features
+        Width of a pretrained encoder's embeddings: the input is then ``(B, n_scales, F)`` embeddings
+        instead of patches (see :class:`FeatureTrunk`).
+    dropout
+        Dropout on the pretrained embeddings.
     """
 
-    def __init__(self, n_scales: int = 3, dim: int = 128, width: int = 32, backbone_path: str | None = None):
+    def __init__(self, n_scales: int = 3, dim: int = 128, width: int = 32, n_features: int | None = None, dropout: float = 0.1):
         super().__init__()
         self.n_scales, self.dim = n_scales, dim
-        self.trunk = FrozenBackbone(backbone_path, dim) if backbone_path else ConvTrunk(dim, width)
-        n_tok = TOKEN_GRID * TOKEN_GRID
+        self.trunk = FeatureTrunk(n_features, dim, dropout) if n_features else ConvTrunk(dim, width)
+        n_tok = FEATURE_TOKENS if n_features else TOKEN_GRID * TOKEN_GRID
         self.scale_embedding = nn.Parameter(torch.randn(1, n_scales, 1, dim) * 0.02)
         self.position_embedding = nn.Parameter(torch.randn(1, 1, n_tok, dim) * 0.02)
         self.pool_query = nn.Parameter(torch.randn(dim) * 0.02)
@@ -144,11 +106,11 @@ class MultiScaleEncoder(nn.Module):
         Parameters
         ----------
         patches
-            ``(B, n_scales, 3, P, P)`` float in [0, 1].
+            ``(B, n_scales, 3, P, P)`` float in [0, 1], or ``(B, n_scales, F)`` pretrained embeddings.
 
         Returns
         -------
-        tokens ``(B, n_scales * 16, dim)``, pooled embedding ``(B, dim)``, and the scale
+        tokens ``(B, n_scales * n_tokens, dim)``, pooled embedding ``(B, dim)``, and the scale
         attention weights ``(B, n_scales)``.
         """
         b, s = patches.shape[:2]
@@ -157,7 +119,7 @@ class MultiScaleEncoder(nn.Module):
         x = patches.flatten(0, 1)
         if isinstance(self.trunk, ConvTrunk):
             x = (x - self.pixel_mean) / self.pixel_std
-        grid = self.trunk(x)  # (B*S, dim, 4, 4)
+        grid = self.trunk(x)  # (B*S, dim, side, side)
         tokens = grid.flatten(2).transpose(1, 2).reshape(b, s, -1, self.dim)
         tokens = tokens + self.scale_embedding + self.position_embedding
         summaries = self.summary_norm(tokens.mean(dim=2))  # (B, S, dim)

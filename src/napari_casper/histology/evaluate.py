@@ -127,6 +127,7 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
     progress=None,
     cancel=None,
+    encoder=None,
 ) -> BenchmarkResult:
     """Leave-one-section-out benchmark: the model and the handcrafted baselines on identical splits.
 
@@ -145,6 +146,9 @@ def run_benchmark(
         Names of the sections to hold out (default: each in turn).
     log
         Receives one line per finished fold.
+    encoder
+        A pretrained patch encoder for the model (see :func:`~napari_casper.histology.train.train_histology`);
+        the baselines stay handcrafted.
     """
     from napari_casper.histology.config import HistologyConfig
     from napari_casper.histology.fit import limited_threads
@@ -163,7 +167,7 @@ def run_benchmark(
     log = log or (lambda _msg: None)
 
     with limited_threads(config):
-        rows, tables, selection, training = _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel)
+        rows, tables, selection, training = _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel, encoder)
     summary = pd.DataFrame(rows)
     metric_cols = [c for c in summary.columns if c not in ("section", "method", "n_spots", "n_genes")]
     means = summary.groupby("method", sort=False)[metric_cols].mean().reset_index()
@@ -185,14 +189,14 @@ def _fold_genes(sections, train_idx, genes) -> list[str]:
     return [g for g, sd in zip(ordered, values.std(axis=0)) if sd > 0]
 
 
-def _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel):
+def _run_folds(sections, names, tests, config, markers, genes, log, progress, cancel, encoder):
 
     features = [handcrafted_features(s.patches(config.scales, config.patch_size, config.cache_dir)) for s in sections]
     rows, tables, selection, training = [], [], {}, {}
     for test_name in tests:
         t = names.index(test_name)
         test = sections[t]
-        predictor, methods, seconds = _fold_predictions(sections, t, features, config, genes, progress, cancel)
+        predictor, methods, seconds = _fold_predictions(sections, t, features, config, genes, progress, cancel, encoder)
         out_genes = predictor.genes
         truth = log_normalised(test.expression, out_genes)
         marker_map = resolve_genes(markers, test.expression, out_genes)
@@ -220,7 +224,7 @@ def _run_folds(sections, names, tests, config, markers, genes, log, progress, ca
 _LOGGED = ("model", "baseline:ridge", "baseline:retrieval")
 
 
-def _fold_predictions(sections, t, features, config, genes, progress, cancel):
+def _fold_predictions(sections, t, features, config, genes, progress, cancel, encoder):
     """Train on every section but ``t`` and predict ``t`` with every method.
 
     Returns ``(predictor, {method: prediction}, seconds)``; ``seconds`` has the wall time of
@@ -233,14 +237,19 @@ def _fold_predictions(sections, t, features, config, genes, progress, cancel):
     train_idx = [i for i in range(len(sections)) if i != t]
     fold_config = dataclasses.replace(config, predict_genes=_fold_genes(sections, train_idx, genes))
     clock = time.perf_counter()
-    predictor = train_histology([sections[i] for i in train_idx], fold_config, progress=progress, cancel=cancel)
+    predictor = train_histology([sections[i] for i in train_idx], fold_config, progress=progress, cancel=cancel, encoder=encoder)
     seconds = {"train": time.perf_counter() - clock}
     missing = sorted(set(predictor.genes) - set(test.expression.var_names))
     if missing:
         raise CasperInputError(f"test section {test.name} lacks {len(missing)} trained genes, e.g. {missing[:5]}")
     raw = test.patches(config.scales, config.patch_size, config.cache_dir)
     clock = time.perf_counter()
-    query = describe_section(predictor.model, raw, predictor.config, cancel=cancel)
+    if encoder is None:
+        query = describe_section(predictor.model, raw, predictor.config, cancel=cancel)
+    else:
+        fitted = predictor.config
+        encoded = test.embeddings(encoder, fitted.input_scales(), fitted.cache_dir, cancel=cancel)
+        query = describe_section(predictor.model, encoded, fitted, features_z=section_standardize(features[t]), cancel=cancel)
     methods = {f"model:{head}": predictor.heads.predict(head, query)[0] for head in HEADS}
     methods["model"] = methods[f"model:{predictor.head}"]
     seconds["model"] = seconds["train"] + time.perf_counter() - clock

@@ -168,25 +168,37 @@ def limited_threads(config: HistologyConfig):
 
 
 def patches_to_tensor(patches: np.ndarray) -> torch.Tensor:
-    """``(n, S, P, P, 3)`` uint8 -> ``(n, S, 3, P, P)`` uint8 tensor (converted to float per batch)."""
+    """The network's input as a tensor: ``(n, S, P, P, 3)`` uint8 patches -> ``(n, S, 3, P, P)`` uint8
+    (converted to float per batch); ``(n, S, F)`` pretrained embeddings as they are (float32)."""
+    if np.asarray(patches).ndim == 3:
+        return torch.as_tensor(np.asarray(patches, dtype=np.float32))
     return torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 1, 4, 2, 3).contiguous()
 
 
 def _as_float(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if batch.dtype != torch.uint8:  # embeddings
+        return batch.to(device)
     return batch.to(device).float().div_(255.0)
+
+
+def _augmented(batch: torch.Tensor, device, generator, config: HistologyConfig) -> torch.Tensor:
+    """A training batch: patches flipped, rotated and stain-jittered; embeddings as they are (the
+    network's dropout on them stands in)."""
+    x = _as_float(batch, device)
+    return augment_batch(x, generator, stain_jitter=config.stain_jitter) if batch.dtype == torch.uint8 else x
 
 
 def build_model(n_genes: int, config: HistologyConfig) -> HistologyExpressionModel:
     """A fresh (untrained) network for ``n_genes`` model genes with the sizes in ``config``."""
     return HistologyExpressionModel(
         n_genes,
-        n_scales=len(config.scales),
+        n_scales=len(config.input_scales()),
         dim=config.dim,
         proj_dim=config.proj_dim,
         width=config.width,
         n_gene_tokens=config.n_gene_tokens,
         dropout=config.dropout,
-        backbone_path=config.backbone_path,
+        n_features=config.encoder["n_features"] if config.encoder else None,
     )
 
 
@@ -204,7 +216,8 @@ def fit_encoder(
     Parameters
     ----------
     patches
-        ``(n_spots, n_scales, P, P, 3)`` uint8 multi-scale patches.
+        ``(n_spots, n_scales, P, P, 3)`` uint8 multi-scale patches, or ``(n_spots, n_scales, F)``
+        embeddings of the pretrained encoder ``config.encoder``.
     expression
         ``(n_spots, n_model_genes)`` z-scored log-normalised expression of the model genes.
     config
@@ -219,8 +232,10 @@ def fit_encoder(
     """
     if len(patches) != len(expression):
         raise CasperInputError(f"{len(patches)} patch sets for {len(expression)} expression rows")
-    if patches.shape[1] != len(config.scales):
-        raise CasperInputError(f"patches have {patches.shape[1]} scales, config.scales has {len(config.scales)}")
+    if patches.shape[1] != len(config.input_scales()):
+        raise CasperInputError(f"patches have {patches.shape[1]} scales, the network takes {len(config.input_scales())}")
+    if (patches.ndim == 3) != (config.encoder is not None):
+        raise CasperInputError("a network with a pretrained encoder trains on its embeddings, one without on patches")
     if len(patches) < 8:
         raise CasperInputError(f"only {len(patches)} training spots; histology training needs at least 8")
     if config.keep not in ("best", "last"):
@@ -270,7 +285,7 @@ def fit_encoder(
                 if s == steps_per_epoch:
                     break
                 idx = perm[s * batch : (s + 1) * batch]
-                x = augment_batch(_as_float(images[idx], device), generator, stain_jitter=config.stain_jitter)
+                x = _augmented(images[idx], device, generator, config)
                 out = model.losses(x, expr[idx].to(device), mask_ratio=config.mask_ratio, generator=generator)
                 if is_cancelled(cancel):  # checked again between forward and backward: Cancel waits half a step at most
                     continue  # the next turn of the loop raises
@@ -318,10 +333,11 @@ def embed_patches(
     model: HistologyExpressionModel, patches: np.ndarray, *, batch_size: int = 256, device="auto", threads=None,
     tta: bool = False, cancel: CancelFlag | None = None,
 ) -> np.ndarray:
-    """``(n_spots, proj_dim)`` L2-normalised image embeddings of ``(n, S, P, P, 3)`` uint8 patches.
+    """``(n_spots, proj_dim)`` L2-normalised image embeddings of ``(n, S, P, P, 3)`` uint8 patches
+    (or of ``(n, S, F)`` pretrained embeddings).
 
     ``tta``: average the embeddings of the 8 flips/rotations (test-time augmentation; tissue has
-    no orientation, and training saw all 8), then renormalise.
+    no orientation, and training saw all 8), then renormalise; not for pretrained embeddings.
     """
     dev = select_device(device)
     model = model.to(dev).eval()
@@ -332,7 +348,7 @@ def embed_patches(
             if is_cancelled(cancel):
                 raise TrainingCancelled("histology prediction cancelled")
             x = _as_float(images[start : start + batch_size], dev)
-            if not tta:
+            if not tta or x.ndim == 3:
                 out.append(model.embed_image(x).cpu())
                 continue
             views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]

@@ -81,8 +81,8 @@ class HistologyExpressionModel(nn.Module):
         First CNN layer width.
     n_gene_tokens
         Expression tokens for the cross-attention (CMRCNet uses 8).
-    backbone_path
-        Optional local TorchScript backbone (frozen), see :mod:`.encoder`.
+    n_features
+        Width of a pretrained encoder's embeddings when they replace the patches (see :mod:`.pretrained`).
     """
 
     def __init__(
@@ -95,10 +95,10 @@ class HistologyExpressionModel(nn.Module):
         width: int = 32,
         n_gene_tokens: int = 8,
         dropout: float = 0.1,
-        backbone_path: str | None = None,
+        n_features: int | None = None,
     ) -> None:
         super().__init__()
-        self.image_encoder = MultiScaleEncoder(n_scales, dim, width, backbone_path)
+        self.image_encoder = MultiScaleEncoder(n_scales, dim, width, n_features, dropout)
         self.expression_encoder = ExpressionEncoder(n_genes, dim, n_gene_tokens, dropout=dropout)
         self.image_projection = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, proj_dim))
         self.expression_projection = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, proj_dim))
@@ -106,7 +106,7 @@ class HistologyExpressionModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def embed_image(self, patches: torch.Tensor) -> torch.Tensor:
-        """``(B, n_scales, 3, P, P)`` in [0, 1] -> L2-normalised ``(B, proj_dim)`` image embedding."""
+        """``(B, n_scales, 3, P, P)`` in [0, 1] (or ``(B, n_scales, F)`` embeddings) -> L2-normalised ``(B, proj_dim)``."""
         _, pooled, _ = self.image_encoder(patches)
         return F.normalize(self.image_projection(pooled), dim=-1)
 

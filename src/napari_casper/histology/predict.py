@@ -78,7 +78,8 @@ class SpotDescriptors:
 
 
 def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None, cancel=None) -> SpotDescriptors:
-    """Stain-normalise, embed and featurise one section's ``(n, S, P, P, 3)`` uint8 patches.
+    """Stain-normalise, embed and featurise one section's ``(n, S, P, P, 3)`` uint8 patches (or embed
+    its ``(n, S, F)`` pretrained embeddings; ``features_z`` must then be given).
 
     ``features_z`` (section-standardised handcrafted features) may be passed when already computed.
     """
@@ -90,8 +91,12 @@ def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None,
             f"statistics and needs at least {MIN_SECTION_SPOTS} spots; predict on all spots of the "
             "slide (e.g. virtual spots over the detected tissue) and subset afterwards"
         )
+    pretrained = raw_patches.ndim == 3
+    if pretrained and features_z is None:
+        raise CasperInputError("describe_section: pass features_z with pretrained embeddings (they hold no pixels)")
+    inputs = raw_patches if pretrained else normalize_stain(raw_patches, cancel=cancel)
     embedding = embed_patches(
-        model, normalize_stain(raw_patches, cancel=cancel), batch_size=EMBED_BATCH, device=config.device, threads=cpu_threads(config),
+        model, inputs, batch_size=EMBED_BATCH, device=config.device, threads=cpu_threads(config),
         tta=config.test_time_augmentation, cancel=cancel,
     )
     if features_z is None:
@@ -245,6 +250,9 @@ class HistologyPredictor:
     reach
         What the training sections look like (:class:`~napari_casper.histology.reach.TrainingReach`), to tell
         how far a new slide lies from them; None for models saved before it existed.
+    encoder
+        The pretrained patch encoder (:class:`~napari_casper.histology.pretrained.PatchEncoder`) whose
+        embeddings the network takes; None for the network's own CNN.
     """
 
     model: object
@@ -257,6 +265,7 @@ class HistologyPredictor:
     selection: dict = field(default_factory=dict)
     history: dict = field(default_factory=dict)
     reach: object = None
+    encoder: object = None
 
     @property
     def genes(self) -> list[str]:
@@ -288,6 +297,7 @@ class HistologyPredictor:
         head: str | None = None,
         cancel=None,
         phase=None,
+        cache_key: str | None = None,
     ) -> HistologyPrediction:
         """Predict expression at spots of an H&E image.
 
@@ -311,6 +321,9 @@ class HistologyPredictor:
         phase
             Called with a :class:`~napari_casper.histology.fit.Phase` ("reading patches: spot 200 of
             517", "features and embedding", "predicting"), one overall progress over the three.
+        cache_key
+            Identifies the image (e.g. its path, size and modification time): with a pretrained encoder,
+            the slide's embeddings are cached under ``config.cache_dir`` by this key and read back next time.
         """
         from napari_casper.histology.fit import Phase
         from napari_casper.histology.patches import extract_patches
@@ -318,25 +331,45 @@ class HistologyPredictor:
         xy = check_coords(coords)
         self.gene_columns(genes)  # unknown genes fail before the patches are read
         n = len(xy)
-        report = None if phase is None else (lambda k, total: phase(Phase(f"reading patches: spot {k} of {total}", k, 3 * max(1, total))))
+        units = (3 + (self.encoder is not None)) * max(1, n)  # reading, (embedding,) features, predicting
+        report = None if phase is None else (lambda k, total: phase(Phase(f"reading patches: spot {k} of {total}", k, units)))
         raw = extract_patches(
             image, xy, spot_diameter_px, scales=self.config.scales, patch_size=self.config.patch_size, cancel=cancel, progress=report
         )
-        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel, phase=phase, _done=n)
+        encoded = None
+        if self.encoder is not None:
+            from napari_casper.histology.pretrained import slide_embeddings
 
-    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None, phase=None, _done: int = 0) -> HistologyPrediction:
-        """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches."""
+            text = f"embedding with the {self.encoder.spec.describe()}"
+            report = None if phase is None else (lambda k, total: phase(Phase(f"{text}: spot {k} of {total}", n + k, units)))
+            encoded = slide_embeddings(
+                self.encoder, image, xy, spot_diameter_px, self.config.input_scales(), cache_dir=self.config.cache_dir,
+                cache_key=cache_key, cancel=cancel, progress=report,
+            )  # fmt: skip
+        return self.predict_patches(raw, xy, genes=genes, head=head, cancel=cancel, phase=phase, encoded=encoded,
+                                    _done=n * (1 + (encoded is not None)))  # fmt: skip
+
+    def predict_patches(self, raw_patches, coords, *, genes=None, head=None, cancel=None, phase=None, encoded=None,
+                        _done: int = 0) -> HistologyPrediction:  # fmt: skip
+        """As :meth:`predict`, from already extracted ``(n, S, P, P, 3)`` uint8 patches (and, for a model with a
+        pretrained encoder, the slide's ``(n, S', F)`` embeddings ``encoded``)."""
         from napari_casper.histology.fit import Phase, limited_threads, run_cancellable
 
         columns = self.gene_columns(genes)
         use = head or self.head
         n = max(1, len(raw_patches))
-        total = n * (3 if _done else 2)
+        total = _done + 2 * n
         with limited_threads(self.config):
             if phase is not None:
                 phase(Phase("features and embedding", _done, total))
             features = handcrafted_features(raw_patches, cancel=cancel)  # also the slide's appearance (reach)
-            query = describe_section(self.model, raw_patches, self.config, features_z=section_standardize(features), cancel=cancel)
+            if (encoded is None) != (self.encoder is None):
+                raise CasperInputError(
+                    "this model takes a pretrained encoder's embeddings: pass encoded=" if encoded is None
+                    else "this model has no pretrained encoder: do not pass encoded="
+                )  # fmt: skip
+            inputs = raw_patches if encoded is None else encoded
+            query = describe_section(self.model, inputs, self.config, features_z=section_standardize(features), cancel=cancel)
             if phase is not None:
                 phase(Phase(f"predicting ({use} head)", _done + n, total))
             pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")

@@ -51,6 +51,7 @@ class HistologySection:
     name: str = "section"
     cache_key: str | None = None
     _patches: dict = field(default_factory=dict, repr=False, compare=False)
+    _embeddings: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = None if self.expression is None else self.expression.n_obs
@@ -84,6 +85,20 @@ class HistologySection:
                 progress=progress,
             )
         return self._patches[key]
+
+    def embeddings(self, encoder, scales, cache_dir=None, *, cancel=None, progress=None) -> np.ndarray:
+        """``(n_spots, n_scales, F)`` embeddings by a pretrained ``encoder``, computed once per encoder and
+        scales, and cached on disk under ``cache_dir`` when the section has a ``cache_key``
+        (:func:`~napari_casper.histology.pretrained.slide_embeddings`)."""
+        from napari_casper.histology.pretrained import slide_embeddings
+
+        key = (encoder.spec.fingerprint, encoder.spec.input_size, tuple(float(s) for s in scales))
+        if key not in self._embeddings:
+            self._embeddings[key] = slide_embeddings(
+                encoder, self.image, self.coords, self.spot_diameter_px, key[2], cache_dir=cache_dir if self.cache_key else None,
+                cache_key=self.cache_key, cancel=cancel, progress=progress,
+            )  # fmt: skip
+        return self._embeddings[key]
 
 
 def read_jpeg(path: str | Path, reduce: int = 1) -> tuple[np.ndarray, float]:

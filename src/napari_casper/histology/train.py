@@ -63,10 +63,14 @@ class _Prepared:
     raw_patches: list[np.ndarray]
     features_z: list[np.ndarray]
     features: list[np.ndarray]  # the handcrafted features before section standardisation (a slide's reach)
+    encoded: list[np.ndarray] | None = None  # per section, (n_spots, n_scales, F) pretrained embeddings
+
+    def network_input(self, i: int) -> np.ndarray:
+        """What the network sees of section ``i``: its pretrained embeddings, else its raw patches."""
+        return self.raw_patches[i] if self.encoded is None else self.encoded[i]
 
 
-
-def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, cancel: CancelFlag | None = None) -> _Prepared:
+def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, cancel: CancelFlag | None = None, encoder=None) -> _Prepared:
     from napari_casper.histology.features import handcrafted_features
     from napari_casper.histology.predict import section_standardize
 
@@ -92,10 +96,18 @@ def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, canc
         steps.say(text, advance=int(i > 0))
         report = None if steps.phase is None else (lambda k, n, text=text: steps.say(f"{text}: spot {k} of {n}"))
         raw.append(s.patches(config.scales, config.patch_size, cache, cancel=cancel, progress=report))
+    encoded = None
+    if encoder is not None:
+        encoded = []
+        for i, s in enumerate(sections):
+            text = f"embedding section {i + 1} of {len(sections)} ({s.name}) with the {encoder.spec.describe()}"
+            steps.say(text, advance=1)
+            report = None if steps.phase is None else (lambda k, n, text=text: steps.say(f"{text}: spot {k} of {n}"))
+            encoded.append(s.embeddings(encoder, config.input_scales(), config.cache_dir, cancel=cancel, progress=report))
     steps.say("features", advance=1)
     features = [handcrafted_features(r, cancel=cancel) for r in raw]
     steps.say("features", advance=1)
-    return _Prepared(genes, expression, raw, [section_standardize(f) for f in features], features)
+    return _Prepared(genes, expression, raw, [section_standardize(f) for f in features], features, encoded)
 
 
 def choose_model_genes(expression: np.ndarray, genes: Sequence[str], config: HistologyConfig) -> list[int]:
@@ -134,7 +146,8 @@ def _fit_on(data: _Prepared, members: Sequence[int], config: HistologyConfig, st
     expression = np.concatenate([data.expression[i] for i in members])
     columns = choose_model_genes(expression, data.genes, config)
     z, mean, std = standardize(expression[:, columns])
-    patches = np.concatenate([normalize_stain(data.raw_patches[i], cancel=cancel) for i in members])
+    inputs = [data.network_input(i) for i in members]
+    patches = np.concatenate([x if data.encoded is not None else normalize_stain(x, cancel=cancel) for x in inputs])
     n_epochs = planned_epochs(len(patches), config)
     steps.say(f"{what}: epoch 1 of {n_epochs}")
 
@@ -153,7 +166,7 @@ def _heads_for(data: _Prepared, members, fitted: _Fitted, config: HistologyConfi
     from napari_casper.histology.predict import PredictionHeads, SpotDescriptors, describe_section
 
     bank = SpotDescriptors.concat(
-        [describe_section(fitted.model, data.raw_patches[i], config, features_z=data.features_z[i], cancel=cancel) for i in members]
+        [describe_section(fitted.model, data.network_input(i), config, features_z=data.features_z[i], cancel=cancel) for i in members]
     )
     expression = np.concatenate([data.expression[i] for i in members])
     z, _, _ = standardize(expression[:, fitted.model_genes], fitted.mean, fitted.std)
@@ -191,7 +204,7 @@ def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, 
         what = f"choosing the head: model {v + 1} of {n} (without {names[v]})"
         fitted = _fit_on(data, members, inner, stage, progress, cancel, steps, what)
         heads = _heads_for(data, members, fitted, inner, cancel)
-        query = describe_section(fitted.model, data.raw_patches[v], inner, features_z=data.features_z[v], cancel=cancel)
+        query = describe_section(fitted.model, data.network_input(v), inner, features_z=data.features_z[v], cancel=cancel)
         for h in HEADS:
             pred, _ = heads.predict(h, query)
             scores[h].append(validation_score(data.expression[v], pred))
@@ -207,6 +220,7 @@ def train_histology(
     progress: Callable[[EpochLog], None] | None = None,
     cancel: CancelFlag | None = None,
     phase: Callable[[Phase], None] | None = None,
+    encoder=None,
 ):
     """Train a histology-to-expression predictor on sections with H&E and measured expression.
 
@@ -230,6 +244,11 @@ def train_histology(
     phase
         Called with a :class:`~napari_casper.histology.fit.Phase` (what runs now, overall units
         done of the whole run) at every step: one progress for every model trained.
+    encoder
+        A pretrained patch encoder (:func:`~napari_casper.histology.pretrained.load_encoder`): its
+        frozen embeddings of every section, computed once (and cached on disk under
+        ``config.cache_dir``, by default :func:`~napari_casper.histology.pretrained.default_cache_dir`),
+        replace the CNN trained from scratch. The model records which encoder it needs.
 
     Returns
     -------
@@ -239,6 +258,12 @@ def train_histology(
     from napari_casper.histology.reach import TrainingReach, stain_means
 
     config = config or HistologyConfig()
+    if encoder is not None:
+        from napari_casper.histology.pretrained import default_cache_dir
+
+        config = dataclasses.replace(config, encoder=encoder.spec.to_dict(), cache_dir=config.cache_dir or str(default_cache_dir()))
+    elif config.encoder is not None:
+        raise CasperInputError("config.encoder names a pretrained encoder: pass the loaded encoder (encoder=load_encoder(...))")
     sections = list(sections)
     if not sections:
         raise CasperInputError("no training sections given")
@@ -251,9 +276,10 @@ def train_histology(
     inner = dataclasses.replace(config, epochs=config.inner_epochs or config.epochs)
     models = [planned_epochs(sum(n_spots) - k, inner) for k in n_spots] if head == "auto" else []
     models.append(planned_epochs(sum(n_spots), config))
-    steps = Steps(phase, n + 1 + sum(e + 1 for e in models))  # sections, features, epochs + heads per model
+    # sections (read, embedded), features, epochs + heads per model
+    steps = Steps(phase, n * (1 + (encoder is not None)) + 1 + sum(e + 1 for e in models))
     with limited_threads(config):
-        data = _prepare(sections, config, steps, cancel)
+        data = _prepare(sections, config, steps, cancel, encoder)
         names = [s.name for s in sections]
         selection: dict = {}
         if head == "auto":
@@ -279,4 +305,5 @@ def train_histology(
         selection=selection,
         history=fitted.history.to_dict(),
         reach=reach,
+        encoder=encoder,
     )

@@ -13,14 +13,22 @@ import numpy as np
 from napari_casper.errors import TrainingCancelled
 
 
-def train_job(sources, requested, n_variable, config, *, emit, cancel):
-    """Sections -> genes -> a trained :class:`HistologyPredictor`; None when cancelled."""
+def train_job(sources, requested, n_variable, config, encoder_source=(None, None), *, emit, cancel):
+    """Sections -> genes -> a trained :class:`HistologyPredictor`; None when cancelled.
+
+    ``encoder_source``: ``(path, timm architecture)`` of a pretrained patch encoder, or ``(None, None)``."""
     from napari_casper.histology.fit import Phase, run_cancellable
     from napari_casper.histology.genes import training_genes
     from napari_casper.histology.patches import suggest_patch_size
     from napari_casper.histology.train import train_histology
 
     try:
+        encoder = None
+        if encoder_source[0]:  # a wrong encoder fails before any section is read
+            from napari_casper.histology.pretrained import load_encoder
+
+            emit(Phase(f"loading the patch encoder {encoder_source[0]}", 0, 0))
+            encoder = run_cancellable(load_encoder, encoder_source[0], architecture=encoder_source[1], cancel=cancel)
         sections = []
         for i, source in enumerate(sources):
             emit(Phase(f"opening section {i + 1} of {len(sources)} ({source.label})", 0, 0))
@@ -32,7 +40,7 @@ def train_job(sources, requested, n_variable, config, *, emit, cancel):
         config.patch_size = suggest_patch_size(diameter)
         config.spot_diameter_px = diameter
         config.gene_labels = labels  # the requested genes, shown first
-        return train_histology(sections, config, progress=emit, cancel=cancel, phase=emit)
+        return train_histology(sections, config, progress=emit, cancel=cancel, phase=emit, encoder=encoder)
     except TrainingCancelled:
         return None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 
 from napari_casper._widgets.common.train_panel import TrainingGroup
 
@@ -23,7 +23,28 @@ class HistologyTrainPanel(TrainingGroup):
         self.head = QComboBox()
         self.head.addItems([AUTO, *HEADS])
         self.head.setToolTip("auto: chosen by leave-one-section-out on the training sections (one extra model per section)")
-        self._lay_out([("epochs", self.epochs), ("prediction head", self.head)])
+        self.encoder = QLineEdit()
+        self.encoder.setPlaceholderText("built-in CNN")
+        self.encoder.setToolTip(
+            "optional: a local pretrained patch encoder (UNI, CONCH, Virchow, Phikon, your own ResNet): a TorchScript "
+            "file, a weights file (give its timm architecture below) or a timm / Hugging Face model folder. Its "
+            "embeddings of each slide are computed once and cached; nothing is downloaded. Empty: the small CNN "
+            "trained from scratch"
+        )
+        self.encoder_browse = QPushButton("...")
+        self.encoder_browse.setMaximumWidth(32)
+        self.encoder_browse.setToolTip("choose the encoder's file (for a model folder, type or paste its path)")
+        self.encoder_browse.clicked.connect(self._browse_encoder)
+        self.encoder_arch = QLineEdit()
+        self.encoder_arch.setPlaceholderText("from the folder's config.json")
+        self.encoder_arch.setToolTip("the timm architecture of a weights file, e.g. vit_large_patch16_224 or resnet50")
+        encoder_row = QWidget()
+        row = QHBoxLayout(encoder_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.encoder)
+        row.addWidget(self.encoder_browse)
+        self._lay_out([("epochs", self.epochs), ("prediction head", self.head), ("patch encoder", encoder_row),
+                       ("encoder architecture", self.encoder_arch)])  # fmt: skip
         self.last_epoch = ""
         tips = {
             self.device: "where the network trains: auto = CUDA, then Apple MPS, then CPU",
@@ -36,6 +57,16 @@ class HistologyTrainPanel(TrainingGroup):
         }
         for control, tip in tips.items():
             control.setToolTip(tip)
+
+    def _browse_encoder(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Pretrained patch encoder", "", "Encoder (*.pt *.pth *.bin *.safetensors);;All files (*)")
+        if path:
+            self.encoder.setText(path)
+
+    def encoder_source(self) -> tuple[str | None, str | None]:
+        """``(path, timm architecture)`` of the chosen encoder; ``(None, None)`` for the built-in CNN."""
+        path, arch = self.encoder.text().strip(), self.encoder_arch.text().strip()
+        return (path or None), (arch or None)
 
     def config(self, **values):
         """A :class:`HistologyConfig` from the options (``values`` add or override fields)."""

@@ -208,6 +208,7 @@ class HistologyWidget(RunsInBackground, QWidget):
             requested = self.sections.requested_genes()
             n_variable = self.sections.n_variable.value()
             config = self.train_panel.config()
+            encoder = self.train_panel.encoder_source()
         except Exception as err:  # noqa: BLE001
             self.runner.fail(err)
             return
@@ -218,7 +219,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         self.train_panel.plot.update_history([])
         self.train_panel.status.setText(f"opening {len(sources)} section(s)...")
         self._training_labels = [source.label for source in sources]
-        self.runner.run(self._train, self._trained, sources, requested, n_variable, config)
+        self.runner.run(self._train, self._trained, sources, requested, n_variable, config, encoder)
 
     def _train(self, *args):
         """Worker: sections -> genes -> model; None when cancelled."""
@@ -254,6 +255,7 @@ class HistologyWidget(RunsInBackground, QWidget):
         scores = ", ".join(f"{k} {v:.3f}" for k, v in predictor.selection.items())
         text = (
             f"{how}: {len(predictor.genes)} genes, head {predictor.head}"
+            + (f", {predictor.encoder.spec.describe()}" if predictor.encoder is not None else "")
             + (f" (leave-one-section-out: {scores})" if scores else "")
             + (f", spot diameter {diameter:.1f} px" if diameter else "")
         )
@@ -288,8 +290,9 @@ class HistologyWidget(RunsInBackground, QWidget):
             path, _ = QFileDialog.getOpenFileName(self, "Load histology model", "", "Checkpoint (*.pt)")
             if not path:
                 return
+        encoder, _ = self.train_panel.encoder_source()  # where the model's encoder is now, if it moved
         self._begin("loading")
-        self.runner.run(lambda: (load_predictor(path), str(path)), self._checkpoint_loaded)
+        self.runner.run(lambda: (load_predictor(path, encoder=encoder), str(path)), self._checkpoint_loaded)
 
     def _checkpoint_loaded(self, loaded) -> None:
         self._done()
