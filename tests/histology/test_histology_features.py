@@ -33,3 +33,16 @@ def test_features_measure_what_they_name():
 def test_chunking_does_not_change_values(mob_sections):
     patches = mob_sections[1].patches((1, 2, 4), 32)[:50]
     assert np.allclose(handcrafted_features(patches, chunk=7), handcrafted_features(patches))
+
+
+def test_values_equal_the_textbook_definitions_on_real_patches(mob_sections):
+    """The fast sums give what plain per-patch means and standard deviations give (float32 rounding only)."""
+    from napari_casper.histology.patches import HED_FROM_RGB
+
+    patches = mob_sections[2].patches((1, 2, 4), 32)[:60]
+    x = patches.astype(np.float64) / 255.0
+    hed = -np.log(np.clip(x, 1 / 255.0, 1.0)) @ HED_FROM_RGB.astype(np.float64)
+    gy, gx = np.gradient(x.mean(axis=-1), axis=(-2, -1))
+    channels = np.concatenate([x, hed, np.sqrt(gx**2 + gy**2)[..., None]], axis=-1)  # (n, s, P, P, 7)
+    expected = np.stack([channels.mean(axis=(2, 3)), channels.std(axis=(2, 3))], axis=-1).reshape(len(patches), 42)
+    np.testing.assert_allclose(handcrafted_features(patches), expected, rtol=1e-4, atol=1e-5)

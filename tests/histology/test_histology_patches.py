@@ -41,6 +41,32 @@ def test_border_spots_are_padded_white(mob_sections):
     assert (patches[2, 0] == PAD_VALUE).all()
 
 
+def _per_window(image, xy, diameter, patch_size):
+    """The plain definition: read each spot's largest window (white outside the image), centre-crop each
+    scale, resize it on its own."""
+    from napari_casper.histology.patches import ImageWindows, resize_patch
+
+    windows, sides = ImageWindows(image), [max(1, int(round(s * diameter))) for s in (1, 2, 4)]
+    big = max(sides)
+    out = np.empty((len(xy), 3, patch_size, patch_size, 3), np.uint8)
+    for i, (x, y) in enumerate(xy):
+        x0, y0 = int(np.floor(x - big / 2 + 0.5)), int(np.floor(y - big / 2 + 0.5))
+        window = windows.read(y0, y0 + big, x0, x0 + big)
+        for j, side in enumerate(sides):
+            off = (big - side) // 2
+            out[i, j] = resize_patch(window[off : off + side, off : off + side], patch_size)
+    return out
+
+
+@pytest.mark.parametrize("patch_size", [16, 32])  # every window shrinks (resized from one region) / the 1x one grows
+def test_patches_equal_the_per_window_definition_at_the_border_too(mob_sections, patch_size):
+    sec = mob_sections[3]
+    h, w = sec.image.shape[:2]
+    xy = np.vstack([sec.coords[::7], [[3.0, 5.0], [w - 2.0, h - 9.0], [-20.0, 40.0]]])  # and spots over the edges
+    got = extract_patches(sec.image, xy, sec.spot_diameter_px, patch_size=patch_size)
+    assert np.array_equal(got, _per_window(sec.image, xy, sec.spot_diameter_px, patch_size))
+
+
 def test_lazy_arrays_read_the_same_patches(mob_sections):
     sec = mob_sections[1]
     coords = sec.coords[:20]

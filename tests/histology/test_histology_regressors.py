@@ -42,3 +42,23 @@ def test_retrieval_weighted_mean_and_spread():
     chunked, _ = retrieve(np.array([[1.0, 0.0]] * 5), bank, values, k=3, chunk_values=3)
     full, _ = retrieve(np.array([[1.0, 0.0]] * 5), bank, values, k=3)
     assert np.allclose(chunked, full)
+
+
+def test_retrieval_in_blocks_on_two_threads_equals_one_pass():
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(3)
+    bank, query, expression = rng.normal(size=(60, 8)), rng.normal(size=(45, 8)), rng.random((60, 30))
+    with threadpool_limits(limits=1, user_api="blas"):
+        whole = retrieve(query, bank, expression, k=7, temperature=0.1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        blocks = retrieve(query, bank, expression, k=7, temperature=0.1, chunk_values=200)  # 7 rows a block
+    for a, b in zip(whole, blocks):
+        np.testing.assert_array_equal(a, b)
+    # the definition: the softmax-weighted mean of the 7 most cosine-similar bank spots
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim = unit(query) @ unit(bank).T
+    top = np.argsort(-sim, axis=1)[:, :7]
+    w = np.exp((np.take_along_axis(sim, top, 1) - np.take_along_axis(sim, top, 1).max(1, keepdims=True)) / 0.1)
+    w /= w.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(whole[0], np.einsum("qk,qkg->qg", w, expression[top]), rtol=1e-5)

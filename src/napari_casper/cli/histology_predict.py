@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_casper.cli.common import positive_int
 from napari_casper.errors import CasperInputError, CasperUsageError
 
 
@@ -34,6 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--encoder", type=Path,
         help="where the model's pretrained patch encoder is now, if it moved since training (its weights must be "
         "the same; default: the path recorded in --model)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=positive_int,
+        help="torch and BLAS threads (default: every core; the Histology widget uses half, to leave the viewer one)",
     )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output .h5ad")
     parser.set_defaults(func=run)
@@ -94,6 +99,8 @@ def _read_tiff(path: Path, reduction: int):
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import os
+
     import numpy as np
 
     from napari_casper.cli.common import read_gene_list, read_h5ad, require_file
@@ -103,6 +110,7 @@ def _predict(args: argparse.Namespace) -> int:
     from napari_casper.io.stores import write_h5ad_atomic
 
     predictor = _load_model(args.model, args.encoder)
+    predictor.config.threads = args.threads or os.cpu_count() or 1  # a command runs alone: every core
     if args.encoder is not None and predictor.encoder is None:
         raise CasperUsageError(f"{args.model} was trained without a pretrained encoder: leave --encoder out")
     obs_names = None

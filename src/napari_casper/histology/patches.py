@@ -240,6 +240,7 @@ def extract_patches(
         low = np.floor(xy.min(axis=0) - big / 2 + 0.5).astype(int)
         high = np.floor(xy.max(axis=0) - big / 2 + 0.5).astype(int) + big
         windows = windows.preloaded(low[1], high[1], low[0], high[0], cancel=cancel)
+    region = _region_image(windows, low, high) if len(xy) and min(sides) >= patch_size else None  # every window shrinks
     for i, (x, y) in enumerate(xy):
         if i % CANCEL_EVERY == 0:
             if is_cancelled(cancel):
@@ -248,6 +249,11 @@ def extract_patches(
                 progress(i, len(xy))
         x0 = int(np.floor(x - big / 2 + 0.5))
         y0 = int(np.floor(y - big / 2 + 0.5))
+        if region is not None:  # no window read: each is resized straight from the region
+            for j, side in enumerate(sides):
+                left, top = x0 - low[0] + (big - side) // 2, y0 - low[1] + (big - side) // 2
+                out[i, j] = _box_resize(region, (left, top, left + side, top + side), patch_size)
+            continue
         window = windows.read(y0, y0 + big, x0, x0 + big)
         for j, side in enumerate(sides):
             off = (big - side) // 2
@@ -259,6 +265,22 @@ def extract_patches(
         np.save(tmp, out)
         os.replace(tmp, cache_file)
     return out
+
+
+def _region_image(windows: ImageWindows, low: np.ndarray, high: np.ndarray):
+    """Every spot's windows as one PIL image (``[low, high)`` in ``(x, y)`` pixels, white outside the image), or
+    None when that region is over :data:`PRELOAD_BYTES`. Resizing a box of it is what resizing the window gives."""
+    if (high[0] - low[0]) * (high[1] - low[1]) * 3 > PRELOAD_BYTES:
+        return None
+    return Image.fromarray(windows.read(int(low[1]), int(high[1]), int(low[0]), int(high[0])))
+
+
+def _box_resize(region, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The ``box`` (left, top, right, bottom) of ``region`` area-averaged to ``(size, size, 3)``: with the BOX filter each
+    output pixel averages exactly its share of the box, so this equals :func:`resize_patch` of the cropped window."""
+    if box[2] - box[0] == size:
+        return np.asarray(region.crop(box))
+    return np.asarray(region.resize((size, size), Image.Resampling.BOX, box=box))
 
 
 def resize_patch(patch: np.ndarray, size: int) -> np.ndarray:
