@@ -50,15 +50,15 @@ GUI_FIXTURES = {"qtbot", "make_napari_viewer"}
 
 @pytest.fixture()
 def make_torchscript_encoder():
-    """``make(path, seed)``: a small pretrained-encoder stand-in (three convolutions, global pooling, 64
+    """``make(path, seed)``: a small pretrained-encoder stand-in (three strided convolutions, global pooling, 64
     features; random weights from ``seed``) saved as a TorchScript file, as a user exports UNI & co."""
     import torch
 
     def make(path, seed: int = 0):
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 64, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        net = torch.nn.Sequential(  # a patchifying stem, as vision transformers have: cheap at 224 px
+            torch.nn.Conv2d(3, 16, 4, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 2, stride=2), torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 2, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         ).eval()  # fmt: skip
         torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), str(path))
         return path
