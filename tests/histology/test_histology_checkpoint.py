@@ -55,3 +55,12 @@ def test_foreign_or_newer_files_are_refused(predictor, tmp_path):
         load_predictor(path)
     with pytest.raises(CasperInputError, match="does not exist"):
         load_predictor(tmp_path / "absent.pt")
+
+
+def test_models_saved_before_the_encoder_option_still_load():
+    """Their config records ``backbone_path`` (None unless --backbone was used, which --encoder replaced)."""
+    saved = HistologyConfig().to_dict()
+    del saved["encoder"], saved["spot_diameter_um"]
+    assert HistologyConfig.from_dict({**saved, "backbone_path": None}).encoder is None
+    with pytest.raises(CheckpointMismatchError, match="retrain it with --encoder"):
+        HistologyConfig.from_dict({**saved, "backbone_path": "/models/uni.pt"})

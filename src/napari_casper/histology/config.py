@@ -70,6 +70,14 @@ class HistologyConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> HistologyConfig:
+        values = dict(values)
+        if values.pop("backbone_path", None) is not None:  # models written before 0.2 record it (None unless used)
+            from napari_casper.errors import CheckpointMismatchError
+
+            raise CheckpointMismatchError(
+                "this model was trained with a frozen TorchScript backbone (--backbone), which --encoder replaced: "
+                "retrain it with --encoder PATH (the same file works)"
+            )
         check_options(cls, values, "histology")
         out = cls(**values)
         out.scales = tuple(float(s) for s in out.scales)
