@@ -65,6 +65,8 @@ def test_train_predict_save_with_an_encoder_then_refuse_another(tmp_path, monkey
     with pytest.raises(CheckpointMismatchError, match="no longer at"):
         load_predictor(model)
     assert main([*predict, "--encoder", str(moved), "--out", str(tmp_path / "moved.h5ad")]) == 0
+    exported_again = make_torchscript_encoder(tmp_path / "exported-again.pt", seed=0)  # the same weights, another file
+    assert main([*predict, "--encoder", str(exported_again), "--out", str(tmp_path / "again2.h5ad")]) == 0
 
     other = make_torchscript_encoder(tmp_path / "other.pt", seed=1)  # the same network, other weights
     capsys.readouterr()
@@ -73,6 +75,19 @@ def test_train_predict_save_with_an_encoder_then_refuse_another(tmp_path, monkey
     err = capsys.readouterr().err
     assert "trained on the TorchScript encoder encoder.pt" in err and "different encoder" in err
     assert not refused.exists()
+
+
+def test_encoder_options_are_checked_before_any_work(tmp_path, capsys, make_torchscript_encoder):
+    weights = make_torchscript_encoder(tmp_path / "encoder.pt")
+    train = ["histology-train", str(mob_path("MOB1")), "--encoder", str(weights), "--out", str(tmp_path / "m.pt")]
+    with pytest.raises(SystemExit) as exit_code:
+        main([*train, "--encoder-mean", "0.5,0.5"])
+    assert exit_code.value.code == 2 and "--encoder-mean: expected three comma-separated numbers" in capsys.readouterr().err
+    assert main([*train, "--encoder-mpp", "0.5"]) == 2
+    assert "--encoder-mpp needs --spot-diameter-um" in capsys.readouterr().err
+    assert main(["histology-train", str(mob_path("MOB1")), "--encoder-arch", "resnet18", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "give it with --encoder" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_slide_embeddings_are_cached_by_slide_encoder_and_geometry(mob_sections, tmp_path, make_torchscript_encoder):

@@ -46,11 +46,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _rgb(text: str) -> tuple[float, float, float]:
     try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.485,0.456,0.406, got {text!r}") from err
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B) such as 0.485,0.456,0.406, got {text!r}")
+    return values
 
 
 def add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +71,8 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--encoder-arch", help="timm architecture of a weights file, e.g. vit_large_patch16_224 or resnet50")
     group.add_argument("--encoder-input-size", type=positive_int, help="patch side the encoder takes (default: from the model, else 224)")
-    group.add_argument("--encoder-mean", type=_floats, help="R,G,B normalisation mean (default: from the model, else ImageNet's)")
-    group.add_argument("--encoder-std", type=_floats, help="R,G,B normalisation std (default: from the model, else ImageNet's)")
+    group.add_argument("--encoder-mean", type=_rgb, help="R,G,B normalisation mean (default: from the model, else ImageNet's)")
+    group.add_argument("--encoder-std", type=_rgb, help="R,G,B normalisation std (default: from the model, else ImageNet's)")
     group.add_argument(
         "--encoder-mpp", type=float,
         help="microns per pixel the encoder was trained at (0.5 for 20x); with --spot-diameter-um the encoder sees "
@@ -85,6 +88,11 @@ def encoder_from_args(args: argparse.Namespace):
             if getattr(args, option) is not None:
                 raise CasperUsageError(f"--{option.replace('_', '-')} describes a pretrained encoder: give it with --encoder")
         return None
+    if args.encoder_mpp is not None and args.spot_diameter_um is None:
+        raise CasperUsageError(
+            "--encoder-mpp needs --spot-diameter-um (55 for Visium, 100 for legacy ST): together they give the encoder's "
+            "field of view in spot diameters"
+        )
     from napari_casper.histology.pretrained import load_encoder
 
     return load_encoder(

@@ -13,7 +13,7 @@ Three kinds of local source, nothing is ever downloaded:
 Input size and normalisation are read from the source (timm's ``pretrained_cfg``) or given; the
 magnification (``mpp``, microns per pixel the encoder was trained at) is given. :class:`EncoderSpec`
 records all of it with a fingerprint of the weights (SHA-256), saved in the checkpoint, so that a model
-is only ever used with the encoder it was trained on. :func:`slide_embeddings` computes a slide's
+is only ever used with the encoder it was trained on (the same weights, in whatever file). :func:`slide_embeddings` computes a slide's
 embeddings once and caches them on disk, keyed by the slide, the encoder and the patch geometry.
 """
 
@@ -45,8 +45,9 @@ _HEAD_PREFIXES = ("fc.", "head.", "classifier.", "head_dist.", "last_linear.")
 class EncoderSpec:
     """What a patch encoder is, enough to find it again and to refuse a different one.
 
-    ``kind`` is ``"torchscript"`` or ``"timm"``; ``source`` the path given; ``weights`` the file
-    whose SHA-256 is ``fingerprint``; ``mpp`` microns per pixel of the encoder's training patches
+    ``kind`` is ``"torchscript"`` or ``"timm"``; ``source`` the path given; ``weights`` the file the
+    weights were read from; ``fingerprint`` the SHA-256 of the weights themselves
+    (:func:`weights_fingerprint`); ``mpp`` microns per pixel of the encoder's training patches
     (None: the patches cover the model's context scales, see :meth:`scales`).
     """
 
@@ -85,12 +86,14 @@ class EncoderSpec:
         return cls(**values)
 
 
-def file_fingerprint(path: Path) -> str:
-    """SHA-256 of a file's bytes (read in 8 MB blocks)."""
+def weights_fingerprint(net: torch.nn.Module) -> str:
+    """SHA-256 of a network's weights: every parameter and buffer, by name, dtype, shape and bytes (the same
+    weights give the same fingerprint whatever file, name or format they were saved in)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
+    for name, tensor in sorted(net.state_dict().items()):
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{values.dtype}:{tuple(values.shape)};".encode())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes() if values.numel() else b"")
     return digest.hexdigest()
 
 
@@ -238,7 +241,7 @@ def load_encoder(source, *, architecture: str | None = None, input_size: int | N
             ) from err
     size = input_size or (data.get("input_size") or (3, 224, 224))[-1]
     spec = EncoderSpec(
-        kind=kind, source=str(path), weights=str(weights), fingerprint=file_fingerprint(weights), architecture=architecture,
+        kind=kind, source=str(path), weights=str(weights), fingerprint=weights_fingerprint(net), architecture=architecture,
         input_size=int(size), mean=_triple(mean, "mean") or tuple(data.get("mean", IMAGENET_MEAN)),
         std=_triple(std, "std") or tuple(data.get("std", IMAGENET_STD)), mpp=float(mpp) if mpp else None,
     )  # fmt: skip
