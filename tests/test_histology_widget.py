@@ -451,6 +451,8 @@ def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_wi
     """The user's own encoder (a TorchScript file, as UNI & co. are exported) is typed into the dock; its
     embeddings replace the CNN's, and the saved model finds it again."""
     viewer, widget = histology
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAPARI_CASPER_CACHE", str(cache))
     encoder = make_torchscript_encoder(tmp_path / "my-he-encoder.pt")
     open_section(viewer, "MOB1")
     open_section(viewer, "MOB3", drop_table=True)
@@ -467,6 +469,7 @@ def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_wi
         settle()
     beat.assert_responsive(NEW_LAYER_LIMIT, what="Predict and its first paint")
     assert any(p.text.startswith("embedding with the TorchScript encoder") for p in widget.phases)
+    assert len(list(cache.glob("embeddings-*.npy"))) == 2  # MOB1's (training) and MOB3's, kept for next time
     prediction = widget.result.prediction
     truth = ad.read_h5ad(mob_path("MOB3"))
     penk = resolve_genes(MARKERS, truth, prediction.genes)["Penk"]

@@ -232,3 +232,23 @@ def test_predictions_at_cells_drawn_as_labels_are_a_table_annotating_them(tmp_pa
     genes = table_genes(again, "spot_labels", "histology_predictions", np.asarray(found)[::-1], transform="none")
     gene = prediction.genes[0]
     np.testing.assert_allclose(genes.values(gene), prediction.expression[::-1, 0], rtol=1e-6)
+
+
+def test_a_slide_on_disk_has_a_cache_key_that_changes_with_its_image(tmp_path):
+    """The embedding cache of a pretrained encoder is keyed by where the image lies and how it is now."""
+    from napari_casper.histology.spatial import section_from_spatialdata, slide_image
+
+    sdata = read_h5ad_spatial(mob_path("MOB1"))
+    assert slide_image(sdata).cache_key is None  # in memory only: no key, nothing cached on disk
+    from_h5ad = slide_image(sdata, source=mob_path("MOB1")).cache_key
+    assert from_h5ad.startswith(str(mob_path("MOB1").resolve()))
+    store = save_spatialdata(sdata, tmp_path / "mob1.zarr")
+    reopened = read_spatialdata(store)
+    key = slide_image(reopened).cache_key  # a store read from disk knows its path
+    assert key.startswith(f"{store.resolve()}:image:") and section_from_spatialdata(reopened).cache_key == key
+    import os
+
+    element = store / "images" / "image"
+    stamp = element.stat().st_mtime_ns
+    os.utime(element, ns=(stamp, stamp + 10**9))  # the image element written anew (its folder replaced)
+    assert slide_image(reopened).cache_key != key

@@ -10,6 +10,7 @@ patches and at a coarse level for tissue detection. Writing predictions back is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ class SlideImage:
         ``None`` for an image that does not come from SpatialData.
     levels
         Channel-last arrays of the pyramid, full resolution first (``[data]`` when single-scale).
+    cache_key
+        Identifies the image on disk (file or store element, with its size and modification time) for
+        the embedding cache of a pretrained encoder; None for an image only in memory.
     """
 
     name: str
@@ -57,6 +61,7 @@ class SlideImage:
     coordinate_system: str = "global"
     transformations: dict | None = None
     levels: list = field(default_factory=list)
+    cache_key: str | None = None
 
     def __post_init__(self) -> None:
         self.affine = np.asarray(self.affine, dtype=float)
@@ -116,8 +121,23 @@ def rgb_image_names(sdata, coordinate_system: str | None = None) -> list[str]:
     return names
 
 
-def slide_image(sdata, image_name: str | None = None, coordinate_system: str | None = None) -> SlideImage:
-    """The H&E image element ``image_name`` of ``sdata`` (default: the only RGB image) as a :class:`SlideImage`."""
+def element_cache_key(source, element: str) -> str | None:
+    """A key naming image ``element`` of the file or store ``source`` as it is now (path, size, modification time
+    of the element's folder in a store, else of the file); None without a source on disk."""
+    if not source:
+        return None
+    path = Path(source)
+    target = path / "images" / element if (path / "images" / element).is_dir() else path
+    if not target.exists():
+        return None
+    stat = target.stat()
+    return f"{path.resolve()}:{element}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def slide_image(sdata, image_name: str | None = None, coordinate_system: str | None = None, *, source=None) -> SlideImage:
+    """The H&E image element ``image_name`` of ``sdata`` (default: the only RGB image) as a :class:`SlideImage`.
+
+    ``source``: the file or store ``sdata`` was read from (default ``sdata.path``), for the slide's cache key."""
     from spatialdata.transformations import get_transformation
 
     cs = coordinate_system or default_coordinate_system(sdata)
@@ -145,6 +165,7 @@ def slide_image(sdata, image_name: str | None = None, coordinate_system: str | N
         coordinate_system=cs,
         transformations=dict(get_transformation(element, get_all=True)),
         levels=arrays,
+        cache_key=element_cache_key(source or getattr(sdata, "path", None), image_name),
     )
 
 
@@ -209,6 +230,7 @@ def section_from_spatialdata(
     *,
     with_expression: bool = True,
     name: str | None = None,
+    source=None,
 ) -> HistologySection:
     """A :class:`HistologySection` from a SpatialData object.
 
@@ -221,9 +243,11 @@ def section_from_spatialdata(
         Where image and spots meet (default ``"global"`` or the first one).
     with_expression
         Attach the counts table (required for training); ``False`` for an H&E-only slide.
+    source
+        The file or store ``sdata`` was read from (default ``sdata.path``): the section's cache key.
     """
     cs = coordinate_system or default_coordinate_system(sdata)
-    slide = slide_image(sdata, image_name, cs)
+    slide = slide_image(sdata, image_name, cs, source=source)
     if spots_name is None:
         candidates = [s for s, _ in spot_table_pairs(sdata, cs)] if with_expression else spot_element_names(sdata)
         candidates = list(dict.fromkeys(candidates))
@@ -235,4 +259,4 @@ def section_from_spatialdata(
         spots_name = candidates[0]
     coords, diameter, ids = spots_in_image(sdata, spots_name, slide)
     expression = expression_table(sdata, spots_name, ids, table_name) if with_expression else None
-    return HistologySection(slide.data, coords, diameter, expression=expression, name=name or spots_name)
+    return HistologySection(slide.data, coords, diameter, expression=expression, name=name or spots_name, cache_key=slide.cache_key)

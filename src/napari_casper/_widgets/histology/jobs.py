@@ -62,7 +62,7 @@ def predict_job(predictor, job, diameter, pitch, layout, *, emit, cancel):
             tissue = run_cancellable(job.slide.detect_tissue, cancel=cancel, what="tissue detection")
             coords = virtual_spots_for(tissue, diameter, pitch, layout=layout)
         job.diameter_px = float(diameter)
-        job.prediction = predictor.predict(job.slide.data, coords, diameter, cancel=cancel, phase=emit)
+        job.prediction = predictor.predict(job.slide.data, coords, diameter, cancel=cancel, phase=emit, cache_key=job.slide.cache_key)
     except TrainingCancelled:
         return None
     return job

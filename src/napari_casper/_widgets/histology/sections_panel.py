@@ -52,7 +52,7 @@ class SectionSource:
 
         return section_from_spatialdata(
             self.sdata, spots_name=self.spots, table_name=self.table, coordinate_system=self.coordinate_system,
-            name=self.label,
+            name=self.label, source=self.path,
         )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def slide_of(layer):
 
     meta = layer.metadata.get(METADATA_KEY, {})
     if meta.get("sdata") is not None and meta.get("kind") == "image":
-        return slide_image(meta["sdata"], meta["element"], meta.get("coordinate_system"))
+        return slide_image(meta["sdata"], meta["element"], meta.get("coordinate_system"), source=meta.get("path"))
     levels = list(layer.data) if layer.multiscale else [layer.data]
     return SlideImage(layer.name, levels[0], layer_affine(layer), levels=levels)
 
