@@ -54,6 +54,10 @@ def test_train_predict_save_with_an_encoder_then_refuse_another(tmp_path, monkey
     heg50 = float(np.nanmean(pearson(truth, pred.X)[heg]))
     print(f"held-out MOB3 HEG-50 with a random-weight encoder: {heg50:.3f}")
     assert heg50 > 0.2  # random weights still see colour and texture
+    # the slide's reach is measured in what the encoder sees, and saved with the predictions
+    assert load_predictor(model).reach.appearance_of == "encoder"
+    ood = pred.uns["histology_prediction"]["out_of_distribution"]
+    assert ood["score"] == max(ood["appearance"], ood["stain"]) and 0 < ood["appearance"] < 2  # a held-out MOB section
     cached = sorted(cache.glob("embeddings-*.npy"))
     assert len(cached) == 3
     stamps = [p.stat().st_mtime_ns for p in cached]

@@ -380,5 +380,6 @@ class HistologyPredictor:
         if self.reach is not None:
             from napari_casper.histology.reach import stain_means
 
-            reach = self.reach.measure(features, stain_means(raw_patches))
+            appearance = encoded.mean(axis=1) if self.reach.appearance_of == "encoder" else features
+            reach = self.reach.measure(appearance, stain_means(raw_patches))
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)

@@ -9,7 +9,9 @@ the same distance measured *between the training sections themselves* (stored at
   features (:func:`~napari_casper.histology.features.handcrafted_features` of the patches as read,
   the ones prediction computes anyway, standardised over the training spots) to the nearest training
   spot. Reference: each training section's median against the other training sections. These fixed
-  features, unlike the learned embedding, do not depend on how long the model trained;
+  features, unlike the learned embedding, do not depend on how long the model trained. With a
+  pretrained patch encoder (:mod:`.pretrained`), its frozen embeddings (averaged over the scales)
+  take their place: what the encoder has learned to see is what the distance is measured in;
 * **stain**: the distance between the slide's mean optical density per RGB channel (before stain
   normalisation) and the nearest training section's. Reference: the mean distance between training
   sections, at least :data:`MIN_STAIN_SPREAD` (a few sections of one lab can be nearly identical).
@@ -41,10 +43,16 @@ def stain_means(patches: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
 
 
 def nearest_distance(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """``(n_query,)`` Euclidean distance from each row of ``query`` to its nearest row of ``bank``."""
+    """``(n_query,)`` Euclidean distance from each row of ``query`` to its nearest row of ``bank`` (a k-d tree in
+    few dimensions; brute force in many, e.g. a pretrained encoder's embeddings, where a tree is slower)."""
+    bank, query = np.asarray(bank, dtype=np.float64), np.asarray(query, dtype=np.float64)
+    if bank.shape[1] > 32:
+        from sklearn.neighbors import NearestNeighbors
+
+        return NearestNeighbors(n_neighbors=1, algorithm="brute").fit(bank).kneighbors(query)[0][:, 0]
     from scipy.spatial import cKDTree
 
-    return cKDTree(np.asarray(bank, dtype=np.float64)).query(np.asarray(query, dtype=np.float64))[0]
+    return cKDTree(bank).query(query)[0]
 
 
 @dataclass
@@ -64,6 +72,8 @@ class TrainingReach:
         ``(n_sections, 3)`` mean optical density per RGB channel of each training section.
     stain_spread
         Mean distance between the training sections' stain means (at least :data:`MIN_STAIN_SPREAD`).
+    appearance_of
+        ``"handcrafted"`` (colour and texture features) or ``"encoder"`` (a pretrained encoder's embeddings).
     """
 
     feature_mean: np.ndarray
@@ -72,9 +82,10 @@ class TrainingReach:
     appearance_spread: float
     section_stain: np.ndarray
     stain_spread: float
+    appearance_of: str = "handcrafted"
 
     @classmethod
-    def fit(cls, features: np.ndarray, sections: np.ndarray, section_stain) -> TrainingReach:
+    def fit(cls, features: np.ndarray, sections: np.ndarray, section_stain, appearance_of: str = "handcrafted") -> TrainingReach:
         """From the training spots' appearance features, each spot's section index, and each section's stain means."""
         features = np.asarray(features, dtype=np.float64)
         mean = features.mean(axis=0)
@@ -97,6 +108,7 @@ class TrainingReach:
             max(float(np.median(medians)), MIN_APPEARANCE_SPREAD),
             stain,
             max(float(np.mean(pairs)) if pairs else 0.0, MIN_STAIN_SPREAD),
+            appearance_of,
         )
 
     def measure(self, features: np.ndarray, stain) -> SlideReach:
@@ -110,11 +122,13 @@ class TrainingReach:
     ARRAYS = ("feature_mean", "feature_std", "bank", "section_stain")
 
     def to_payload(self) -> dict:
-        return {k: (np.asarray(v, dtype=np.float32) if k in self.ARRAYS else float(v)) for k, v in asdict(self).items()}
+        return {k: (np.asarray(v, dtype=np.float32) if k in self.ARRAYS else v if isinstance(v, str) else float(v))
+                for k, v in asdict(self).items()}  # fmt: skip
 
     @classmethod
     def from_payload(cls, payload: dict) -> TrainingReach:
-        return cls(**{k: (np.asarray(v, dtype=np.float64) if k in cls.ARRAYS else float(v)) for k, v in payload.items()})
+        return cls(**{k: (np.asarray(v, dtype=np.float64) if k in cls.ARRAYS else v if isinstance(v, str) else float(v))
+                      for k, v in payload.items()})  # fmt: skip
 
 
 @dataclass

@@ -288,10 +288,12 @@ def train_histology(
         members = list(range(len(sections)))
         fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)
+        appearance = data.features if data.encoded is None else [e.mean(axis=1) for e in data.encoded]
         reach = TrainingReach.fit(
-            np.concatenate([data.features[i] for i in members]),
+            np.concatenate([appearance[i] for i in members]),
             np.concatenate([np.full(len(data.expression[i]), i) for i in members]),
             [stain_means(data.raw_patches[i]) for i in members],
+            appearance_of="handcrafted" if data.encoded is None else "encoder",
         )
         steps.say(f"trained: head {head}", advance=1)
     return HistologyPredictor(
