@@ -104,7 +104,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_casper.cli.common import read_gene_list, read_h5ad, require_file
-    from napari_casper.histology.sections import choose_reduction
+    from napari_casper.histology.sections import choose_reduction, image_cache_key
     from napari_casper.histology.tissue import detect_tissue, virtual_spots_for
     from napari_casper.io.convert import check_spots_inside_image, estimate_spot_diameter
     from napari_casper.io.stores import write_h5ad_atomic
@@ -155,8 +155,7 @@ def _predict(args: argparse.Namespace) -> int:
         pitch = args.pitch_px * scale if args.pitch_px else None
         coords = virtual_spots_for(tissue, diameter * scale, pitch, layout=args.layout) / scale
         print(f"{len(coords)} virtual spots on a {args.layout} grid over {tissue.tissue_fraction:.0%} tissue")
-    stat = Path(image_path).stat()  # the slide's embeddings are cached under this key (pretrained encoder)
-    key = f"{Path(image_path).resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{reduction}"
+    key = image_cache_key(image_path, reduction)  # the slide's embeddings are cached under it (pretrained encoder)
     result = predictor.predict(image, coords * scale, diameter * scale, genes=read_gene_list(args.genes), head=args.head, cache_key=key)
     result.coords = coords
     adata = result.to_anndata(obs_names)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_casper.errors import TrainingCancelled
-from napari_casper.histology.patches import HED_FROM_RGB
+from napari_casper.histology.patches import HED_FROM_RGB, optical_density_table
 from napari_casper.runtime.control import CancelFlag, is_cancelled
 
 _STATS = ("mean", "std")
@@ -23,8 +23,8 @@ def feature_names(n_scales: int) -> list[str]:
     return [f"s{s}_{c}_{stat}" for s in range(n_scales) for c in channels for stat in _STATS]
 
 
-#: optical density ``-log(I / 255)`` of each uint8 intensity (0 counted as 1), float32
-_OD = (-np.log(np.clip(np.arange(256) / 255.0, 1.0 / 255.0, 1.0))).astype(np.float32)
+#: optical density of each uint8 intensity, float32
+_OD = optical_density_table().astype(np.float32)
 
 
 def handcrafted_features(patches: np.ndarray, *, chunk: int = 256, cancel: CancelFlag | None = None) -> np.ndarray:

@@ -233,12 +233,11 @@ def extract_patches(
             if cached.shape == (len(xy), len(scales), patch_size, patch_size, 3):
                 return cached
     windows = image if isinstance(image, ImageWindows) else ImageWindows(image)
-    sides = [max(1, int(round(s * spot_diameter_px))) for s in scales]
+    sides = _window_sides(spot_diameter_px, scales)
     big = max(sides)
     out = np.empty((len(xy), len(scales), patch_size, patch_size, 3), dtype=np.uint8)
     if len(xy):
-        low = np.floor(xy.min(axis=0) - big / 2 + 0.5).astype(int)
-        high = np.floor(xy.max(axis=0) - big / 2 + 0.5).astype(int) + big
+        low, high = _spots_bounds(xy, big)
         windows = windows.preloaded(low[1], high[1], low[0], high[0], cancel=cancel)
     region = _region_image(windows, low, high) if len(xy) and min(sides) >= patch_size else None  # every window shrinks
     for i, (x, y) in enumerate(xy):
@@ -265,6 +264,29 @@ def extract_patches(
         np.save(tmp, out)
         os.replace(tmp, cache_file)
     return out
+
+
+def _window_sides(spot_diameter_px: float, scales: Sequence[float]) -> list[int]:
+    """Window side in pixels of each scale (the largest is the one read)."""
+    return [max(1, int(round(s * spot_diameter_px))) for s in scales]
+
+
+def _spots_bounds(xy: np.ndarray, big: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` ``(x, y)`` pixel bounds of every spot's ``big`` x ``big`` window."""
+    low = np.floor(xy.min(axis=0) - big / 2 + 0.5).astype(int)
+    return low, np.floor(xy.max(axis=0) - big / 2 + 0.5).astype(int) + big
+
+
+def preload_spots(image, coords, spot_diameter_px: float, scales: Sequence[float], *, cancel: CancelFlag | None = None) -> ImageWindows:
+    """Windows over ``image`` with the region of every spot's largest window in memory (see
+    :meth:`ImageWindows.preloaded`): :func:`extract_patches` of any subset of these spots then reads no more
+    of a lazy image (so patches taken chunk by chunk read it once)."""
+    windows = image if isinstance(image, ImageWindows) else ImageWindows(image)
+    xy = check_coords(coords)
+    if not len(xy):
+        return windows
+    low, high = _spots_bounds(xy, max(_window_sides(spot_diameter_px, scales)))
+    return windows.preloaded(low[1], high[1], low[0], high[0], cancel=cancel)
 
 
 def _region_image(windows: ImageWindows, low: np.ndarray, high: np.ndarray):

@@ -77,6 +77,12 @@ class SpotDescriptors:
         return cls(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("embedding", "embedding_z", "features_z")))
 
 
+def network_ready(inputs: np.ndarray, *, cancel=None) -> np.ndarray:
+    """What the network takes: ``(n, S, P, P, 3)`` uint8 patches stain-normalised (:func:`normalize_stain`, per
+    section); ``(n, S, F)`` pretrained embeddings as they are."""
+    return inputs if inputs.ndim == 3 else normalize_stain(inputs, cancel=cancel)
+
+
 def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None, cancel=None) -> SpotDescriptors:
     """Stain-normalise, embed and featurise one section's ``(n, S, P, P, 3)`` uint8 patches (or embed
     its ``(n, S, F)`` pretrained embeddings; ``features_z`` must then be given).
@@ -91,10 +97,9 @@ def describe_section(model, raw_patches: np.ndarray, config, *, features_z=None,
             f"statistics and needs at least {MIN_SECTION_SPOTS} spots; predict on all spots of the "
             "slide (e.g. virtual spots over the detected tissue) and subset afterwards"
         )
-    pretrained = raw_patches.ndim == 3
-    if pretrained and features_z is None:
+    if raw_patches.ndim == 3 and features_z is None:
         raise CasperInputError("describe_section: pass features_z with pretrained embeddings (they hold no pixels)")
-    inputs = raw_patches if pretrained else normalize_stain(raw_patches, cancel=cancel)
+    inputs = network_ready(raw_patches, cancel=cancel)
     embedding = embed_patches(
         model, inputs, batch_size=EMBED_BATCH, device=config.device, threads=cpu_threads(config),
         tta=config.test_time_augmentation, cancel=cancel,

@@ -285,19 +285,6 @@ def _cache_file(cache_dir, cache_key: str, spec: EncoderSpec, xy: np.ndarray, di
     return Path(cache_dir) / f"embeddings-{digest.hexdigest()[:24]}.npy"
 
 
-def _preloaded(image, xy: np.ndarray, side: float, cancel):
-    """Windows over ``image`` with the region of every spot's largest window in memory (when it fits
-    :data:`~napari_casper.histology.patches.PRELOAD_BYTES`)."""
-    from napari_casper.histology.patches import ImageWindows
-
-    windows = image if isinstance(image, ImageWindows) else ImageWindows(image)
-    if not len(xy):
-        return windows
-    low = np.floor(xy.min(axis=0) - side / 2).astype(int)
-    high = np.ceil(xy.max(axis=0) + side / 2).astype(int) + 1
-    return windows.preloaded(low[1], high[1], low[0], high[0], cancel=cancel)
-
-
 def slide_embeddings(
     encoder: PatchEncoder, image, coords, spot_diameter_px: float, scales, *, cache_dir=None, cache_key: str | None = None,
     cancel: CancelFlag | None = None, progress=None,
@@ -308,7 +295,7 @@ def slide_embeddings(
     modification time), the result is stored and read back by any later call with the same slide,
     spots, encoder and patch geometry. ``progress(k, n)`` is called after every chunk.
     """
-    from napari_casper.histology.patches import check_coords, extract_patches
+    from napari_casper.histology.patches import check_coords, extract_patches, preload_spots
 
     xy = check_coords(coords)
     cache_file = None
@@ -319,7 +306,7 @@ def slide_embeddings(
             if cached.shape == (len(xy), len(scales), encoder.spec.n_features):
                 return cached
     out = np.empty((len(xy), len(scales), encoder.spec.n_features), np.float32)
-    windows = _preloaded(image, xy, spot_diameter_px * max(scales), cancel)  # a lazy image is read once, not per chunk
+    windows = preload_spots(image, xy, spot_diameter_px, scales, cancel=cancel)  # a lazy image is read once, not per chunk
     for start in range(0, len(xy), READ_CHUNK):
         block = extract_patches(windows, xy[start : start + READ_CHUNK], spot_diameter_px, scales=tuple(scales),
                                 patch_size=encoder.spec.input_size, cancel=cancel)  # fmt: skip

@@ -144,6 +144,14 @@ def read_jpeg(path: str | Path, reduce: int = 1) -> tuple[np.ndarray, float]:
     return image, 1.0
 
 
+def image_cache_key(path: str | Path, reduce: int) -> str:
+    """Names an image file as it is now, decoded at ``1/reduce`` (path, modification time, size): the key of
+    its patches and embeddings in the disk caches."""
+    path = Path(path)
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{reduce}"
+
+
 def choose_reduction(spot_diameter_px: float, patch_size: int) -> int:
     """Largest factor in 1, 2, 4, 8 that keeps the 1x window at least ``patch_size`` pixels."""
     factor = 1
@@ -199,12 +207,11 @@ def load_section(
     diameter = float(spot_diameter_px) if spot_diameter_px else estimate_spot_diameter(coords)
     reduce = choose_reduction(diameter, patch_size)
     image, scale = read_jpeg(image_path, reduce)
-    stat = image_path.stat()
     return HistologySection(
         image=image,
         coords=coords * scale,
         spot_diameter_px=diameter * scale,
         expression=adata if with_expression else None,
         name=h5ad_path.stem,
-        cache_key=f"{image_path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}:{reduce}",
+        cache_key=image_cache_key(image_path, reduce),
     )

@@ -140,14 +140,13 @@ def _n_spots(data: _Prepared, members: Sequence[int]) -> int:
 
 def _fit_on(data: _Prepared, members: Sequence[int], config: HistologyConfig, stage: str, progress, cancel,
             steps: Steps | None = None, what: str = "final model") -> _Fitted:  # fmt: skip
-    from napari_casper.histology.patches import normalize_stain
+    from napari_casper.histology.predict import network_ready
 
     steps = steps or Steps(None, 1)
     expression = np.concatenate([data.expression[i] for i in members])
     columns = choose_model_genes(expression, data.genes, config)
     z, mean, std = standardize(expression[:, columns])
-    inputs = [data.network_input(i) for i in members]
-    patches = np.concatenate([x if data.encoded is not None else normalize_stain(x, cancel=cancel) for x in inputs])
+    patches = np.concatenate([network_ready(data.network_input(i), cancel=cancel) for i in members])
     n_epochs = planned_epochs(len(patches), config)
     steps.say(f"{what}: epoch 1 of {n_epochs}")
 
