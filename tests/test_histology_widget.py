@@ -457,7 +457,18 @@ def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_wi
     open_section(viewer, "MOB1")
     open_section(viewer, "MOB3", drop_table=True)
     options(widget, qtbot, epochs=2, n_variable=30, head="ridge", genes=", ".join(MARKERS))
-    type_text(qtbot, widget.train_panel.encoder, str(encoder))
+    # a bare weights file with a typed timm architecture: without timm the dock says how to get it
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"")
+    type_text(qtbot, widget.train_panel.encoder, str(weights))
+    type_text(qtbot, widget.train_panel.encoder_arch, "no_such_net")
+    run(widget, qtbot, widget.train_panel.train_button, "Train with an encoder that cannot load")
+    assert widget.predictor is None and "timm" in widget.message.text(), widget.message.text()
+    type_text(qtbot, widget.train_panel.encoder_arch, "")
+    # "..." chooses the encoder file
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(encoder), ""))
+    click(qtbot, widget.train_panel.encoder_browse)
+    assert widget.train_panel.encoder.text() == str(encoder)
     run(widget, qtbot, widget.train_panel.train_button, "Train with a pretrained encoder")
     assert widget.predictor is not None, widget.message.text()
     assert widget.predictor.encoder.spec.kind == "torchscript" and widget.predictor.encoder.spec.n_features == 64
