@@ -96,7 +96,10 @@ def test_phases_are_named_and_clustering_is_cancelled_within_a_second():
 
     workflow.train(max_steps=20, steps_per_epoch=10, status=status, cancel=cancel, reference_weight=0.0)
     stopped = time.perf_counter() - stamps["asked"]
-    assert phases[0] == "preparing genes and centroids" and "refit on all genes and spots: step 20 of 20" in phases
+    assert phases[0] == "preparing genes and centroids"
+    refit = [p for p in phases if p.startswith("refit on all genes and spots: step ")]
+    done, total = refit[-1].rsplit("step ", 1)[1].split(" of ")  # as many steps as validation selected, all run
+    assert done == total and int(total) in (10, 20), refit
     assert phases[-1] == "encoding the spots" and "clustering the reference" in phases
     assert stopped < 1.0, f"cancel took {stopped:.2f} s while clustering"
     assert workflow.cancelled and workflow.imputer is not None and not workflow.groups_ready

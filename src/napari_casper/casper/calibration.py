@@ -17,7 +17,9 @@ on three per-gene signs that need no measurement of the gene (:func:`gene_signs`
   deviation over the reference cells, at most 1 (a gene predicted flat is rarely predicted well).
 
 The three signs are correlation-like; their mean is a gene's score, and the expected r is the
-score shifted by the mean difference between the validation genes' honest r and their score.
+score shifted by the median difference between the validation genes' honest r and their score
+(the median: one validation gene the reference misleads, e.g. a Drosophila gene at r 0.2 whose
+signs are all high, would shift every gene's trust).
 
 **Intervals** are in the units of the measured gene standardised over the spots (a z-score:
 the prediction is only ever comparable to a measurement up to offset and scale). For a gene of
@@ -79,7 +81,8 @@ class Calibration:
         ``(len(genes), 3)`` their trust signs (:data:`SIGNS`).
     sign_mean, sign_std, slope, intercept
         expected r = ``intercept + slope * mean((signs - sign_mean) / sign_std)``; as fit, the
-        signs are used as they are (mean 0, std 1, slope 1) and only ``intercept`` is fit.
+        signs are used as they are (mean 0, std 1, slope 1) and only ``intercept`` is fit (the
+        median of the validation genes' honest r minus their score).
     quantile
         the conformal quantile of the normalised residual at :attr:`level`.
     level
@@ -143,11 +146,12 @@ def fit(
     measured (``truth``) and predicted values ``(n, G)`` at spots of ``difficulty``."""
     signs = np.asarray(signs, dtype=np.float64)
     # the signs are correlation-like already: their mean is the score, and only its level is fit (a
-    # slope or a per-sign scale fit to a dozen validation genes moved more with chance than with them)
+    # slope or a per-sign scale fit to a dozen validation genes moved more with chance than with them),
+    # robustly: a mean let one misled gene move every gene's trust from one training to the next
     mean, std, slope = np.zeros(signs.shape[1]), np.ones(signs.shape[1]), 1.0
     score = signs.mean(axis=1)
     pcc = np.asarray(pcc, dtype=np.float64)
-    intercept = float(pcc.mean() - score.mean())
+    intercept = float(np.median(pcc - score))
     calibration = Calibration(list(genes), pcc, signs, mean, std, slope, intercept, quantile=float("nan"), level=level)
     trust = calibration.trust(signs)
     centre, scale = _centre_and_scale(prediction, trust, difficulty)

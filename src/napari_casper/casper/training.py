@@ -79,7 +79,7 @@ class CasperConfig:
     steps_per_epoch: int = 25
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
-    val_gene_fraction: float = 0.15
+    val_gene_fraction: float = 0.3
     val_spot_fraction: float = 0.1
     patience: int = 6
     selection_window: int = 3
