@@ -5,7 +5,8 @@ numbers, no pickled code) holding: a format tag and version, the package version
 config, the model genes with their z-scoring statistics, the output genes, the network
 weights, the training bank (descriptors and expression of the training spots), the ridge
 weights, the chosen head, the head-selection scores, the training history, and what the training
-sections look like (``reach``: for the out-of-distribution score of a new slide; optional).
+sections look like (``reach``: for the out-of-distribution score of a new slide; optional), and the
+error model behind the uncertainty (``error_model``: four coefficients and the anchor genes; optional).
 
 A model trained on a pretrained patch encoder records it in its config (kind, architecture, input
 size, normalisation, the SHA-256 of its weights; not the weights themselves): loading finds the
@@ -62,6 +63,8 @@ def save_predictor(predictor, path) -> Path:
         "selection": dict(predictor.selection),
         "history": predictor.history,
     }
+    if predictor.error_model is not None:  # optional: without it the uncertainty is the neighbours' spread
+        payload["error_model"] = predictor.error_model.to_payload()
     if predictor.reach is not None:  # optional: files without it load (no out-of-distribution score then)
         payload["reach"] = {k: _t(v) if isinstance(v, np.ndarray) else v for k, v in predictor.reach.to_payload().items()}
     from napari_casper.io.outputs import atomic_path
@@ -152,6 +155,10 @@ def load_predictor(path, *, expected_genes=None, encoder=None):
         predictor.reach = TrainingReach.from_payload(
             {k: _n(v) if isinstance(v, torch.Tensor) else v for k, v in payload["reach"].items()}
         )
+    if "error_model" in payload:
+        from napari_casper.histology.uncertainty import ErrorModel
+
+        predictor.error_model = ErrorModel.from_payload(payload["error_model"])
     if expected_genes is not None:
         predictor.gene_columns(list(expected_genes))
     return predictor

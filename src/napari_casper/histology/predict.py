@@ -15,8 +15,11 @@ spots, never from expression). Heads:
 
 Which head is used is chosen by leave-one-section-out validation on the training sections
 (:func:`~napari_casper.histology.train.train_histology`). The uncertainty of every prediction
-is the weighted standard deviation of the ``top_k`` retrieved neighbours' expression, per
-spot and gene.
+is its expected absolute error per spot and gene, from the spread of the ``top_k`` retrieved
+neighbours' expression, the spot's spread and level over the anchor genes, and the gene's spread,
+combined as learned on the leave-one-section-out predictions of training
+(:mod:`~napari_casper.histology.uncertainty`); a model trained on one section (no held-out errors to
+learn from) reports the neighbours' spread itself.
 """
 
 from __future__ import annotations
@@ -186,8 +189,10 @@ class HistologyPrediction:
         ``(n_spots, n_genes)`` float32 predicted log-normalised expression (``log1p`` of counts
         per 10,000).
     uncertainty
-        ``(n_spots, n_genes)`` float32, weighted std of the ``top_k`` most similar training
-        spots' expression (high where similar-looking training spots disagree).
+        ``(n_spots, n_genes)`` float32 expected absolute error of ``expression`` (same units), learned
+        from held-out training sections (:mod:`~napari_casper.histology.uncertainty`); for a model
+        trained on one section, the weighted std of the ``top_k`` most similar training spots'
+        expression (high where similar-looking training spots disagree).
     genes
         Column names.
     coords
@@ -258,6 +263,9 @@ class HistologyPredictor:
     encoder
         The pretrained patch encoder (:class:`~napari_casper.histology.pretrained.PatchEncoder`) whose
         embeddings the network takes; None for the network's own CNN.
+    error_model
+        :class:`~napari_casper.histology.uncertainty.ErrorModel` turning the neighbours' spread into an
+        expected absolute error; None (the spread itself) for one training section or older files.
     """
 
     model: object
@@ -271,6 +279,7 @@ class HistologyPredictor:
     history: dict = field(default_factory=dict)
     reach: object = None
     encoder: object = None
+    error_model: object = None
 
     @property
     def genes(self) -> list[str]:
@@ -378,6 +387,8 @@ class HistologyPredictor:
             if phase is not None:
                 phase(Phase(f"predicting ({use} head)", _done + n, total))
             pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")
+            if self.error_model is not None:
+                spread = self._expected_error(use, query, spread, cancel)
             if phase is not None:
                 phase(Phase("predicted", total, total))
         names = self.genes if columns is None else [self.genes[i] for i in columns]
@@ -388,3 +399,14 @@ class HistologyPredictor:
             appearance = encoded.mean(axis=1) if self.reach.appearance_of == "encoder" else features
             reach = self.reach.measure(appearance, stain_means(raw_patches))
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)
+
+    def _expected_error(self, head: str, query, spread: np.ndarray, cancel=None) -> np.ndarray:
+        """The error model's expected absolute error from ``spread``; the spot terms come from the anchor genes."""
+        from napari_casper.histology.fit import run_cancellable
+        from napari_casper.histology.uncertainty import spot_terms
+
+        model = self.error_model
+        anchor_pred, anchor_spread = run_cancellable(
+            self.heads.predict, head, query, model.anchors, cancel=cancel, what="histology uncertainty"
+        )
+        return model.expected_error(spread, *spot_terms(anchor_pred, anchor_spread), inplace=True)

@@ -109,7 +109,8 @@ def prediction_elements(
         "kind": RESULTS_KIND,
         "version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "values": "log1p(counts per 10,000); layers['uncertainty']: spread of the most similar training spots",
+        "values": "log1p(counts per 10,000); layers['uncertainty']: expected absolute error (same units; the spread of "
+        "the most similar training spots for a model trained on one section)",
         "head": prediction.head,
         "image": slide.name,
         "coordinate_system": slide.coordinate_system,

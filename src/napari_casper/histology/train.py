@@ -186,13 +186,17 @@ def validation_score(truth: np.ndarray, prediction: np.ndarray, n_top: int = 50)
     return float((r[heg].mean() + r[hvg].mean()) / 2)
 
 
-def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, progress=None, cancel=None, steps=None) -> dict:
+def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, progress=None, cancel=None, steps=None,
+                errors: dict | None = None, anchors: np.ndarray | None = None) -> dict:  # fmt: skip
     """Leave-one-section-out choice of the prediction head, on training sections only.
 
     For every section ``v``: train on the others (``config.inner_epochs`` epochs), predict ``v``
-    with every head, score with :func:`validation_score`. Returns ``{head: mean score}``.
+    with every head, score with :func:`validation_score`. Returns ``{head: mean score}``. With a
+    dict ``errors``, each head's :func:`~napari_casper.histology.uncertainty.fold_record` of every
+    held-out section (at the genes ``anchors``) is appended under the head's name.
     """
     from napari_casper.histology.predict import HEADS, describe_section
+    from napari_casper.histology.uncertainty import fold_record
 
     inner = dataclasses.replace(config, epochs=config.inner_epochs or config.epochs)
     scores: dict[str, list[float]] = {h: [] for h in HEADS}
@@ -205,8 +209,10 @@ def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, 
         heads = _heads_for(data, members, fitted, inner, cancel)
         query = describe_section(fitted.model, data.network_input(v), inner, features_z=data.features_z[v], cancel=cancel)
         for h in HEADS:
-            pred, _ = heads.predict(h, query)
+            pred, spread = heads.predict(h, query)
             scores[h].append(validation_score(data.expression[v], pred))
+            if errors is not None:  # what the uncertainty is learned from: this head's honest errors on v
+                errors.setdefault(h, []).append(fold_record(pred, spread, data.expression[v], anchors))
         if steps is not None:
             steps.say(f"{what}: scored", advance=1)
     return {h: float(np.mean(v)) for h, v in scores.items()}
@@ -255,6 +261,7 @@ def train_histology(
     """
     from napari_casper.histology.predict import HEADS, HistologyPredictor
     from napari_casper.histology.reach import TrainingReach, stain_means
+    from napari_casper.histology.uncertainty import ErrorModel, anchor_genes
 
     config = config or HistologyConfig()
     if encoder is not None:
@@ -281,9 +288,13 @@ def train_histology(
         data = _prepare(sections, config, steps, cancel, encoder)
         names = [s.name for s in sections]
         selection: dict = {}
+        anchors = anchor_genes(np.concatenate(data.expression))
+        errors: dict = {}
         if head == "auto":
-            selection = select_head(data, names, config, progress, cancel, steps)
+            selection = select_head(data, names, config, progress, cancel, steps, errors=errors, anchors=anchors)
             head = max(selection, key=selection.get)
+        # the uncertainty learns from the chosen head's errors on sections it never saw (none with one section)
+        error_model = ErrorModel.fit(anchors, errors[head]) if errors.get(head) else None
         members = list(range(len(sections)))
         fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)
@@ -307,4 +318,5 @@ def train_histology(
         history=fitted.history.to_dict(),
         reach=reach,
         encoder=encoder,
+        error_model=error_model,
     )

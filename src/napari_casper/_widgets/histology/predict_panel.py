@@ -80,7 +80,7 @@ class PredictPanel(QGroupBox):
         self.gene.setToolTip("the predicted gene shown as 'histology:<gene>' (other genes are hidden)")
         self.show_uncertainty = QCheckBox("show uncertainty")
         self.show_uncertainty.setToolTip(
-            "also show the gene's uncertainty (spread of the most similar training spots), drawn beside the slide: "
+            "also show the gene's uncertainty (its expected absolute error per spot), drawn beside the slide: "
             "the prediction on the H&E stays visible"
         )
         self.save_button = QPushButton("Save predictions to SpatialData")
