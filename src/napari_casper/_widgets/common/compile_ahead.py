@@ -33,6 +33,9 @@ def exercise_shapes() -> None:
     layer.add_rectangles([square[[0, 2]] + 10])
     layer.add_paths([square + 20])
     layer.add_polygons([np.vstack([square, square[:1] + [2.0, 1.0]]) + 30])
+    # numba compiles each memory layout apart: Fortran-ordered vertices (as shapely/geopandas give them) too
+    layer.add_polygons([np.asfortranarray(square.astype(np.float32) + 40)])
+    layer.add_ellipses([np.asfortranarray(square.astype(np.float32) + 50)])
 
 
 def exercise_scanpy() -> None:
