@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 from histology_data import mob_path
 
 from napari_casper.cli import main
 from napari_casper.histology.checkpoint import load_predictor
-from napari_casper.histology.genes import resolve_genes
+from napari_casper.histology.genes import log_normalised, resolve_genes
 
 
 def test_train_then_predict_measured_and_virtual_spots(tmp_path, capsys):
     model = tmp_path / "mob.pt"
-    args = [str(mob_path("MOB1")), str(mob_path("MOB2")), "--epochs", "1", "--predictor", "ridge", "--threads", "1"]
+    args = [str(mob_path("MOB1")), str(mob_path("MOB2")), "--epochs", "1", "--inner-epochs", "1", "--threads", "1"]
     assert main(["histology-train", *args, "--out", str(model)]) == 0
     assert model.is_file()
+    said = capsys.readouterr().out  # the head and the uncertainty both learned from the held-out training sections
+    assert "head chosen by leave-one-section-out" in said and "uncertainty: expected absolute error" in said
     recorded = load_predictor(model).config.spot_diameter_px  # default spot size for virtual spots
     assert recorded == pytest.approx(15.9, abs=0.2)  # half the MOB spot pitch, full-resolution pixels
 
@@ -26,7 +29,10 @@ def test_train_then_predict_measured_and_virtual_spots(tmp_path, capsys):
     truth = ad.read_h5ad(mob_path("MOB3"))
     assert list(pred.obs_names) == list(truth.obs_names) and pred.n_vars == 1000
     assert (pred.obsm["spatial"] == truth.obsm["spatial"]).all()
-    assert "uncertainty" in pred.layers
+    assert "uncertainty" in pred.layers  # the expected absolute error, in the units of the prediction
+    top = np.argsort(-log_normalised(truth, list(pred.var_names)).mean(axis=0))[:50]
+    error = np.abs(pred.X[:, top] - log_normalised(truth, list(pred.var_names))[:, top])
+    assert 0.5 < pred.layers["uncertainty"][:, top].mean() / error.mean() < 2
     ood = pred.uns["histology_prediction"]["out_of_distribution"]  # a held-out MOB section: within reach
     assert ood["score"] == max(ood["appearance"], ood["stain"]) and not ood["out_of_reach"]
     assert "out-of-distribution score" in capsys.readouterr().out

@@ -2,7 +2,8 @@
 
 Spots come from an ``.h5ad`` with ``obsm["spatial"]`` (``--spots``), or are laid on a hex grid
 over the detected tissue (``--pitch-px``). Writes an ``.h5ad``: ``X`` = predicted log-normalised
-expression, ``layers["uncertainty"]``, ``obsm["spatial"]`` in full-resolution image pixels.
+expression, ``layers["uncertainty"]`` (the expected absolute error of each prediction), ``obsm["spatial"]`` in
+full-resolution image pixels.
 """
 
 from __future__ import annotations

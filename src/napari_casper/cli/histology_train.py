@@ -223,5 +223,11 @@ def _train(args: argparse.Namespace) -> int:
     if predictor.selection:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in predictor.selection.items())
         print(f"head chosen by leave-one-section-out validation: {predictor.head} ({scores})")
+    if predictor.error_model is not None:
+        model = predictor.error_model
+        print(
+            f"uncertainty: {model.describe()}; Spearman with |error| on the held-out training sections "
+            f"{model.fit_spearman:.3f} (the neighbours' spread alone {model.spread_spearman:.3f})"
+        )
     print(f"wrote {args.out}: {len(predictor.genes)} genes, head {predictor.head}")
     return 0
