@@ -8,7 +8,7 @@ import pytest
 from conftest import drosophila_subset
 
 from napari_casper.casper.imputation import impute_with_casper
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, PeerMethodFailed
 from napari_casper.evaluate.metrics import METRICS
 from napari_casper.evaluate.protocol import METHODS, resolve_method, run_benchmark, split_genes
 
@@ -100,6 +100,26 @@ def test_method_returning_a_wrong_shape_fails_loudly(drosophila):
 
     with pytest.raises(RuntimeError, match="returned shape"):
         run_benchmark(st, ref, {"broken": broken}, n_folds=2, genes_limit=4)
+
+
+def test_a_peer_that_fails_in_one_fold_scores_that_fold_as_missing_and_the_run_goes_on(drosophila):
+    """A peer's own failure (gimVI diverging to NaN in one Drosophila fold) is recorded, not a crash."""
+    st, ref = drosophila
+    from napari_casper.evaluate.baselines import impute_knn
+
+    def fails_once(visible, reference, targets, *, seed=0):
+        if "first" not in calls:
+            calls.append("first")
+            raise PeerMethodFailed("its training diverged to NaN")
+        return impute_knn(visible, reference, targets, seed=seed)
+
+    calls: list = []
+    result = run_benchmark(st, ref, {"peer": fails_once}, n_folds=2, genes_limit=10)
+    table = result.per_gene
+    first, second = table[table["fold"] == 0], table[table["fold"] == 1]
+    assert (first["note"] == "missing prediction: scored as in Li et al. 2022").all() and (first["PCC"] == 0).all()
+    assert (second["note"] == "").all() and second["PCC"].mean() > 0.3
+    assert any("peer fold 1: its training diverged to NaN" in note and "5 genes" in note for note in result.notes)
 
 
 def test_knn_and_mean_on_two_folds_of_drosophila(drosophila):

@@ -32,3 +32,8 @@ class OutputBusyError(OutputError):
 
 class TrainingCancelled(RuntimeError):
     """Raised inside training when the caller's cancel flag is set (the best model so far is kept)."""
+
+
+class PeerMethodFailed(RuntimeError):
+    """A peer method (another package's imputation, e.g. gimVI) failed on its own terms on this input, such as
+    a training that diverged to NaN. Benchmarks record it for that fold and go on; it is not a napari-casper bug."""

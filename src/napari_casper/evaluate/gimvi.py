@@ -23,11 +23,13 @@ import numpy as np
 from anndata import AnnData
 
 from napari_casper.casper.preprocess import dense, detect_normalization
-from napari_casper.errors import CasperInputError
+from napari_casper.errors import CasperInputError, PeerMethodFailed
 from napari_casper.evaluate.baselines import check_targets, shared_genes
 
 #: training epochs (issue #15 measured 20-100 epochs on Drosophila alike: 0.22-0.26 PCC)
 EPOCHS = 30
+#: learning rate of the one retry after a training that diverged to NaN (scvi-tools' default is 1e-3)
+RETRY_LR = 1e-4
 
 
 def pseudo_counts(adata: AnnData) -> np.ndarray:
@@ -39,6 +41,25 @@ def pseudo_counts(adata: AnnData) -> np.ndarray:
     if values.max(initial=0) < 20:  # log-normalised
         return np.rint(np.expm1(np.clip(values, 0, None)))
     return np.rint(np.clip(values, 0, None) / max(values.max(initial=0), 1e-12) * 1000)
+
+
+def _trained(GIMVI, seq: AnnData, spatial: AnnData, epochs: int, seed: int):
+    """gimVI trained at scvi-tools' learning rate; once more at :data:`RETRY_LR` if that diverges to NaN
+    (torch then refuses the NaN parameters of a distribution); :class:`PeerMethodFailed` if that diverges too."""
+    import scvi
+
+    errors = []
+    for lr in (None, RETRY_LR):
+        scvi.settings.seed = seed
+        model = GIMVI(seq, spatial)
+        try:
+            model.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False, plan_kwargs={"lr": lr} if lr else None)
+            return model
+        except ValueError as err:
+            if "invalid values" not in str(err):
+                raise
+            errors.append(f"learning rate {lr or 'default (1e-3)'}")
+    raise PeerMethodFailed(f"gimVI's training diverged to NaN at {' and at '.join(errors)}")
 
 
 def impute_gimvi(
@@ -64,8 +85,7 @@ def impute_gimvi(
         data.X[empty, 0] = 1.0
     GIMVI.setup_anndata(seq)
     GIMVI.setup_anndata(spatial)
-    model = GIMVI(seq, spatial)
-    model.train(max_epochs=int(epochs), accelerator="cpu", enable_progress_bar=False)
+    model = _trained(GIMVI, seq, spatial, int(epochs), seed)
     _, imputed = model.get_imputed_values(normalized=True)
     columns = [list(seq.var_names).index(g) for g in targets]
     return np.log1p(np.asarray(imputed)[:, columns])
