@@ -62,7 +62,7 @@ UNITS_BY_PREFIX = {
     "casper held-out:": "predicted log-normalised expression",
     "measured:": "measured log-normalised expression",
     "difference:": "predicted minus measured (z-scores)",
-    "histology uncertainty:": "expected absolute error (log-normalised expression)",
+    "histology uncertainty:": "expected absolute error (same units)",
     "casper uncertainty:": "uncertainty (log-normalised expression)",
     ATTENTION_PREFIX: "attention weight",
 }
