@@ -37,7 +37,7 @@ def test_points_features_are_spot_id_and_value_only():
 
 def test_units_follow_the_layer_name():
     assert value_units("casper:Penk") == "predicted log-normalised expression"
-    assert value_units("histology uncertainty:Penk").startswith("uncertainty")
+    assert value_units("histology uncertainty:Penk") == "expected absolute error (same units)"
     assert value_units("casper attention:3") == "attention weight"
     assert value_units("difference:Penk") == "predicted minus measured (z-scores)"
     assert value_units("something else") == "value"

@@ -68,9 +68,7 @@ def region_layer(regions, name: str, spot_diameter: float, **metadata) -> tuple:
     )
     kwargs["shape_type"] = list(regions.shape_types)
     kwargs["edge_color"], kwargs["face_color"] = class_colours(regions.classes, regions.palette)
-    # C order: napari's triangulation (numba) is compiled per memory layout, and vertices read back from a store
-    # can be Fortran-ordered, a second compilation of several seconds on the GUI thread at the first reopen
-    return ([np.ascontiguousarray(v, dtype=np.float64) for v in regions.vertices], kwargs, "shapes")
+    return ([np.asarray(v) for v in regions.vertices], kwargs, "shapes")
 
 
 def saved_regions_layers(sdata, coordinate_system: str, spot_layers: dict) -> list[tuple]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 #: a child that has not finished by then is left to numba's in-process compilation (never hangs a dock)
 CHILD_TIMEOUT_S = 300
@@ -33,9 +32,40 @@ def exercise_shapes() -> None:
     layer.add_rectangles([square[[0, 2]] + 10])
     layer.add_paths([square + 20])
     layer.add_polygons([np.vstack([square, square[:1] + [2.0, 1.0]]) + 30])
-    # numba compiles each memory layout apart: Fortran-ordered vertices (as shapely/geopandas give them) too
-    layer.add_polygons([np.asfortranarray(square.astype(np.float32) + 40)])
-    layer.add_ellipses([np.asfortranarray(square.astype(np.float32) + 50)])
+    both_layouts()
+
+
+def both_layouts() -> None:
+    """Compile napari's public triangulation kernels for C- and Fortran-ordered float32 vertices.
+
+    numba compiles each memory layout apart, and which layout reaches a kernel depends on how the shape
+    was made (drawn with the mouse, added from arrays, read back from a store as Fortran-ordered
+    shapely coordinates): each missing one cost 1-6 s on the GUI thread the first time. The kernels
+    are napari's internals; any that is missing or takes other arguments is skipped (a warm-up only)."""
+    import numpy as np
+
+    try:
+        from napari.layers.shapes import _accelerated_triangulate_numba as kernels
+    except ImportError:
+        return
+    square = np.array([[0.0, 0.0], [0.0, 4.0], [3.0, 5.0], [4.0, 0.0]], dtype=np.float32)
+    bent = np.vstack([square, square[:1] + [2.0, 1.0]]).astype(np.float32)
+    calls = {
+        "create_box_from_bounding": lambda a: (a[[0, 2]],),
+        "is_convex": lambda a: (a,),
+        "remove_path_duplicates": lambda a: (a, True),
+        "generate_2D_edge_meshes": lambda a: (a, True),
+        "normalize_vertices_and_edges": lambda a: (a, True),
+    }
+    for name, arguments in calls.items():
+        kernel = getattr(kernels, name, None)
+        for layout in (np.ascontiguousarray, np.asfortranarray):
+            for vertices in (square, bent):
+                args = arguments(vertices)
+                try:
+                    kernel(layout(args[0]), *args[1:])
+                except Exception:  # noqa: BLE001 - napari changed its internals: nothing to warm
+                    break
 
 
 def exercise_scanpy() -> None:
@@ -63,7 +93,8 @@ def shapes_cache_is_warm() -> bool:
     try:
         from napari.layers.shapes import _accelerated_triangulate_numba as kernels
 
-        return Path(kernels.generate_2D_edge_meshes._cache._cache_file._index_path).is_file()
+        # both memory layouts of every kernel (an older warm-up compiled one of some): is_convex holds both
+        return len(kernels.is_convex._cache._cache_file._load_index()) >= 2
     except Exception:  # noqa: BLE001 - no numba, another numba version: compile in the child first
         return False
 
