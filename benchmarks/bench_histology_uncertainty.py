@@ -43,12 +43,13 @@ def main() -> None:
         model = train_histology([load_section(p, patch_size=patch) for p in train], HistologyConfig(threads=1))
         for path in test:
             section = load_section(path, patch_size=patch)
-            prediction = model.predict(section.image, section.coords, section.spot_diameter_px)
+            raw = section.patches(model.config.scales, model.config.patch_size)  # read once, predicted twice below
+            prediction = model.predict_patches(raw, section.coords)
             truth = log_normalised(section.expression, prediction.genes)
             top = np.argsort(-truth.mean(axis=0))[:50]
             error = np.abs(prediction.expression[:, top] - truth[:, top])
             error_model, model.error_model = model.error_model, None  # the neighbours' spread alone, for comparison
-            spread = model.predict(section.image, section.coords, section.spot_diameter_px).uncertainty[:, top]
+            spread = model.predict_patches(raw, section.coords).uncertainty[:, top]
             model.error_model = error_model
             scores = []
             for what in (prediction.uncertainty[:, top], spread):

@@ -67,13 +67,11 @@ def impute_gimvi(
 ) -> np.ndarray:
     """Predict ``target_genes`` at the spots with gimVI trained on the shared genes."""
     try:
-        import scvi
         from scvi.external import GIMVI
     except ImportError as err:
         raise CasperInputError('gimVI needs scvi-tools: pip install "napari-casper[peers]"') from err
     targets = check_targets(reference, target_genes)
     shared = shared_genes(st, reference)
-    scvi.settings.seed = seed
     seq = AnnData(pseudo_counts(reference).astype(np.float32), var=reference.var[[]].copy())
     seq.obs_names = reference.obs_names.astype(str)
     spatial = AnnData(pseudo_counts(st[:, shared]).astype(np.float32))

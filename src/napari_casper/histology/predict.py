@@ -388,7 +388,7 @@ class HistologyPredictor:
                 phase(Phase(f"predicting ({use} head)", _done + n, total))
             pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")
             if self.error_model is not None:
-                spread = self._expected_error(use, query, spread, cancel)
+                spread = self._expected_error(use, query, pred, spread, columns, cancel)
             if phase is not None:
                 phase(Phase("predicted", total, total))
         names = self.genes if columns is None else [self.genes[i] for i in columns]
@@ -400,13 +400,18 @@ class HistologyPredictor:
             reach = self.reach.measure(appearance, stain_means(raw_patches))
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)
 
-    def _expected_error(self, head: str, query, spread: np.ndarray, cancel=None) -> np.ndarray:
-        """The error model's expected absolute error from ``spread``; the spot terms come from the anchor genes."""
+    def _expected_error(self, head: str, query, pred: np.ndarray, spread: np.ndarray, columns=None, cancel=None) -> np.ndarray:
+        """The error model's expected absolute error from ``spread`` (written into it); the spot terms come from
+        the anchor genes: sliced from ``pred`` and ``spread`` when they hold every gene (``columns`` None),
+        else predicted for the anchors alone."""
         from napari_casper.histology.fit import run_cancellable
         from napari_casper.histology.uncertainty import spot_terms
 
         model = self.error_model
-        anchor_pred, anchor_spread = run_cancellable(
-            self.heads.predict, head, query, model.anchors, cancel=cancel, what="histology uncertainty"
-        )
+        if columns is None:
+            anchor_pred, anchor_spread = pred[:, model.anchors], spread[:, model.anchors]  # copies, before the in-place write
+        else:
+            anchor_pred, anchor_spread = run_cancellable(
+                self.heads.predict, head, query, model.anchors, cancel=cancel, what="histology uncertainty"
+            )
         return model.expected_error(spread, *spot_terms(anchor_pred, anchor_spread), inplace=True)

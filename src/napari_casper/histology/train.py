@@ -288,13 +288,14 @@ def train_histology(
         data = _prepare(sections, config, steps, cancel, encoder)
         names = [s.name for s in sections]
         selection: dict = {}
-        anchors = anchor_genes(np.concatenate(data.expression))
-        errors: dict = {}
+        error_model = None  # without held-out sections (one section, or a fixed head) the uncertainty is the spread
         if head == "auto":
+            anchors = anchor_genes(np.concatenate(data.expression))
+            errors: dict = {}
             selection = select_head(data, names, config, progress, cancel, steps, errors=errors, anchors=anchors)
             head = max(selection, key=selection.get)
-        # the uncertainty learns from the chosen head's errors on sections it never saw (none with one section)
-        error_model = ErrorModel.fit(anchors, errors[head]) if errors.get(head) else None
+            # the uncertainty learns from the chosen head's errors on sections it never saw
+            error_model = ErrorModel.fit(anchors, errors[head])
         members = list(range(len(sections)))
         fitted = _fit_on(data, members, config, "final", progress, cancel, steps, "final model")
         heads = _heads_for(data, members, fitted, config, cancel)

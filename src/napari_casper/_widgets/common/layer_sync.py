@@ -142,6 +142,13 @@ def show_units(viewer) -> None:
     if text != overlay.text and missing_glyphs(viewer, MEASURING_GLYPHS + text):
         when_glyphs_ready(viewer, text, lambda: show_units(viewer))
         return
+    write_units(viewer, lines)
+
+
+def write_units(viewer, lines: list[str]) -> None:
+    """Put ``lines`` in the viewer's text overlay now (top right, beside the colour bars; hidden when empty)."""
+    overlay = viewer.canvas.overlays["text"]
+    text = "\n".join(lines)
     if overlay.text != text:
         overlay.text = text
     if lines and overlay.position != "top_right":

@@ -30,12 +30,9 @@ def screenshot_store(store: Path, gene: str, path: Path) -> Path:
 def _colour_scale(viewer, layer) -> None:
     """The layer's colour bar and units on the canvas, at once (the docks add them over a few event-loop
     turns to spread the glyph rendering; a screenshot taken right away needs them now)."""
-    from napari_casper._widgets.common.layer_sync import colour_bar, units_lines
+    from napari_casper._widgets.common.layer_sync import colour_bar, units_lines, write_units
 
     bar = colour_bar(layer)
     if bar is not None:
         bar.visible = True
-    overlay = viewer.canvas.overlays["text"]
-    overlay.text = "\n".join(units_lines(viewer))
-    overlay.position, overlay.font_size, overlay.visible = "top_right", 10, bool(overlay.text)
-
+    write_units(viewer, units_lines(viewer))
