@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
 from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -27,7 +27,6 @@ LEGEND = "casper dominant centroid legend"
 #: flows that add a new visible layer: napari's first draw of it (shaders built on the GUI thread,
 #: 0.4-1.8 s under software OpenGL on a loaded 2-core machine) and its on-canvas colour bar are
 #: napari's cost, not the widget's; the widget adds one layer per event-loop turn so they never add up
-LAYER_DRAW_LIMIT = NEW_LAYER_LIMIT  # steps that add layers (see gui_checks)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +144,7 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
         click(qtbot, widget.impute.impute_button)
         wait_idle(qtbot, widget)
     print(f"\nimpute (a new layer): longest GUI stall {beat.longest:.3f} s")
-    beat.assert_responsive(LAYER_DRAW_LIMIT, what="impute")
+    beat.assert_responsive(what="impute")
     first = viewer.layers[f"casper:{unmeasured}"]
     engine = CasperImputer(workflow.imputer.model, workflow.st).predict([unmeasured])[:, 0]
     np.testing.assert_allclose(first.features["value"].to_numpy(), engine, rtol=1e-5, atol=1e-6)
@@ -280,7 +279,7 @@ def test_load_compare_attention_save_and_reopen(casper, qtbot, checkpoint, monke
         click(qtbot, widget.impute.compare_button)
         wait_idle(qtbot, widget)
     print(f"\ncompare (4 new layers): longest GUI stall {beat.longest:.3f} s")
-    beat.assert_responsive(LAYER_DRAW_LIMIT, what="compare with measured")
+    beat.assert_responsive(what="compare with measured")
     panels = [viewer.layers[name] for name in panel_names("eve")]
     assert all(layer.visible for layer in panels) and viewer.layers[TITLES_NAME].visible
     assert not any(layer.visible for layer in viewer.layers if layer not in panels and layer.name != TITLES_NAME)
@@ -310,7 +309,7 @@ def test_load_compare_attention_save_and_reopen(casper, qtbot, checkpoint, monke
         click(qtbot, widget.attention_panel.dominant_button)
         wait_idle(qtbot, widget)
     print(f"\nattention + dominant (3 new layers): longest GUI stall {beat.longest:.3f} s")
-    beat.assert_responsive(LAYER_DRAW_LIMIT, what="show attention and dominant centroid")
+    beat.assert_responsive(what="show attention and dominant centroid")
     weights = viewer.layers[f"casper attention:{first}"].features["value"].to_numpy()
     np.testing.assert_allclose(weights, workflow.display_attention()[:, 0], rtol=1e-5)
     legend = viewer.layers[LEGEND]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import shared_path
-from gui_checks import NEW_LAYER_LIMIT, Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
 
 from napari_casper._widgets.genes.widget import GenesWidget
 
@@ -285,7 +285,7 @@ def test_xenium_cells_as_polygons_switch_genes_on_their_centres(make_napari_view
     with Heartbeat() as beat:
         type_text(qtbot, widget.gene.lineEdit(), genes[5])
         wait_shown(widget, qtbot, genes[5])
-    beat.assert_responsive(NEW_LAYER_LIMIT, what="the first gene on 36k polygon cells (adds its layer)")
+    beat.assert_responsive(what="the first gene on 36k polygon cells (adds its layer)")
     with Heartbeat() as beat:
         for step in range(1, 3):
             click(qtbot, widget.next_button)

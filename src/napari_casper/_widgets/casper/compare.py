@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_casper._widgets.common.first_paint import is_pending
 from napari_casper._widgets.common.layer_sync import add_or_update
 
 #: the titles layer of the comparison
@@ -92,9 +93,10 @@ class CompareView:
         self.gene = gene
 
     def add(self, layer_tuple: tuple):
-        """Add one panel (or the titles) and show it."""
+        """Add one panel (or the titles) and show it (a new layer in the next turn, after its first paint)."""
         layer = add_or_update(self.viewer, layer_tuple)
-        layer.visible = True
+        if not is_pending(layer):  # an existing panel, updated in place (begin() hid it)
+            layer.visible = True
         return layer
 
     def finish(self) -> None:

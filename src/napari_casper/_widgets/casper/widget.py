@@ -157,14 +157,14 @@ class CasperWidget(RunsInBackground, QWidget):
 
     def cancel(self) -> None:
         """Stop training or loading within a second; a model trained so far is kept."""
-        if not self.busy:
+        if not self.runner.working:
             return
         self._cancel.set()
         self.train_panel.status.setText("cancelling...")
 
     def _on_progress(self, event) -> None:
         """A phase name (str) or an epoch record (dict) from the worker, on the GUI thread."""
-        if self._cancel.is_set() and self.busy:
+        if self._cancel.is_set() and self.runner.working:
             return  # "cancelling..." stays until the worker has stopped
         if isinstance(event, str):
             self.train_panel.status.setText(event)

@@ -15,6 +15,7 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_casper._widgets.common.activity import ACTIVE as _ACTIVE
 from napari_casper._widgets.common.activity import WARMING as _WARMING
+from napari_casper._widgets.common.first_paint import revealing
 from napari_casper.errors import CasperInputError, TrainingCancelled
 
 
@@ -79,11 +80,18 @@ class BackgroundRunner:
         self._layer_timer = None
 
     @property
-    def busy(self) -> bool:
+    def working(self) -> bool:
+        """A worker runs or layers are being added (what a new job must wait for)."""
         return self.worker is not None or bool(self._layer_queue)
 
+    @property
+    def busy(self) -> bool:
+        """A worker runs, layers are being added, or added layers wait for their first paint."""
+        return self.working or revealing()
+
     def add_layers(self, add: Callable[[object], object], items: list, then: Callable[[list], None] | None = None) -> None:
-        """Call ``add(item)`` for each item on the GUI thread, one per event-loop turn, then ``then(results)``.
+        """Call ``add(item)`` for each item on the GUI thread, one per event-loop turn, then ``then(results)``
+        once the new layers are shown.
 
         napari draws a new layer the first time at the next paint (building its shaders costs
         0.1-0.5 s per layer on a software GL): adding several layers in one handler would add
@@ -105,10 +113,19 @@ class BackgroundRunner:
         def step() -> None:
             if not self._layer_queue:
                 return
+            if revealing():  # the previous layer's first paint first, in a turn of its own
+                QTimer.singleShot(LAYER_INTERVAL_MS, step)
+                return
             results.append(self.guard(add, self._layer_queue.pop(0)))
             if self._layer_queue:
                 QTimer.singleShot(LAYER_INTERVAL_MS, step)
             elif then is not None:
+                finish()
+
+        def finish() -> None:  # once the new layers are shown (first_paint), so that ``then`` sees them as they are
+            if revealing():
+                QTimer.singleShot(LAYER_INTERVAL_MS, finish)
+            else:
                 self.guard(then, results)
 
         QTimer.singleShot(0, step)
@@ -132,7 +149,7 @@ class BackgroundRunner:
 
     def run(self, function: Callable, on_done: Callable, *args, **kwargs) -> None:
         """Run ``function(*args, **kwargs)`` in a worker; ``on_done(result)`` on the GUI thread."""
-        if self.busy:
+        if self.working:
             self.fail(CasperInputError("still working on the previous step: wait for it to finish or cancel it."))
             return
         if self.on_start is not None:

@@ -18,6 +18,7 @@ import weakref
 
 import numpy as np
 
+from napari_casper._widgets.common.first_paint import is_pending, reveal_later
 from napari_casper.io.elements import METADATA_KEY
 
 #: metadata kinds of continuous layers (a colour bar and units)
@@ -46,6 +47,7 @@ def add_or_update(viewer, layer_tuple: tuple):
         if existing is not None:
             viewer.layers.remove(existing)
         layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        reveal_later(viewer, layer)  # its first paint (shaders) in a turn of its own
     decorate(viewer, layer)
     return layer
 
@@ -87,6 +89,11 @@ def decorate(viewer, layer) -> None:
 
 
 def _show_colour_bar(layer) -> None:
+    if is_pending(layer):  # the layer's own first paint comes first, in its own turn
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(PAINT_GAP_MS, lambda: _show_colour_bar(layer))
+        return
     bar = colour_bar(layer)
     if bar is not None and not bar.visible:
         bar.visible = True

@@ -10,8 +10,7 @@ cores), so layers are made once, not once per gene.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QTimer
-
+from napari_casper._widgets.common.first_paint import is_pending
 from napari_casper._widgets.common.layer_sync import add_or_update
 from napari_casper._widgets.histology.slide import beside
 from napari_casper.io.elements import METADATA_KEY
@@ -39,13 +38,9 @@ def _show(viewer, layer_tuple: tuple):
         existing.features = kwargs["features"]
         existing.face_colormap = kwargs["face_colormap"]
         existing.face_color = kwargs["face_color"]
-    if existing is None:  # a new layer is first drawn on the next turn of the event loop:
-        kwargs["visible"] = False  # adding it and its first paint are two short GUI-thread steps, not one long
-        layer = add_or_update(viewer, layer_tuple)
-        QTimer.singleShot(0, lambda: setattr(layer, "visible", True))
-        return layer
-    layer = add_or_update(viewer, layer_tuple)
-    layer.visible = True
+    layer = add_or_update(viewer, layer_tuple)  # a new layer is shown in a later turn (first_paint)
+    if not is_pending(layer):
+        layer.visible = True
     return layer
 
 

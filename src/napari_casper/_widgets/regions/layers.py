@@ -67,8 +67,11 @@ def recolour(layer, classes: RegionClasses) -> bool:
 def keep_active(viewer, add_layer):
     """Call ``add_layer()`` (which adds a layer) and give the active layer back: napari makes a new layer the
     active one, and a preview must not become the layer the user draws in."""
+    from napari_casper._widgets.common.first_paint import reveal_later
+
     active = viewer.layers.selection.active
     added = add_layer()
+    reveal_later(viewer, added)  # its first paint in a turn of its own
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active
     return added

@@ -141,7 +141,7 @@ class LearnPanel(QGroupBox):
             self._debounce.start()
 
     def _relearn(self) -> None:
-        if self.host.runner.busy:  # learn once the running job ends
+        if self.host.runner.working:  # learn once the running job ends
             self._pending = True
             return
         self.learn()

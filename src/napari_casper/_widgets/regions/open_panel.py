@@ -11,10 +11,56 @@ import threading
 from pathlib import Path
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDialog, QFileDialog, QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from napari_casper._widgets.common.background import progress_relay
+from napari_casper._widgets.common.background import LAYER_INTERVAL_MS, progress_relay
+from napari_casper._widgets.common.first_paint import reveal_later, revealing
 from napari_casper._widgets.regions.open_section import OpenCancelled, open_section
+
+
+def store_root(path: str | Path) -> Path:
+    """The ``.zarr`` folder that holds ``path`` (a store chosen by a file inside it), else ``path`` itself."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.suffix == ".zarr":
+            return candidate
+    return path
+
+
+class SectionDialog(QFileDialog):
+    """A file dialog that also takes a ``.zarr`` folder: Open on it, or a double-click into it, chooses it."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent, "Open a section: a spatial .h5ad, or a SpatialData .zarr folder")
+        self.setOption(QFileDialog.Option.DontUseNativeDialog, True)  # native dialogs cannot be told about folders
+        self.setFileMode(QFileDialog.FileMode.ExistingFile)
+        self.setNameFilters(["Spatial data (*.h5ad *.zarr)", "AnnData (*.h5ad)", "SpatialData (*.zarr)"])
+        self.chosen = ""
+        self.directoryEntered.connect(self._entered)
+
+    def _entered(self, directory: str) -> None:
+        if Path(directory).suffix == ".zarr":
+            self.chosen = directory
+            QDialog.accept(self)
+
+    def accept(self) -> None:
+        files = self.selectedFiles()
+        if files and Path(files[0]).suffix == ".zarr" and Path(files[0]).is_dir():
+            self._entered(files[0])  # a plain file dialog would step into the folder instead
+            return
+        super().accept()
+
+
+def pick_section(parent: QWidget) -> str:
+    """Ask for a section: a spatial ``.h5ad`` file, or a SpatialData ``.zarr`` store (a folder); "" when cancelled.
+
+    A file chosen inside a store opens the store.
+    """
+    dialog = SectionDialog(parent)
+    if not dialog.exec():
+        return ""
+    chosen = dialog.chosen or (dialog.selectedFiles() or [""])[0]
+    return str(store_root(chosen)) if chosen else ""
 
 
 class OpenPanel(QGroupBox):
@@ -49,9 +95,7 @@ class OpenPanel(QGroupBox):
         return self.cancel_button.isEnabled() or self._appending
 
     def _pick(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open a section", "", "Spatial data (*.h5ad *.zarr);;AnnData (*.h5ad);;SpatialData (*.zarr)"
-        )
+        path = pick_section(self)
         if path:
             self.open(path)
 
@@ -69,6 +113,7 @@ class OpenPanel(QGroupBox):
         """Open ``path`` in the worker; its layers are added when ready (see the module docstring)."""
         host, path = self.host, Path(path)
         self._cancel = cancel = threading.Event()
+        host.adopted_note = ""
 
         def work():
             try:
@@ -88,7 +133,7 @@ class OpenPanel(QGroupBox):
         self.progress.setVisible(True)
         host.message.setText(f"opening {path.name} ...")
         host.runner.run(work, done)
-        if not host.runner.busy:  # refused, failed or ran inline
+        if not host.runner.working:  # refused, failed or ran inline
             self._finish()
 
     def _finish(self) -> None:
@@ -101,14 +146,19 @@ class OpenPanel(QGroupBox):
         self._appending = True
 
         def next_layer():
+            if pending and revealing():  # the previous layer's first paint first, in a turn of its own
+                QTimer.singleShot(LAYER_INTERVAL_MS, next_layer)
+                return
             if pending:
                 layer = pending.pop(0)
                 self.host.message.setText(f"adding layer {layer.name!r} ...")
                 viewer.layers.append(layer)
-                QTimer.singleShot(0, next_layer)
+                reveal_later(viewer, layer)  # its first paint in a turn of its own
+                QTimer.singleShot(LAYER_INTERVAL_MS, next_layer)
                 return
             self._appending = False
             viewer.reset_view()
-            self.host.runner.say(f"opened {path.name}: {', '.join(layer.name for layer in layers)}.")
+            note, self.host.adopted_note = self.host.adopted_note, ""  # saved regions found among the layers
+            self.host.runner.say(f"opened {path.name}: {', '.join(layer.name for layer in layers)}. {note}".strip())
 
         next_layer()

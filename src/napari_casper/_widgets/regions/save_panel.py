@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_casper._widgets.common.first_paint import reveal_later
 from napari_casper._widgets.regions.layers import spot_diameter
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
@@ -185,6 +186,7 @@ class SavePanel(QGroupBox):
             name, regions.affine, diameter, cs, classes=regions.palette.to_uns(), element=name
         )
         layer = host.viewer.add_shapes(**kwargs)  # the widget adopts it (legend, colours), then the shapes come in batches
+        reveal_later(host.viewer, layer)  # its first paint in a turn of its own
         classes = ", ".join(sorted(set(regions.classes)))
         host.add_regions(
             regions, layer, then=lambda layer: host.runner.say(f"loaded {len(regions)} regions from {name!r} ({classes}).")

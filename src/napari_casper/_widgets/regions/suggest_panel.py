@@ -165,7 +165,7 @@ class SuggestPanel(QGroupBox):
 
     def _outline(self, threshold: float) -> None:
         host = self.host
-        if host.runner.busy:  # the latest threshold is outlined when the running job ends
+        if host.runner.working:  # the latest threshold is outlined when the running job ends
             self._pending = threshold
             return
         suggestion, affine = self.suggestion, layer_affine(host.spots_layer())

@@ -106,6 +106,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         )
         self.synchronous = synchronous  # tests may run worker jobs inline
 
+        self.adopted_note = ""  # what _adopt found in the last opened store, for the "opened" message
         self.open_panel = OpenPanel(self)
         self.classes_panel = ClassesPanel(self)
         self.suggest_panel = SuggestPanel(self)
@@ -196,7 +197,8 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.regions_combo.setCurrentText(layer.name)
         if len(layer.data):
             classes = ", ".join(dict.fromkeys(map(str, layer.features["class"])))
-            self.message.setText(f"regions layer {layer.name!r}: {len(layer.data)} saved region(s) ({classes}), editable.")
+            self.adopted_note = f"regions layer {layer.name!r}: {len(layer.data)} saved region(s) ({classes}), editable."
+            self.message.setText(self.adopted_note)
 
     def spots_layer(self):
         name = self.spots_combo.currentText()
