@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_casper._widgets.common.first_paint import is_pending
-from napari_casper._widgets.common.layer_sync import add_or_update
+from napari_casper._widgets.common.layer_sync import add_or_show
 
 #: the titles layer of the comparison
 TITLES_NAME = "compare titles"
@@ -94,10 +93,7 @@ class CompareView:
 
     def add(self, layer_tuple: tuple):
         """Add one panel (or the titles) and show it (a new layer in the next turn, after its first paint)."""
-        layer = add_or_update(self.viewer, layer_tuple)
-        if not is_pending(layer):  # an existing panel, updated in place (begin() hid it)
-            layer.visible = True
-        return layer
+        return add_or_show(self.viewer, layer_tuple)  # an existing panel was hidden by begin()
 
     def finish(self) -> None:
         """Fit the three panels in the canvas, with a margin (the canvas's colour bars sit in a corner)."""

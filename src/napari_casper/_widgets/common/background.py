@@ -77,7 +77,6 @@ class BackgroundRunner:
         self.worker = None
         self.synchronous = False  # tests may run work in the GUI thread
         self._layer_queue: list = []
-        self._layer_timer = None
 
     @property
     def working(self) -> bool:

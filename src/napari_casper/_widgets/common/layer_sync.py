@@ -52,6 +52,14 @@ def add_or_update(viewer, layer_tuple: tuple):
     return layer
 
 
+def add_or_show(viewer, layer_tuple: tuple):
+    """:func:`add_or_update`, and the layer shown: at once when it existed, after its first paint when new."""
+    layer = add_or_update(viewer, layer_tuple)
+    if not is_pending(layer):
+        layer.visible = True
+    return layer
+
+
 def is_continuous(layer) -> bool:
     """A napari-casper layer of continuous values (it names its units)."""
     meta = layer.metadata.get(METADATA_KEY, {})

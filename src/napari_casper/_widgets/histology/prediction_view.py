@@ -10,8 +10,7 @@ cores), so layers are made once, not once per gene.
 
 from __future__ import annotations
 
-from napari_casper._widgets.common.first_paint import is_pending
-from napari_casper._widgets.common.layer_sync import add_or_update
+from napari_casper._widgets.common.layer_sync import add_or_show
 from napari_casper._widgets.histology.slide import beside
 from napari_casper.io.elements import METADATA_KEY
 
@@ -23,7 +22,7 @@ def histology_prefixes() -> tuple[str, str]:
 
 
 def _show(viewer, layer_tuple: tuple):
-    """:func:`add_or_update`, but a Points layer whose spot count changed is resized in place first.
+    """:func:`~napari_casper._widgets.common.layer_sync.add_or_show`, but a Points layer whose spot count changed is resized in place first.
 
     ``add_or_update`` replaces such a layer, and napari runs a full ``gc.collect()`` when a layer is
     removed: measured 0.7-1.1 s on the GUI thread with torch loaded. Leaving the feature-coloured
@@ -38,10 +37,7 @@ def _show(viewer, layer_tuple: tuple):
         existing.features = kwargs["features"]
         existing.face_colormap = kwargs["face_colormap"]
         existing.face_color = kwargs["face_color"]
-    layer = add_or_update(viewer, layer_tuple)  # a new layer is shown in a later turn (first_paint)
-    if not is_pending(layer):
-        layer.visible = True
-    return layer
+    return add_or_show(viewer, layer_tuple)
 
 
 def _take_over(viewer, image: str, name: str, beside_slide: bool) -> None:

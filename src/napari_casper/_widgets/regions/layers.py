@@ -46,6 +46,14 @@ def is_regions_layer(layer) -> bool:
     return layer.metadata.get(METADATA_KEY, {}).get("kind") == REGIONS_LAYER_KIND
 
 
+def saved_regions_note(layer) -> str:
+    """What the user reads about a regions layer opened from a store ("" for other layers or an empty one)."""
+    if not is_regions_layer(layer) or not len(layer.data):
+        return ""
+    classes = ", ".join(dict.fromkeys(map(str, layer.features["class"])))
+    return f"regions layer {layer.name!r}: {len(layer.data)} saved region(s) ({classes}), editable."
+
+
 def recolour(layer, classes: RegionClasses) -> bool:
     """Colour every shape by its class (unknown classes join the legend); True when the legend grew."""
     if len(layer.data) == 0:

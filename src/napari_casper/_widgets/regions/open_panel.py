@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDialog, QFileDialog, QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from napari_casper._widgets.common.background import LAYER_INTERVAL_MS, progress_relay
-from napari_casper._widgets.common.first_paint import reveal_later, revealing
+from napari_casper._widgets.common.background import progress_relay
+from napari_casper._widgets.common.first_paint import reveal_later
+from napari_casper._widgets.regions.layers import saved_regions_note
 from napari_casper._widgets.regions.open_section import OpenCancelled, open_section
 
 
@@ -70,7 +70,6 @@ class OpenPanel(QGroupBox):
         super().__init__("Section")
         self.host = host
         self._cancel = threading.Event()
-        self._appending = False
         self._relay = progress_relay(self._phase)
         self.open_button = QPushButton("Open section...")
         self.open_button.setToolTip("open a spatial .h5ad (its H&E beside it) or a SpatialData .zarr store, in the background")
@@ -92,7 +91,8 @@ class OpenPanel(QGroupBox):
 
     @property
     def opening(self) -> bool:
-        return self.cancel_button.isEnabled() or self._appending
+        """Reading the section (its layers are then added by the widget's runner, which is busy meanwhile)."""
+        return self.cancel_button.isEnabled()
 
     def _pick(self) -> None:
         path = pick_section(self)
@@ -113,7 +113,6 @@ class OpenPanel(QGroupBox):
         """Open ``path`` in the worker; its layers are added when ready (see the module docstring)."""
         host, path = self.host, Path(path)
         self._cancel = cancel = threading.Event()
-        host.adopted_note = ""
 
         def work():
             try:
@@ -141,24 +140,18 @@ class OpenPanel(QGroupBox):
         self.progress.setVisible(False)
 
     def _append(self, layers: list, path: Path) -> None:
-        """Add the built layers one per event-loop turn, then frame them."""
-        viewer, pending = self.host.viewer, list(layers)
-        self._appending = True
+        """Add the built layers one per event-loop turn (each shown after its first paint), then frame them."""
+        viewer = self.host.viewer
 
-        def next_layer():
-            if pending and revealing():  # the previous layer's first paint first, in a turn of its own
-                QTimer.singleShot(LAYER_INTERVAL_MS, next_layer)
-                return
-            if pending:
-                layer = pending.pop(0)
-                self.host.message.setText(f"adding layer {layer.name!r} ...")
-                viewer.layers.append(layer)
-                reveal_later(viewer, layer)  # its first paint in a turn of its own
-                QTimer.singleShot(LAYER_INTERVAL_MS, next_layer)
-                return
-            self._appending = False
+        def add(layer):
+            self.host.message.setText(f"adding layer {layer.name!r} ...")
+            viewer.layers.append(layer)
+            reveal_later(viewer, layer)
+            return layer
+
+        def added(_) -> None:
             viewer.reset_view()
-            note, self.host.adopted_note = self.host.adopted_note, ""  # saved regions found among the layers
-            self.host.runner.say(f"opened {path.name}: {', '.join(layer.name for layer in layers)}. {note}".strip())
+            notes = " ".join(filter(None, map(saved_regions_note, layers)))  # saved regions found among the layers
+            self.host.runner.say(f"opened {path.name}: {', '.join(layer.name for layer in layers)}. {notes}".strip())
 
-        next_layer()
+        self.host.runner.add_layers(add, layers, added)

@@ -32,6 +32,7 @@ from napari_casper._widgets.regions.layers import (
     layer_to_regions,
     recolour,
     regions_layer_kwargs,
+    saved_regions_note,
 )
 from napari_casper._widgets.regions.learn_panel import LearnPanel
 from napari_casper._widgets.regions.open_panel import OpenPanel
@@ -106,7 +107,6 @@ class RegionsWidget(RunsInBackground, QWidget):
         )
         self.synchronous = synchronous  # tests may run worker jobs inline
 
-        self.adopted_note = ""  # what _adopt found in the last opened store, for the "opened" message
         self.open_panel = OpenPanel(self)
         self.classes_panel = ClassesPanel(self)
         self.suggest_panel = SuggestPanel(self)
@@ -196,9 +196,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.classes_panel.refresh()
         self.regions_combo.setCurrentText(layer.name)
         if len(layer.data):
-            classes = ", ".join(dict.fromkeys(map(str, layer.features["class"])))
-            self.adopted_note = f"regions layer {layer.name!r}: {len(layer.data)} saved region(s) ({classes}), editable."
-            self.message.setText(self.adopted_note)
+            self.message.setText(saved_regions_note(layer))
 
     def spots_layer(self):
         name = self.spots_combo.currentText()
