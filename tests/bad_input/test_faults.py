@@ -55,10 +55,18 @@ def _start(script: str, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _size(path: Path) -> int:
+    """Bytes in ``path``; 0 once it is gone (the writer's short-lived probe files vanish between glob and stat)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _wait_for_scratch(out: Path, child: subprocess.Popen, timeout: float = 120) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [p for p in out.parent.glob(f".{out.name}.casper-tmp-*") if p.stat().st_size > 0]
+        found = [p for p in out.parent.glob(f".{out.name}.casper-tmp-*") if _size(p) > 0]
         if found:
             return found[0]
         assert child.poll() is None, child.communicate()
