@@ -41,3 +41,19 @@ def test_a_layer_removed_before_its_turn_is_not_touched(make_napari_viewer, qtbo
     viewer.layers.remove(layer)
     qtbot.waitUntil(lambda: not first_paint.revealing(), timeout=5_000)
     assert "points" not in viewer.layers and not layer.visible
+
+
+def test_steps_run_one_per_turn_in_order_and_a_failing_one_does_not_stop_the_rest(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    ran = []
+
+    def failing():
+        ran.append("fails")
+        raise RuntimeError("a closed viewer")
+
+    first_paint.in_turn(viewer, lambda: ran.append("first"))
+    first_paint.in_turn(viewer, failing)
+    first_paint.in_turn(viewer, lambda: ran.append("last"))
+    assert ran == []  # not in the turn that asked for them
+    qtbot.waitUntil(lambda: not first_paint.revealing(), timeout=5_000)
+    assert ran == ["first", "fails", "last"]

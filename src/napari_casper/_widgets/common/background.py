@@ -76,12 +76,12 @@ class BackgroundRunner:
         self.on_finish = on_finish
         self.worker = None
         self.synchronous = False  # tests may run work in the GUI thread
-        self._layer_queue: list = []
+        self._adding_layers = False  # add_layers is at work (until its ``then`` has run)
 
     @property
     def working(self) -> bool:
         """A worker runs or layers are being added (what a new job must wait for)."""
-        return self.worker is not None or bool(self._layer_queue)
+        return self.worker is not None or self._adding_layers
 
     @property
     def busy(self) -> bool:
@@ -95,36 +95,30 @@ class BackgroundRunner:
         napari draws a new layer the first time at the next paint (building its shaders costs
         0.1-0.5 s per layer on a software GL): adding several layers in one handler would add
         those costs up into one long stall; spread over turns, each paint stays short. The
-        runner is ``busy`` until the last one is added.
+        runner is ``busy`` until the last one is added and shown and ``then`` has run.
         """
         from qtpy.QtCore import QTimer
 
         results: list = []
-        self._layer_queue = list(items)
-        if self.synchronous or not self._layer_queue:
-            for item in self._layer_queue:
+        pending = list(items)
+        if self.synchronous or not pending:
+            for item in pending:
                 results.append(self.guard(add, item))
-            self._layer_queue = []
             if then is not None:
                 self.guard(then, results)
             return
+        self._adding_layers = True
 
         def step() -> None:
-            if not self._layer_queue:
-                return
             if revealing():  # the previous layer's first paint first, in a turn of its own
                 QTimer.singleShot(LAYER_INTERVAL_MS, step)
                 return
-            results.append(self.guard(add, self._layer_queue.pop(0)))
-            if self._layer_queue:
+            if pending:
+                results.append(self.guard(add, pending.pop(0)))
                 QTimer.singleShot(LAYER_INTERVAL_MS, step)
-            elif then is not None:
-                finish()
-
-        def finish() -> None:  # once the new layers are shown (first_paint), so that ``then`` sees them as they are
-            if revealing():
-                QTimer.singleShot(LAYER_INTERVAL_MS, finish)
-            else:
+                return
+            self._adding_layers = False  # every layer added and shown: ``then`` sees them as they are
+            if then is not None:
                 self.guard(then, results)
 
         QTimer.singleShot(0, step)

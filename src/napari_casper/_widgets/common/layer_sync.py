@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from napari_casper._widgets.common.first_paint import is_pending, reveal_later
+from napari_casper._widgets.common.first_paint import in_turn, is_pending, reveal_later
 from napari_casper.io.elements import METADATA_KEY
 
 #: metadata kinds of continuous layers (a colour bar and units)
@@ -93,30 +93,17 @@ def decorate(viewer, layer) -> None:
 
     lines = "".join(units_lines(viewer))  # every units line shown with it (this layer's name and units among them)
     text = TICK_GLYPHS + layer.name + str(layer.metadata[METADATA_KEY]["units"]) + lines
-    when_glyphs_ready(viewer, text, lambda: _one_per_turn([lambda: _show_colour_bar(layer), lambda: show_units(viewer)]))
+    # the colour bar and the units in turns of their own, after the layer's first paint (first_paint)
+    when_glyphs_ready(viewer, text, lambda: (in_turn(viewer, lambda: _show_colour_bar(layer)), in_turn(viewer, lambda: show_units(viewer))))
 
 
-def _show_colour_bar(layer) -> None:
-    if is_pending(layer):  # the layer's own first paint comes first, in its own turn
-        from qtpy.QtCore import QTimer
-
-        QTimer.singleShot(PAINT_GAP_MS, lambda: _show_colour_bar(layer))
-        return
+def _show_colour_bar(layer) -> bool:
+    """Show the layer's colour bar; True when it was hidden (the canvas then draws it)."""
     bar = colour_bar(layer)
     if bar is not None and not bar.visible:
         bar.visible = True
-
-
-#: delay between the steps of :func:`decorate`: long enough for the canvas to paint in between
-PAINT_GAP_MS = 150
-
-
-def _one_per_turn(steps: list) -> None:
-    """Run ``steps`` one per event-loop turn, :data:`PAINT_GAP_MS` apart, so a paint falls between them."""
-    from qtpy.QtCore import QTimer
-
-    if steps:
-        QTimer.singleShot(PAINT_GAP_MS, lambda: (steps[0](), _one_per_turn(steps[1:])))
+        return True
+    return False
 
 
 def watch(viewer) -> None:

@@ -162,7 +162,7 @@ class GenesWidget(RunsInBackground, QWidget):
 
     def _already(self, gene: str) -> bool:
         """``gene`` is being prepared or shown for the current choices."""
-        if self.busy:
+        if self.runner.working:  # a build runs (layers still waiting for their first paint do not count)
             return self._pending.lower() == gene.lower()
         current = self.switcher is not None and self._key == self._wanted_key() and self.layer in self.viewer.layers
         return bool(current and self.switcher.gene and self.switcher.gene.lower() == gene.lower())
