@@ -88,12 +88,12 @@ class Heartbeat:
         self._last = now
 
     def _sample(self, gui_thread: int) -> None:
-        while not self._stop.wait(0.05):
-            if time.perf_counter() - self._last > 0.2:
+        while not self._stop.wait(0.01):
+            if time.perf_counter() - self._last > 0.1:
                 frames = sys._current_frames()
                 frame = frames.get(gui_thread)
-                if frame is not None:
-                    self.samples[_stack_line(frame, 12)] += 1
+                if frame is not None:  # keyed by the stall it falls in (when that stall began, s into the block)
+                    self.samples[(round(self._last - self._start, 2), _stack_line(frame, 12))] += 1
                 for ident, other in frames.items():  # what else holds the GIL meanwhile (a starving worker)
                     if ident not in (gui_thread, threading.get_ident()):
                         self.others[_stack_line(other, 6)] += 1
@@ -118,9 +118,12 @@ class Heartbeat:
                 test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
                 log.write(f"{self.longest:.3f}\t{self.longest_at:.2f}\t{test}\n")
         if self.trace and self.samples:
-            print(f"\nGUI-thread stacks during stalls (50 ms samples; longest gap {self.longest:.2f} s at {self.longest_at:.2f} s):")
-            for stack, count in self.samples.most_common(8):
-                print(f"  {count:3d} x {stack}")
+            print(f"\nGUI-thread stacks during stalls (10 ms samples of stalls over 0.1 s; longest gap {self.longest:.2f} s at {self.longest_at:.2f} s):")
+            for began in sorted({began for began, _ in self.samples}):
+                print(f" the stall that began {began:.2f} s in:")
+                for (when, stack), count in self.samples.most_common():
+                    if when == began:
+                        print(f"  {count:3d} x {stack}")
             print("other threads meanwhile:")
             for stack, count in self.others.most_common(6):
                 print(f"  {count:3d} x {stack}")
@@ -215,6 +218,40 @@ def answer_file_dialog(qtbot, path) -> None:
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
     QTimer.singleShot(0, answer)
+
+
+def open_folder_by_shortcut(viewer, qtbot, folder, monkeypatch) -> None:
+    """napari's File > Open Folder... by its shortcut, pressed while the viewer runs its event loop (as a user
+    presses it), its folder dialog answered with ``folder``; napari-casper is the chosen reader for stores."""
+    from napari.settings import get_settings
+
+    settings = get_settings()
+    monkeypatch.setattr(type(settings), "save", lambda self, *a, **k: None)  # napari's own settings file untouched
+    monkeypatch.setattr(settings.plugins, "extension2reader", {"*.zarr/": "napari-casper"})
+    window = viewer.window._qt_window
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)  # a shortcut reaches the active window only
+    answer_file_dialog(qtbot, folder)
+    modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    QTimer.singleShot(0, lambda: qtbot.keyClick(window, Qt.Key.Key_O, modifiers))
+
+
+def wait_drawn(viewer, qtbot, timeout_ms: int = 10_000) -> None:
+    """Until the canvas has drawn what it shows now (e.g. after a dock resized it), so that a flow timed
+    next is not charged for a paint that an earlier step asked for."""
+    draws = viewer.window._qt_viewer.canvas._scene_canvas.events.draw
+    drawn = []
+
+    def on_draw(*_) -> None:
+        drawn.append(True)
+
+    draws.connect(on_draw)
+    try:
+        viewer.window._qt_viewer.canvas._scene_canvas.update()
+        qtbot.waitUntil(lambda: bool(drawn), timeout=timeout_ms)
+    finally:
+        draws.disconnect(on_draw)
+    qtbot.wait(50)
 
 
 def type_text(qtbot, edit: QLineEdit, text: str, enter: bool = True) -> None:

@@ -211,3 +211,41 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
         assert len(asked) == 1 and "cells" in viewer.layers  # no question this time
     finally:
         settings.plugins.extension2reader = before
+
+
+def test_file_open_folder_reads_a_store_in_the_background_and_reports_a_bad_one(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """napari's File > Open Folder (its shortcut and folder dialog, in the running viewer) reads a store in a worker:
+    the GUI never stalls over the limit, the store's layers arrive as ``viewer.open`` gives them, and a folder that
+    is not a store is named in an error notification, with nothing added and the folder untouched."""
+    from gui_checks import Heartbeat, open_folder_by_shortcut
+    from napari.utils.notifications import notification_manager
+
+    from napari_casper._widgets.common.background_open import opening
+    from napari_casper.io.samples import load_drosophila
+
+    store = save_spatialdata(load_drosophila(), tmp_path / "embryo.zarr")
+    viewer = make_napari_viewer(show=True)
+    with Heartbeat() as beat:
+        open_folder_by_shortcut(viewer, qtbot, store, monkeypatch)
+        qtbot.waitUntil(lambda: "cells" in viewer.layers, timeout=60_000)
+        qtbot.waitUntil(lambda: not opening(), timeout=60_000)
+    print(f"File > Open Folder of the Drosophila store: longest GUI stall {beat.longest:.2f} s")
+    beat.assert_responsive(what="File > Open Folder of a store")
+    script = make_napari_viewer(show=False)
+    expected = script.open(str(store), plugin="napari-casper")  # a script's open: read at once, layers returned
+    assert [layer.name for layer in expected] == [layer.name for layer in viewer.layers]
+    for mine, theirs in zip(viewer.layers, expected, strict=True):
+        assert type(mine) is type(theirs) and mine.visible == theirs.visible
+        np.testing.assert_allclose(np.asarray(mine.data if not mine.multiscale else mine.data[-1]),
+                                   np.asarray(theirs.data if not theirs.multiscale else theirs.data[-1]))
+
+    bad = tmp_path / "notes.zarr"
+    bad.mkdir()
+    (bad / "readme.txt").write_text("not a store")
+    before = len(notification_manager.records)
+    n_layers = len(viewer.layers)
+    open_folder_by_shortcut(viewer, qtbot, bad, monkeypatch)
+    qtbot.waitUntil(lambda: len(notification_manager.records) > before and not opening(), timeout=30_000)
+    messages = [str(record.message) for record in notification_manager.records[before:]]
+    assert any("is not a SpatialData store" in text and "notes.zarr" in text for text in messages), messages
+    assert len(viewer.layers) == n_layers and (bad / "readme.txt").read_text() == "not a store"

@@ -26,11 +26,22 @@ def napari_get_reader(path):
 def read_spatial(path):
     """Layer-data tuples for every element of a SpatialData store or h5ad, in its default
     coordinate system. What is not shown (another coordinate system, an unsupported geometry)
-    and the other coordinate systems are named in one notification."""
+    and the other coordinate systems are named in one notification.
+
+    Called by napari's own Open in the running window (File > Open, drag and drop), the store is
+    read in a worker and its layers arrive a turn at a time (napari would read it on the GUI
+    thread): napari gets ``[(None,)]``, its "read, no layers" value. Anywhere else (``viewer.open``
+    in a script) the layers are read and returned here.
+    """
+    from napari_casper._widgets.common.background_open import napari_open_viewer, open_in_background
     from napari_casper.display.layers import read_layers
 
     if isinstance(path, list):
         path = path[0]
+    viewer = napari_open_viewer()
+    if viewer is not None:
+        open_in_background(viewer, path)
+        return [(None,)]
     layers, note = read_layers(path)
     if note:
         from napari.utils.notifications import show_info

@@ -54,13 +54,15 @@ def in_turn(viewer, step: Callable[[], bool | None]) -> None:
         _later(_next)
 
 
-def reveal_later(viewer, layer) -> None:
+def reveal_later(viewer, layer, hidden: bool = False) -> None:
     """Hide ``layer`` (just added to ``viewer``, not painted yet) and show it again in a later turn.
 
-    A layer added hidden stays as it is. If anything sets its visibility while it waits (a widget
-    hiding an older gene, the user's eye toggle), that choice stands and it is not shown by this.
+    A layer added hidden stays as it is, unless ``hidden`` says it was added hidden only to be shown
+    here (napari neither slices nor draws a hidden layer, so adding it so costs less). If anything sets
+    its visibility while it waits (a widget hiding an older gene, the user's eye toggle), that choice
+    stands and it is not shown by this.
     """
-    if not layer.visible or layer in _pending:
+    if (layer.visible == hidden) or layer in _pending:
         return
     layer.visible = False
     _pending.add(layer)

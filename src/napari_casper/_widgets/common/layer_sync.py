@@ -46,8 +46,12 @@ def add_or_update(viewer, layer_tuple: tuple):
     else:
         if existing is not None:
             viewer.layers.remove(existing)
-        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-        reveal_later(viewer, layer)  # its first paint (shaders) in a turn of its own
+        # added hidden (napari neither slices nor draws it yet) and shown in a later turn, where its
+        # first slice and paint (data upload, shaders) stand alone
+        wanted = kwargs.get("visible", True)
+        layer = getattr(viewer, f"add_{kind}")(data, **{**kwargs, "visible": False})
+        if wanted:
+            reveal_later(viewer, layer, hidden=True)
     decorate(viewer, layer)
     return layer
 

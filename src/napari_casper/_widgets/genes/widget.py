@@ -215,15 +215,16 @@ class GenesWidget(RunsInBackground, QWidget):
         previous = self._layer_of(self.switcher.source)
         if previous is not None:  # the same spots/table shown before: that layer follows the new gene
             previous.name = layer_tuple[1]["name"]
-        self.layer = add_or_update(self.viewer, layer_tuple)
         if self.switcher.is_raster:
             # the raster covers the spots; drawing both doubles every frame's cost (a shown
-            # 36k-point layer makes a switch ~5x slower under software GL)
+            # 36k-point layer makes a switch ~5x slower under software GL). Hidden before the raster
+            # is added: adding a layer re-slices every shown layer (napari), 36k points included
             element = self.switcher.geometry.element
             for other in self.viewer.layers:
                 meta = other.metadata.get(METADATA_KEY, {})
-                if other is not self.layer and meta.get("element") == element and meta.get("kind") in ("spots", "spots_overview"):
+                if meta.get("element") == element and meta.get("kind") in ("spots", "spots_overview"):
                     other.visible = False
+        self.layer = add_or_update(self.viewer, layer_tuple)
         self._announce(None)
 
     def _layer_of(self, source: str):

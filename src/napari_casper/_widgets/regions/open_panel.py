@@ -145,8 +145,11 @@ class OpenPanel(QGroupBox):
 
         def add(layer):
             self.host.message.setText(f"adding layer {layer.name!r} ...")
+            shown = layer.visible
+            layer.visible = False  # appended hidden: napari neither slices nor draws it in this turn
             viewer.layers.append(layer)
-            reveal_later(viewer, layer)
+            if shown:
+                reveal_later(viewer, layer, hidden=True)
             return layer
 
         def added(_) -> None:
