@@ -81,6 +81,39 @@ def test_train_predict_save_with_an_encoder_then_refuse_another(tmp_path, monkey
     assert not refused.exists()
 
 
+@needs_timm
+def test_train_predict_save_with_a_timm_weights_file_then_refuse_other_weights(tmp_path, monkeypatch, capsys):
+    """The timm route end to end: a resnet18 weights file and its architecture name, as a user points at UNI & co."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAPARI_CASPER_CACHE", str(cache))
+    weights = _resnet18_weights(tmp_path / "r18.safetensors", 0)
+    model = tmp_path / "mob.pt"
+    encoder = ["--encoder", str(weights), "--encoder-arch", "resnet18", "--encoder-input-size", "32"]
+    train = [str(mob_path("MOB1")), str(mob_path("MOB2")), "--epochs", "2", "--predictor", "ridge", "--threads", "1"]
+    assert main(["histology-train", *train, *encoder, "--out", str(model)]) == 0
+    assert "timm resnet18" in capsys.readouterr().err
+    assert len(list(cache.glob("embeddings-*.npy"))) == 2
+
+    out = tmp_path / "mob3.h5ad"
+    predict = ["histology-predict", "--model", str(model), "--spots", str(mob_path("MOB3"))]
+    assert main([*predict, "--out", str(out)]) == 0  # the weights and architecture recorded by training
+    pred = ad.read_h5ad(out)
+    truth = log_normalised(ad.read_h5ad(mob_path("MOB3")), list(pred.var_names))
+    heg = np.argsort(-truth.mean(axis=0))[:50]
+    heg50 = float(np.nanmean(pearson(truth, pred.X)[heg]))
+    print(f"held-out MOB3 HEG-50 with a random-weight timm resnet18: {heg50:.3f}")
+    assert heg50 > 0.2
+    assert len(list(cache.glob("embeddings-*.npy"))) == 3
+
+    other = _resnet18_weights(tmp_path / "r18-other.safetensors", 1)  # the same architecture, other weights
+    capsys.readouterr()
+    refused = tmp_path / "refused.h5ad"
+    code = main([*predict, "--encoder", str(other), "--out", str(refused)])
+    err = capsys.readouterr().err
+    assert code != 0 and "trained on the timm resnet18 encoder r18.safetensors" in err and "different encoder" in err, err
+    assert not refused.exists()
+
+
 def test_encoder_options_are_checked_before_any_work(tmp_path, capsys, make_torchscript_encoder):
     weights = make_torchscript_encoder(tmp_path / "encoder.pt")
     train = ["histology-train", str(mob_path("MOB1")), "--encoder", str(weights), "--out", str(tmp_path / "m.pt")]
