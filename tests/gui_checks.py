@@ -202,20 +202,26 @@ def click(qtbot, button: QAbstractButton) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def answer_file_dialog(qtbot, path) -> None:
-    """Answer the next modal file dialog as a user does: select ``path`` in it and click its Open button.
+def answer_file_dialog(qtbot, path, within_ms: int = 10_000) -> None:
+    """Answer the next modal file dialog as a user does: select ``path`` in it and click its Open (or Save)
+    button.
 
-    Call it just before the click that opens the dialog (the dialog runs its own event loop)."""
+    Call it just before the click that opens the dialog (the dialog runs its own event loop). A dialog
+    that has not opened within ``within_ms`` is no longer waited for."""
     from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
+
+    deadline = time.perf_counter() + within_ms / 1000
 
     def answer() -> None:
         dialog = QApplication.activeModalWidget()
         if not isinstance(dialog, QFileDialog) or not dialog.isVisible():
-            QTimer.singleShot(20, answer)
+            if time.perf_counter() < deadline:
+                QTimer.singleShot(20, answer)
             return
         dialog.selectFile(str(path))
-        button = dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Open)
-        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        saving = dialog.acceptMode() == QFileDialog.AcceptMode.AcceptSave
+        which = QDialogButtonBox.StandardButton.Save if saving else QDialogButtonBox.StandardButton.Open
+        qtbot.mouseClick(dialog.findChild(QDialogButtonBox).button(which), Qt.MouseButton.LeftButton)
 
     QTimer.singleShot(0, answer)
 

@@ -1,6 +1,6 @@
 """The CASPER dock widget as a user clicks it, on the real Drosophila sample (Xvfb + Mesa).
 
-Every action is a real click on its button (file dialogs answered by monkeypatching them), every
+Every action is a real click on its button (file dialogs answered in the real dialog: path selected, Open or Save clicked), every
 flow runs inside a :class:`gui_checks.Heartbeat` (the GUI thread never stalls over 0.5 s), and
 Cancel is clicked in every phase of training and loading (it takes effect within 1 s).
 """
@@ -11,9 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from gui_checks import Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import Heartbeat, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text
 from qtpy.QtCore import QPoint, Qt, QTimer
-from qtpy.QtWidgets import QFileDialog
 
 from napari_casper._widgets.casper.compare import TITLES_NAME, panel_names
 from napari_casper._widgets.casper.widget import CasperWidget, grid_of
@@ -89,8 +88,9 @@ def world_yx(layer) -> np.ndarray:
     return np.asarray(layer.data) @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-def answer_dialog(monkeypatch, name: str, path) -> None:
-    monkeypatch.setattr(QFileDialog, name, staticmethod(lambda *args, **kwargs: (str(path), "")))
+def answer_dialog(qtbot, path) -> None:
+    """The next file dialog (open or save) answered with ``path`` in the real dialog, as a user does."""
+    answer_file_dialog(qtbot, path)
 
 
 def test_dock_fits_420_px_and_every_control_has_a_tooltip(casper, qtbot):
@@ -242,7 +242,7 @@ def test_cancel_takes_effect_within_a_second_in_every_phase(casper, qtbot, check
 
         # loading a checkpoint: cancelled, the model trained before stays
         kept = widget.workflow
-        answer_dialog(monkeypatch, "getOpenFileName", checkpoint)
+        answer_dialog(qtbot, checkpoint)
         click(qtbot, widget.train_panel.load_button)
         assert widget.busy and "loading checkpoint" in widget.train_panel.status.text()
         latencies["loading"] = cancel_and_time(qtbot, widget)
@@ -255,7 +255,7 @@ def test_cancel_takes_effect_within_a_second_in_every_phase(casper, qtbot, check
 
 def test_load_compare_attention_save_and_reopen(casper, qtbot, checkpoint, monkeypatch, tmp_path):
     viewer, widget = casper
-    answer_dialog(monkeypatch, "getOpenFileName", checkpoint)
+    answer_dialog(qtbot, checkpoint)
     with Heartbeat() as beat:
         click(qtbot, widget.train_panel.load_button)
         wait_idle(qtbot, widget)
@@ -321,10 +321,10 @@ def test_load_compare_attention_save_and_reopen(casper, qtbot, checkpoint, monke
     assert legend.visible and dominant.visible
 
     # Save checkpoint and Save results (dialogs answered), then reopen the store
-    answer_dialog(monkeypatch, "getSaveFileName", tmp_path / "again.pt")
+    answer_dialog(qtbot, tmp_path / "again.pt")
     click(qtbot, widget.train_panel.save_button)
     assert (tmp_path / "again.pt").exists() and "checkpoint saved" in widget.message.text()
-    answer_dialog(monkeypatch, "getSaveFileName", tmp_path / "dros.zarr")
+    answer_dialog(qtbot, tmp_path / "dros.zarr")
     with Heartbeat() as beat:
         click(qtbot, widget.save_button)
         wait_idle(qtbot, widget)

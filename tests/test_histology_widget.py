@@ -21,7 +21,7 @@ import anndata as ad
 import numpy as np
 import pytest
 from conftest import mob_path
-from gui_checks import STALL_LIMIT, Heartbeat, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import STALL_LIMIT, Heartbeat, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication, QFileDialog
 from scipy.spatial import cKDTree
@@ -176,7 +176,7 @@ def test_the_clicked_flow_train_predict_uncertainty_save_and_checkpoints(histolo
     open_section(viewer, "MOB1")
     open_section(viewer, "MOB3", drop_table=True, transformed=True)
     assert widget.sections.labels() == ["MOB1:spots"]  # MOB3 has no counts: not offered
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(mob_path("MOB2")), ""))
+    answer_file_dialog(qtbot, str(mob_path("MOB2")))
     run(widget, qtbot, widget.sections.add_h5ad, "Add .h5ad...")
     assert widget.sections.labels() == ["MOB1:spots", "MOB2:spots"] and "added MOB2:spots" in widget.message.text()
 
@@ -285,12 +285,15 @@ def test_the_clicked_flow_train_predict_uncertainty_save_and_checkpoints(histolo
 
     # 4. Save predictions: the slide came from an .h5ad, so a new store is written first (asked for)
     store = tmp_path / "mob3.zarr"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(store), ""))
+    answer_file_dialog(qtbot, str(store))
     run(widget, qtbot, widget.predict_panel.save_button, "Save predictions (new store)")
     assert "'histology_spots'" in widget.message.text() and store.is_dir(), widget.message.text()
     users = {k: v for k, v in tree_digest(store).items() if k.startswith(("images/", "shapes/spots/"))}
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: pytest.fail("the store is known: no dialog"))
-    run(widget, qtbot, widget.predict_panel.save_button, "Save predictions (same store)")
+    asked = []
+    with monkeypatch.context() as patch:  # the store is known: no dialog is shown
+        patch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append(a) or ("", ""))
+        run(widget, qtbot, widget.predict_panel.save_button, "Save predictions (same store)")
+    assert not asked, "a save dialog was shown for a known store"
     assert "'histology_spots_2'" in widget.message.text()
     assert {k: v for k, v in tree_digest(store).items() if k in users} == users  # the user's elements untouched
     back = read_spatialdata(store)
@@ -303,12 +306,12 @@ def test_the_clicked_flow_train_predict_uncertainty_save_and_checkpoints(histolo
 
     # 5. Save checkpoint / Load checkpoint: the loaded model predicts the same and names genes the same
     checkpoint = tmp_path / "mob.pt"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(checkpoint), ""))
+    answer_file_dialog(qtbot, str(checkpoint))
     run(widget, qtbot, widget.train_panel.save_button, "Save checkpoint")
     assert checkpoint.is_file() and "saved to" in widget.message.text()
     before = widget.result.prediction.expression.copy()
     trained = widget.predictor
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), ""))
+    answer_file_dialog(qtbot, str(checkpoint))
     run(widget, qtbot, widget.train_panel.load_button, "Load checkpoint")
     assert widget.predictor is not trained and widget.train_panel.status.text().startswith("loaded from mob.pt")
     predict(widget, qtbot, "MOB3 image", VIRTUAL)
@@ -397,7 +400,7 @@ def test_messages_follow_the_state(histology, qtbot, tmp_path, monkeypatch):
     renamed.var_names = list(renamed.var["gene_ids"])
     (tmp_path / "MOB2.jpg").write_bytes(mob_path("MOB2").with_suffix(".jpg").read_bytes())
     renamed.write_h5ad(tmp_path / "MOB2.h5ad")
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "MOB2.h5ad"), ""))
+    answer_file_dialog(qtbot, str(tmp_path / "MOB2.h5ad"))
     run(widget, qtbot, widget.sections.add_h5ad, "Add .h5ad...")
     options(widget, qtbot, epochs=1, n_variable=20, head="ensemble", genes="Penk")
     run(widget, qtbot, widget.train_panel.train_button, "Train (two gene namings)")
@@ -465,7 +468,7 @@ def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_wi
     assert widget.predictor is None and "timm" in widget.message.text(), widget.message.text()
     type_text(qtbot, widget.train_panel.encoder_arch, "")
     # "..." chooses the encoder file
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(encoder), ""))
+    answer_file_dialog(qtbot, str(encoder))
     click(qtbot, widget.train_panel.encoder_browse)
     assert widget.train_panel.encoder.text() == str(encoder)
     run(widget, qtbot, widget.train_panel.train_button, "Train with a pretrained encoder")
@@ -488,10 +491,10 @@ def test_a_pretrained_encoder_typed_into_the_dock_trains_predicts_and_travels_wi
     assert r > 0.2
 
     checkpoint = tmp_path / "mob-encoder.pt"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(checkpoint), ""))
+    answer_file_dialog(qtbot, str(checkpoint))
     run(widget, qtbot, widget.train_panel.save_button, "Save checkpoint")
     type_text(qtbot, widget.train_panel.encoder, "")  # the saved model finds its encoder where it was trained
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), ""))
+    answer_file_dialog(qtbot, str(checkpoint))
     run(widget, qtbot, widget.train_panel.load_button, "Load checkpoint")
     from napari_casper.histology.pretrained import load_encoder
 

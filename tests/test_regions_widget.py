@@ -166,7 +166,7 @@ def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, m
         assert widget.differential is not None and widget.de_table.rowCount() == 50
         assert {"Penk", "Nrgn"} & set(widget.differential["gene"][:30])
         csv = tmp_path / "stats.csv"
-        monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(csv), "")))
+        answer_file_dialog(qtbot, csv)
         click(qtbot, widget.export_button)
         pd.testing.assert_frame_equal(pd.read_csv(csv), stats, check_dtype=False, check_categorical=False)
         assert (tmp_path / "stats_differential_genes.csv").is_file()

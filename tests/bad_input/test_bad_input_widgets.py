@@ -14,7 +14,7 @@ import hashlib
 import pytest
 import torch
 from conftest import mob_path
-from gui_checks import click
+from gui_checks import answer_file_dialog, click
 from qtpy.QtWidgets import QFileDialog
 
 pytestmark = pytest.mark.gui
@@ -41,8 +41,9 @@ def bad_files(tmp_path) -> dict:
     return {"text": text, "csv": table, "truncated": truncated, "crafted": crafted}
 
 
-def answer(monkeypatch, name: str, path) -> None:
-    monkeypatch.setattr(QFileDialog, name, staticmethod(lambda *args, **kwargs: (str(path), "")))
+def answer(qtbot, path) -> None:
+    """The next file dialog answered with ``path`` in the real dialog, as a user picks a file."""
+    answer_file_dialog(qtbot, path)
 
 
 def assert_clear(message: str, *words: str) -> None:
@@ -60,10 +61,10 @@ def open_dock(make_napari_viewer, qtbot, widget_class, sample: str | None = None
     return viewer, widget
 
 
-def try_file(qtbot, monkeypatch, widget, button, dialog: str, path, *words: str) -> None:
-    """Answer ``dialog`` with ``path``, click ``button``: a clear message, the file untouched, the widget usable."""
+def try_file(qtbot, widget, button, path, *words: str) -> None:
+    """Answer the file dialog with ``path``, click ``button``: a clear message, the file untouched, the widget usable."""
     before = digest(path)
-    answer(monkeypatch, dialog, path)
+    answer(qtbot, path)
     click(qtbot, button)
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert_clear(widget.message.text(), *words)
@@ -78,7 +79,7 @@ def test_casper_load_checkpoint_of_bad_files(make_napari_viewer, qtbot, monkeypa
     files = bad_files(tmp_path)
     for kind, words in (("text", ["not"]), ("crafted", ["not a readable napari-casper checkpoint"]), ("csv", ["not"])):
         widget.message.setText("")
-        try_file(qtbot, monkeypatch, widget, widget.train_panel.load_button, "getOpenFileName", files[kind], *words)
+        try_file(qtbot, widget, widget.train_panel.load_button, files[kind], *words)
         assert widget.workflow is None and widget.train_panel.train_button.isEnabled(), kind  # no model appeared
 
 
@@ -90,9 +91,9 @@ def test_histology_bad_sections_and_checkpoints(make_napari_viewer, qtbot, monke
     layers = len(viewer.layers)
     for kind, words in (("csv", ["counts.h5ad"]), ("truncated", ["MOB1.h5ad"])):
         widget.message.setText("")
-        try_file(qtbot, monkeypatch, widget, widget.sections.add_h5ad, "getOpenFileName", files[kind], *words)
+        try_file(qtbot, widget, widget.sections.add_h5ad, files[kind], *words)
         assert widget.sections.labels() == [] and len(viewer.layers) == layers, kind  # nothing half-added
     for kind in ("text", "crafted"):
         widget.message.setText("")
-        try_file(qtbot, monkeypatch, widget, widget.train_panel.load_button, "getOpenFileName", files[kind], "not")
+        try_file(qtbot, widget, widget.train_panel.load_button, files[kind], "not")
         assert widget.predictor is None and widget.train_panel.train_button.isEnabled(), kind
