@@ -226,6 +226,27 @@ def answer_file_dialog(qtbot, path, within_ms: int = 10_000) -> None:
     QTimer.singleShot(0, answer)
 
 
+def answer_colour_dialog(qtbot, colour: str, within_ms: int = 10_000) -> None:
+    """Answer the next modal colour dialog as a user does: set ``colour`` (e.g. ``"#123456"``) in it and click OK.
+
+    Call it just before the click that opens the dialog."""
+    from qtpy.QtGui import QColor
+    from qtpy.QtWidgets import QColorDialog, QDialogButtonBox
+
+    deadline = time.perf_counter() + within_ms / 1000
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QColorDialog) or not dialog.isVisible():
+            if time.perf_counter() < deadline:
+                QTimer.singleShot(20, answer)
+            return
+        dialog.setCurrentColor(QColor(colour))
+        qtbot.mouseClick(dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, answer)
+
+
 def open_folder_by_shortcut(viewer, qtbot, folder, monkeypatch) -> None:
     """napari's File > Open Folder... by its shortcut, pressed while the viewer runs its event loop (as a user
     presses it), its folder dialog answered with ``folder``; napari-casper is the chosen reader for stores."""

@@ -1,7 +1,7 @@
 """The Regions dock widget as a user clicks it, in a real napari viewer (Xvfb + Mesa) on the packaged MOB sections.
 
 Every action is a real click or key press on the widget's controls (file and colour dialogs
-answered by monkeypatching; the button is clicked), and a heartbeat on the GUI thread fails any
+answered in the real dialog, as a user answers them), and a heartbeat on the GUI thread fails any
 flow that stalls the event loop over 0.5 s.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import mob_path
-from gui_checks import Steps, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text
+from gui_checks import Steps, answer_colour_dialog, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text, wait_drawn
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
@@ -46,11 +46,16 @@ def regions_widget(make_napari_viewer, qtbot):
         viewer.window.add_dock_widget(widget, name="Regions")
         created.append(widget)
         qtbot.waitUntil(widget.open_button.isVisible, timeout=10_000)
+        wait_drawn(viewer, qtbot)  # the window's first paint with the dock: the dock's opening, not a timed step
         return viewer, widget
 
     yield make
     for widget in created:  # leaked worker threads crash the next test
         qtbot.waitUntil(lambda widget=widget: not widget.busy, timeout=60_000)
+
+
+#: the pause between two actions a user makes by hand (a click, a drawn shape): no one draws two shapes in one event-loop turn
+USER_PAUSE_MS = 50
 
 
 def open_by_click(qtbot, monkeypatch, widget, path) -> None:
@@ -91,7 +96,7 @@ def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, m
         click(qtbot, widget.classes_panel.add_button)
         assert "necrosis" in widget.classes and widget.current_class == "necrosis"
         assert "class 'necrosis' added" in widget.message.text()
-        monkeypatch.setattr(QColorDialog, "getColor", staticmethod(lambda *a, **k: QColor("#123456")))
+        answer_colour_dialog(qtbot, "#123456")
         click(qtbot, widget.classes_panel.colour_button)
         assert widget.classes.colour("necrosis") == "#123456" and "#123456" in widget.message.text()
         type_text(qtbot, widget.class_name, "scratch")  # Return adds too
@@ -106,10 +111,13 @@ def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, m
         assert widget.regions_combo.currentText() == "regions"
         xy = spots_xy(viewer)
         centre = np.median(xy, axis=0)
+        qtbot.wait(USER_PAUSE_MS)  # each action below is a user's own event: the event loop turns in between
         widget.class_list.setCurrentRow(widget.classes.names.index("stroma"))  # a click in the legend list
         layer.add([square(centre, 150)], shape_type="polygon")  # what napari's polygon tool adds
+        qtbot.wait(USER_PAUSE_MS)
         widget.class_list.setCurrentRow(widget.classes.names.index("necrosis"))
         layer.add([square(xy.min(axis=0) + 120, 100)], shape_type="rectangle")
+        qtbot.wait(USER_PAUSE_MS)
         assert list(layer.features["class"]) == ["stroma", "necrosis"]
         assert list(layer.features["origin"]) == ["drawn", "drawn"]
         np.testing.assert_allclose(layer.edge_color[1][:3], widget.classes.rgba("necrosis")[:3])
