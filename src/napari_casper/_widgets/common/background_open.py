@@ -2,7 +2,7 @@
 
 napari calls every reader on the GUI thread and adds all its layers in one turn: a SpatialData store
 with an image, spots and saved regions froze the viewer 0.7-1.3 s (2 cores, software OpenGL). When
-napari's Qt open is what calls our reader, :func:`from_napari_open` says so; the reader then hands the
+napari's Qt open is what calls our reader, :func:`napari_open_viewer` names its viewer; the reader hands the
 path to :func:`open_in_background` and returns napari's "read, no layers" value ``[(None,)]``. The
 store is read in a worker (napari's activity dock shows "opening <name>"), and its layers are added
 one per event-loop turn, each shown after its first paint (:mod:`first_paint`), as the docks add theirs.
