@@ -213,7 +213,7 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
         settings.plugins.extension2reader = before
 
 
-def test_file_open_folder_reads_a_store_in_the_background_and_reports_a_bad_one(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_file_open_folder_reads_a_store_in_the_background_and_reports_a_bad_one(make_napari_viewer, qtbot, capfd, tmp_path, monkeypatch):
     """napari's File > Open Folder (its shortcut and folder dialog, in the running viewer) reads a store in a worker:
     the GUI never stalls over the limit, the store's layers arrive as ``viewer.open`` gives them, and a folder that
     is not a store is named in an error notification, with nothing added and the folder untouched."""
@@ -230,6 +230,9 @@ def test_file_open_folder_reads_a_store_in_the_background_and_reports_a_bad_one(
         qtbot.waitUntil(lambda: "cells" in viewer.layers, timeout=60_000)
         qtbot.waitUntil(lambda: not opening(), timeout=60_000)
     print(f"File > Open Folder of the Drosophila store: longest GUI stall {beat.longest:.2f} s")
+    printed = capfd.readouterr()
+    threads = [line for line in (printed.out + printed.err).splitlines() if "thread" in line and "QObject" in line]
+    assert not threads, threads  # no Qt object made or timer started off the GUI thread (the activity bar included)
     beat.assert_responsive(what="File > Open Folder of a store")
     script = make_napari_viewer(show=False)
     expected = script.open(str(store), plugin="napari-casper")  # a script's open: read at once, layers returned

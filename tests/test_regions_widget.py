@@ -361,3 +361,25 @@ def test_learn_from_a_few_strokes_by_click(regions_widget, qtbot, monkeypatch):
     assert not widget.accept_learned_button.isEnabled()
     # steps that draw new shapes, text or a new preview: napari builds shaders and glyphs on the GUI thread
     step.assert_responsive()
+
+
+def test_saving_regions_drawn_on_the_packaged_sample_asks_where_and_writes_nothing_else(regions_widget, qtbot, tmp_path, monkeypatch):
+    """The MOB sample names no file: the store box proposes none and Save regions asks where (it used to write a
+    'sample:mob.zarr' folder into the working directory, then fail to read it back)."""
+    monkeypatch.chdir(tmp_path)
+    viewer, widget = regions_widget()
+    viewer.open_sample("napari-casper", "mob")
+    qtbot.waitUntil(lambda: widget.spots_combo.currentText() == "spots", timeout=10_000)
+    assert widget.save_panel.default_store() == ""
+    click(qtbot, widget.new_layer_button)
+    centre = np.median(spots_xy(viewer), axis=0)
+    qtbot.wait(USER_PAUSE_MS)
+    viewer.layers["regions"].add([square(centre, 150)], shape_type="polygon")
+    store = tmp_path / "chosen" / "mob.zarr"
+    store.parent.mkdir()
+    answer_file_dialog(qtbot, store)
+    click(qtbot, widget.save_button)
+    idle(qtbot, widget)
+    assert widget.last_saved is not None and widget.last_saved.shapes_name == "regions", widget.message.text()
+    assert "regions" in read_spatialdata(store).shapes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen"]  # nothing written beside it

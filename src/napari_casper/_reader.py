@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_casper.io.stores import is_spatialdata_store
+from napari_casper.io.store_kind import is_spatialdata_store
 
 
 def napari_get_reader(path):
@@ -34,7 +34,6 @@ def read_spatial(path):
     in a script) the layers are read and returned here.
     """
     from napari_casper._widgets.common.background_open import napari_open_viewer, open_in_background
-    from napari_casper.display.layers import read_layers
 
     if isinstance(path, list):
         path = path[0]
@@ -42,6 +41,7 @@ def read_spatial(path):
     if viewer is not None:
         open_in_background(viewer, path)
         return [(None,)]
+    from napari_casper.display.layers import read_layers
     layers, note = read_layers(path)
     if note:
         from napari.utils.notifications import show_info

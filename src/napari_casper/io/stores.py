@@ -8,7 +8,6 @@ writing elements into stores is :mod:`napari_casper.io.store_writes`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -18,26 +17,9 @@ import anndata as ad
 
 from napari_casper.errors import CasperInputError, CasperUsageError
 from napari_casper.io.outputs import atomic_path, h5ad_size, require_free_space
+from napari_casper.io.store_kind import ELEMENT_GROUPS, is_spatialdata_store  # noqa: F401 - re-exported
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-ELEMENT_GROUPS = ("images", "labels", "points", "shapes", "tables")
-
-
-def is_spatialdata_store(path: str | Path) -> bool:
-    """True when ``path`` is a directory holding a SpatialData zarr root."""
-    path = Path(path)
-    for meta in ("zarr.json", ".zattrs"):
-        file = path / meta
-        if file.is_file():
-            try:
-                text = json.loads(file.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = text.get("attributes", text)
-            if "spatialdata_attrs" in attrs:
-                return True
-            return any((path / group).is_dir() for group in ELEMENT_GROUPS)
-    return False
 
 
 def element_names_on_disk(store: str | Path, group: str = "tables") -> list[str]:

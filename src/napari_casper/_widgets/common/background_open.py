@@ -73,10 +73,12 @@ def opening() -> bool:
 
 def open_in_background(viewer, path) -> None:
     """Read ``path`` in a worker, then add its layers to ``viewer`` one per turn (errors as notifications)."""
-    from napari_casper._widgets.common.background import BackgroundRunner, notify_info
-    from napari_casper.display.layers import read_layers
+    from napari.utils import progress
 
-    runner = BackgroundRunner(lambda text: None)  # napari's notifications carry every message
+    from napari_casper._widgets.common.background import BackgroundRunner, notify_info
+
+    bar = progress(total=0, desc=f"opening {Path(path).name}")  # made here: a Qt object of the GUI thread
+    runner = BackgroundRunner(lambda text: None, on_finish=bar.close)  # napari's notifications carry every message
     _runners.add(runner)
 
     def add(layer_tuple):
@@ -89,11 +91,10 @@ def open_in_background(viewer, path) -> None:
         return layer
 
     def read(path):
-        from napari.utils import progress
+        from napari_casper.display.layers import read_layers  # its imports (spatialdata, ...) here, off the GUI thread
 
-        with progress(total=0, desc=f"opening {Path(path).name}"):
-            layers, note = read_layers(path)
-            return [loaded(layer_tuple) for layer_tuple in layers], note
+        layers, note = read_layers(path)
+        return [loaded(layer_tuple) for layer_tuple in layers], note
 
     def done(result) -> None:
         layers, note = result

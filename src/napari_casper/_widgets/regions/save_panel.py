@@ -74,12 +74,13 @@ class SavePanel(QGroupBox):
         form.addRow("saved", row)
 
     def default_store(self) -> str:
-        """The spots' store, or ``<name>.zarr`` beside the file they came from (an .h5ad); else ""."""
+        """The spots' store, or ``<name>.zarr`` beside the file they came from (an .h5ad); else "" (a packaged
+        sample, whose source names no file: Save regions asks where to create the store)."""
         try:
             path = self.host.spots_layer().metadata[METADATA_KEY].get("path")
         except CasperInputError:
             return ""
-        if not path:
+        if not path or not Path(path).exists():
             return ""
         path = Path(path)
         return str(path if path.suffix == ".zarr" or path.is_dir() else path.with_suffix(".zarr"))
