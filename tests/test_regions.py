@@ -286,6 +286,13 @@ def test_bad_inputs_give_clear_messages(section, mob, tmp_path):
     assert np.allclose(by_id, gene_values(spot_context(mob), ["Penk"])["Penk"])
     with pytest.raises(CasperInputError, match="no genes given"):
         suggest_regions(ctx, [])
+    # hints: another case first (human vs mouse symbols), close spellings case-blind, never a far name
+    from napari_casper.regions.expression import close_names, known_genes
+
+    assert close_names("KRT19", ["Rps19", "Krt19", "Krt18"]) == ["Krt19"]
+    assert close_names("KRT19", ["Rps19", "Krt18"]) == ["Krt18"]
+    assert close_names("ERBB2", ["Rps19", "Penk"]) == []
+    assert known_genes(ctx, ["Penk", "ERBB2", "Nrgn"]) == (["Penk", "Nrgn"], ["ERBB2"])
     # an empty region: far away from every spot
     far = ctx.coords.max(axis=0) + 5000
     empty = RegionSet(

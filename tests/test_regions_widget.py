@@ -375,6 +375,12 @@ def test_saving_regions_drawn_on_the_packaged_sample_asks_where_and_writes_nothi
     centre = np.median(spots_xy(viewer), axis=0)
     qtbot.wait(USER_PAUSE_MS)
     viewer.layers["regions"].add([square(centre, 150)], shape_type="polygon")
+    qtbot.wait(USER_PAUSE_MS)
+    # the genes box still holds the human HER2 markers: statistics are computed, the absent markers named
+    click(qtbot, widget.stats_button)
+    idle(qtbot, widget)
+    assert widget.statistics is not None and "spots per class" in widget.message.text(), widget.message.text()
+    assert "Marker means left out, not in this table: ERBB2, GRB7, KRT19, EPCAM" in widget.message.text()
     store = tmp_path / "chosen" / "mob.zarr"
     store.parent.mkdir()
     answer_file_dialog(qtbot, store)

@@ -36,6 +36,29 @@ def _var_lookup(var: pd.DataFrame, var_names: pd.Index) -> dict[str, int]:
     return lookup
 
 
+def known_genes(spots: SpotContext, genes: Sequence[str], *, extra: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
+    """``genes`` split into (found in the table, its numeric obs or ``extra``; found nowhere), in their order."""
+    table = spots.table
+    lookup = _var_lookup(table.var, table.var_names)
+    obs = table.obs
+    found = set(lookup) | {c for c in obs.columns if pd.api.types.is_numeric_dtype(obs[c])}
+    found |= set() if extra is None else set(map(str, extra.columns))
+    genes = [str(g) for g in genes]
+    return [g for g in genes if g in found], [g for g in genes if g not in found]
+
+
+def close_names(name: str, known: Sequence[str], n: int = 3) -> list[str]:
+    """Names in ``known`` a user may have meant by ``name``: the same name in another case first (KRT19 ->
+    Krt19, human vs mouse symbols), else close spellings, compared case-blind (not KRT19 -> Rps19)."""
+    same = [k for k in known if k.lower() == name.lower()]
+    if same:
+        return same[:n]
+    by_lower = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), k)
+    return [by_lower[k] for k in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.8)]
+
+
 def gene_values(
     spots: SpotContext,
     genes: Sequence[str],
@@ -65,12 +88,12 @@ def gene_values(
     obs = table.obs.iloc[spots.rows]
     numeric_obs = {c for c in obs.columns if pd.api.types.is_numeric_dtype(obs[c])}
     extra_columns = set() if extra is None else set(map(str, extra.columns))
-    missing = [g for g in genes if g not in lookup and g not in numeric_obs and g not in extra_columns]
+    _, missing = known_genes(spots, genes, extra=extra)
     if missing:
         known = list(map(str, table.var_names)) + sorted(extra_columns)
         hints = []
         for gene in missing[:5]:
-            close = difflib.get_close_matches(gene, known, n=3) or [k for k in known if k.lower() == gene.lower()]
+            close = close_names(gene, known)
             if close:
                 hints.append(f"{gene} -> {', '.join(close)}?")
         raise CasperInputError(

@@ -97,10 +97,12 @@ class StatsPanel(QGroupBox):
         plot and spot colours are updated on the GUI thread when it ends (:attr:`statistics`).
         """
         from napari_casper.regions import assign_spots_to_regions, region_statistics
+        from napari_casper.regions.expression import known_genes
 
         host = self.host
         ctx, regions, extra = host.spot_context(), host.layer_regions(), host.spot_features()
-        genes = host.suggest_panel.genes()
+        # mean expression of the marker genes this table has (the suggest panel's genes box); the others are named
+        genes, absent = known_genes(ctx, host.suggest_panel.genes(), extra=extra)
         precedence = self.precedence_combo.currentData()
 
         colours, differential = self._colours(), self.differential
@@ -128,6 +130,7 @@ class StatsPanel(QGroupBox):
                 "spots per class: "
                 + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
                 + f" (table obs 'region_class'; overlaps: {self.precedence_combo.currentText()})."
+                + (f" Marker means left out, not in this table: {', '.join(absent)}." if absent else "")
             )
 
         host.message.setText("computing region statistics ...")
