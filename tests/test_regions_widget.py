@@ -196,7 +196,7 @@ def test_every_action_by_click_on_mob1_without_freezing(regions_widget, qtbot, m
         click(qtbot, widget.save_button)
         idle(qtbot, widget)
         assert widget.last_saved.shapes_name == "regions_2"
-        assert widget.load_combo.count() == 2
+        assert widget.load_combo.count() == 2 and widget.load_combo.currentText() == "regions_2"  # the newest, ready to load
         step("load")
         click(qtbot, widget.save_panel.refresh_button)
         idle(qtbot, widget)
@@ -381,6 +381,15 @@ def test_saving_regions_drawn_on_the_packaged_sample_asks_where_and_writes_nothi
     idle(qtbot, widget)
     assert widget.statistics is not None and "spots per class" in widget.message.text(), widget.message.text()
     assert "Marker means left out, not in this table: ERBB2, GRB7, KRT19, EPCAM" in widget.message.text()
+    # a store name the writer takes but cannot read back ('odd:' is a URI scheme to pyarrow): an error, and the
+    # store this save created is not left behind
+    odd = tmp_path / "odd:name.zarr"
+    type_text(qtbot, widget.store_edit, odd.name, enter=False)  # relative, in the working directory
+    click(qtbot, widget.save_button)
+    idle(qtbot, widget)
+    assert widget.last_saved is None and "odd:name.zarr" in widget.message.text(), widget.message.text()
+    assert not odd.exists()
+    type_text(qtbot, widget.store_edit, "", enter=False)
     store = tmp_path / "chosen" / "mob.zarr"
     store.parent.mkdir()
     answer_file_dialog(qtbot, store)

@@ -192,7 +192,7 @@ class GenesWidget(RunsInBackground, QWidget):
         matrix = self.matrix.currentText()
         self._pending = gene
         self.runner.run(self._build, self._built, spots, table, matrix, self.transform.currentText(), gene)
-        self.runner.say(f"preparing {spots.name} / {table} (once)...")
+        self.runner.show_message(f"preparing {spots.name} / {table} (once)...")  # the dock says it; no toast to outlive it
 
     def _build(self, spots, table: str, matrix: str, transform: str, gene: str):
         from napari_casper.display.gene_display import GeneSwitcher, table_genes

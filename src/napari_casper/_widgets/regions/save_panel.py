@@ -138,14 +138,21 @@ class SavePanel(QGroupBox):
             created = not store.exists()
             if created:
                 save_spatialdata(sdata, store)
-            spots = self.host.spot_context()  # each spot's region is saved beside the regions
-            saved = save_regions(store, regions, name, overwrite=overwrite, spots=spots, precedence=precedence)
+            try:
+                spots = self.host.spot_context()  # each spot's region is saved beside the regions
+                saved = save_regions(store, regions, name, overwrite=overwrite, spots=spots, precedence=precedence)
+            except BaseException:
+                if created:  # a store made for this save and left unusable is not left behind
+                    import shutil
+
+                    shutil.rmtree(store, ignore_errors=True)
+                raise
             return created, saved, saved_region_names(store)
 
         def done(result):
             created, saved, names = result
             self.last_saved = saved
-            self._show_saved(names)
+            self._show_saved(names, chosen=saved.shapes_name)  # the newest version, ready to load
             self.host.runner.say(saved.message() + (" (new store created from the open data)" if created else ""))
 
         self.host.runner.run(work, done)
@@ -161,8 +168,8 @@ class SavePanel(QGroupBox):
 
         self.host.runner.run(saved_region_names, done, store)
 
-    def _show_saved(self, names: list[str]) -> None:
-        current = self.load_combo.currentText()
+    def _show_saved(self, names: list[str], chosen: str | None = None) -> None:
+        current = chosen or self.load_combo.currentText()
         self.load_combo.clear()
         self.load_combo.addItems(names)
         if current in names:
