@@ -202,49 +202,46 @@ def click(qtbot, button: QAbstractButton) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def answer_file_dialog(qtbot, path, within_ms: int = 10_000) -> None:
-    """Answer the next modal file dialog as a user does: select ``path`` in it and click its Open (or Save)
-    button.
+def when_modal(kind: type, respond, within_ms: int = 10_000) -> None:
+    """Call ``respond(dialog)`` once a modal dialog of ``kind`` is shown (polled every 20 ms from the event loop).
 
     Call it just before the click that opens the dialog (the dialog runs its own event loop). A dialog
     that has not opened within ``within_ms`` is no longer waited for."""
-    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
-
     deadline = time.perf_counter() + within_ms / 1000
 
-    def answer() -> None:
+    def poll() -> None:
         dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QFileDialog) or not dialog.isVisible():
-            if time.perf_counter() < deadline:
-                QTimer.singleShot(20, answer)
-            return
+        if isinstance(dialog, kind) and dialog.isVisible():
+            respond(dialog)
+        elif time.perf_counter() < deadline:
+            QTimer.singleShot(20, poll)
+
+    QTimer.singleShot(0, poll)
+
+
+def answer_file_dialog(qtbot, path, within_ms: int = 10_000) -> None:
+    """Answer the next modal file dialog as a user does: select ``path`` in it and click its Open (or Save) button."""
+    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
+
+    def respond(dialog) -> None:
         dialog.selectFile(str(path))
         saving = dialog.acceptMode() == QFileDialog.AcceptMode.AcceptSave
         which = QDialogButtonBox.StandardButton.Save if saving else QDialogButtonBox.StandardButton.Open
         qtbot.mouseClick(dialog.findChild(QDialogButtonBox).button(which), Qt.MouseButton.LeftButton)
 
-    QTimer.singleShot(0, answer)
+    when_modal(QFileDialog, respond, within_ms)
 
 
 def answer_colour_dialog(qtbot, colour: str, within_ms: int = 10_000) -> None:
-    """Answer the next modal colour dialog as a user does: set ``colour`` (e.g. ``"#123456"``) in it and click OK.
-
-    Call it just before the click that opens the dialog."""
+    """Answer the next modal colour dialog as a user does: set ``colour`` (e.g. ``"#123456"``) in it and click OK."""
     from qtpy.QtGui import QColor
     from qtpy.QtWidgets import QColorDialog, QDialogButtonBox
 
-    deadline = time.perf_counter() + within_ms / 1000
-
-    def answer() -> None:
-        dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QColorDialog) or not dialog.isVisible():
-            if time.perf_counter() < deadline:
-                QTimer.singleShot(20, answer)
-            return
+    def respond(dialog) -> None:
         dialog.setCurrentColor(QColor(colour))
         qtbot.mouseClick(dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
 
-    QTimer.singleShot(0, answer)
+    when_modal(QColorDialog, respond, within_ms)
 
 
 def open_folder_by_shortcut(viewer, qtbot, folder, monkeypatch) -> None:
