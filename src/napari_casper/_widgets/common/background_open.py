@@ -66,8 +66,8 @@ def loaded(layer_tuple: tuple, cap_bytes: int = SMALL_LEVEL_BYTES) -> tuple:
 
 
 #: modules napari imports on the GUI thread when it adds its first layers of a session (an Image layer's
-#: histogram model, units); imported in the worker instead, they cost the GUI thread nothing
-NAPARI_FIRST_LAYER_MODULES = ("napari.components.histogram", "napari.utils._units")
+#: histogram model); imported in the worker instead, they cost the GUI thread nothing
+NAPARI_FIRST_LAYER_MODULES = ("napari.components.histogram",)
 
 
 def warm_napari_imports() -> None:
@@ -103,24 +103,19 @@ def open_in_background(viewer, path) -> None:
     runner = BackgroundRunner(lambda text: None, on_finish=bar.close)  # napari's notifications carry every message
     _runners.add(runner)
 
-    def add(layer_tuple):
-        from napari_casper._widgets.common.first_paint import reveal_later
-
-        data, kwargs, kind = layer_tuple
-        layer = getattr(viewer, f"add_{kind}")(data, **{**kwargs, "visible": False})
-        if kwargs.get("visible", True):
-            reveal_later(viewer, layer, hidden=True)
-        return layer
-
     def read(path):
+        from napari.layers import Layer
+
         from napari_casper.display.layers import read_layers  # its imports (spatialdata, ...) here, off the GUI thread
 
         layers, note = read_layers(path)
         warm_napari_imports()
-        return [loaded(layer_tuple) for layer_tuple in layers], note
+        return [Layer.create(*loaded(layer_tuple)) for layer_tuple in layers], note  # built here, as open_section does
 
     def done(result) -> None:
+        from napari_casper._widgets.common.first_paint import append_shown_later
+
         layers, note = result
-        runner.add_layers(add, layers, then=lambda _: notify_info(note) if note else None)
+        runner.add_layers(lambda layer: append_shown_later(viewer, layer), layers, then=lambda _: notify_info(note) if note else None)
 
     runner.run(read, done, str(path))

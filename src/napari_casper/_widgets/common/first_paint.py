@@ -54,17 +54,34 @@ def in_turn(viewer, step: Callable[[], bool | None]) -> None:
         _later(_next)
 
 
-def reveal_later(viewer, layer, hidden: bool = False) -> None:
+def reveal_later(viewer, layer) -> None:
     """Hide ``layer`` (just added to ``viewer``, not painted yet) and show it again in a later turn.
 
-    A layer added hidden stays as it is, unless ``hidden`` says it was added hidden only to be shown
-    here (napari neither slices nor draws a hidden layer, so adding it so costs less). If anything sets
-    its visibility while it waits (a widget hiding an older gene, the user's eye toggle), that choice
-    stands and it is not shown by this.
+    A layer added hidden stays as it is. If anything sets its visibility while it waits (a widget
+    hiding an older gene, the user's eye toggle), that choice stands and it is not shown by this.
     """
-    if (layer.visible == hidden) or layer in _pending:
+    if not layer.visible or layer in _pending:
         return
     layer.visible = False
+    _show_later(viewer, layer)
+
+
+def append_shown_later(viewer, layer):
+    """Append ``layer`` (built, not in ``viewer`` yet) hidden, and show it in a later turn if it was to be shown.
+
+    napari neither slices nor draws a hidden layer, so the append costs only its Qt controls and
+    visual; its first slice and paint (data upload, shaders) come in the turn that shows it.
+    """
+    shown = layer.visible
+    layer.visible = False
+    viewer.layers.append(layer)
+    if shown:
+        _show_later(viewer, layer)
+    return layer
+
+
+def _show_later(viewer, layer) -> None:
+    """Queue ``layer`` (hidden now) to be shown in a turn of its own, unless its visibility is set meanwhile."""
     _pending.add(layer)
     layer.events.visible.connect(_on_visible)
     layer_ref, viewer_ref = weakref.ref(layer), weakref.ref(viewer)

@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from napari_casper._widgets.common.first_paint import in_turn, is_pending, reveal_later
+from napari_casper._widgets.common.first_paint import append_shown_later, in_turn, is_pending
 from napari_casper.io.elements import METADATA_KEY
 
 #: metadata kinds of continuous layers (a colour bar and units)
@@ -46,12 +46,9 @@ def add_or_update(viewer, layer_tuple: tuple):
     else:
         if existing is not None:
             viewer.layers.remove(existing)
-        # added hidden (napari neither slices nor draws it yet) and shown in a later turn, where its
-        # first slice and paint (data upload, shaders) stand alone
-        wanted = kwargs.get("visible", True)
-        layer = getattr(viewer, f"add_{kind}")(data, **{**kwargs, "visible": False})
-        if wanted:
-            reveal_later(viewer, layer, hidden=True)
+        from napari.layers import Layer
+
+        layer = append_shown_later(viewer, Layer.create(data, kwargs, kind))  # its first paint in a later turn
     decorate(viewer, layer)
     return layer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from qtpy.QtWidgets import QDialog, QFileDialog, QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_casper._widgets.common.background import progress_relay
-from napari_casper._widgets.common.first_paint import reveal_later
+from napari_casper._widgets.common.first_paint import append_shown_later
 from napari_casper._widgets.regions.layers import saved_regions_note
 from napari_casper._widgets.regions.open_section import OpenCancelled, open_section
 
@@ -145,12 +145,7 @@ class OpenPanel(QGroupBox):
 
         def add(layer):
             self.host.message.setText(f"adding layer {layer.name!r} ...")
-            shown = layer.visible
-            layer.visible = False  # appended hidden: napari neither slices nor draws it in this turn
-            viewer.layers.append(layer)
-            if shown:
-                reveal_later(viewer, layer, hidden=True)
-            return layer
+            return append_shown_later(viewer, layer)
 
         def added(_) -> None:
             viewer.reset_view()
