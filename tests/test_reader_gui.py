@@ -164,9 +164,10 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
     from pathlib import Path
 
     import yaml
+    from gui_checks import when_modal
     from napari.settings import get_settings
-    from qtpy.QtCore import Qt, QTimer
-    from qtpy.QtWidgets import QApplication, QDialog, QDialogButtonBox, QRadioButton
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDialog, QDialogButtonBox, QRadioButton
 
     from napari_casper._widgets.common.reader_preference import set_default_reader
     from napari_casper.io.samples import load_drosophila
@@ -178,11 +179,7 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
     viewer = make_napari_viewer(show=True)
     asked = []
 
-    def answer() -> None:
-        dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QDialog):
-            QTimer.singleShot(100, answer)
-            return
+    def answer(dialog) -> None:
         choices = {button.text(): button for button in dialog.findChildren(QRadioButton)}
         asked.append(sorted(choices))
         qtbot.mouseClick(choices["napari-casper"], Qt.MouseButton.LeftButton)
@@ -190,7 +187,7 @@ def test_napari_asks_which_reader_and_default_reader_makes_it_napari_casper(make
 
     try:
         settings.plugins.extension2reader = {k: v for k, v in before.items() if "zarr" not in k}
-        QTimer.singleShot(100, answer)
+        when_modal(QDialog, answer)  # napari asks which reader
         viewer.window._qt_viewer._qt_open([str(first)], stack=False)  # the path napari's command line and File > Open take
         assert asked and "napari-casper" in asked[0] and len(asked[0]) >= 2, asked
         assert "cells" in viewer.layers and "embryo" in viewer.layers
