@@ -58,7 +58,7 @@ def main() -> None:
                 scores.append(f"pooled {pooled:.3f}, within genes {within:.3f}")
             print(
                 f"{name}: trained on {', '.join(p.stem for p in train)}, tested on {path.stem} (head {prediction.head}): "
-                f"Spearman(uncertainty, |error|) {scores[0]} (the neighbours' spread alone: {scores[1]}); "
+                f"Spearman(uncertainty, |error|) {scores[0]} (the retrieved neighbours' spread alone: {scores[1]}); "
                 f"mean expected error {prediction.uncertainty[:, top].mean():.3f} vs mean |error| {error.mean():.3f}; "
                 f"{prediction.reach.describe()}",
                 flush=True,

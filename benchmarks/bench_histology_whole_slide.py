@@ -69,9 +69,9 @@ def steps(model_path: Path) -> None:
                     patch_size=config.patch_size)  # fmt: skip
         features = clock("features", handcrafted_features, raw)
         query = clock("embedding", describe_section, predictor.model, raw, config, features_z=section_standardize(features))
-        _, spread = clock("heads, all genes", predictor.heads.predict, predictor.head, query)
+        pred, spread = clock("heads, all genes", predictor.heads.predict, predictor.head, query)
         if predictor.error_model is not None:
-            clock("expected error (uncertainty)", predictor._expected_error, predictor.head, query, spread)
+            clock("expected error (uncertainty)", predictor._expected_error, predictor.head, query, pred, spread, coords)
         sample = raw[:2000]
         start = time.perf_counter()
         reference = textbook_features(sample)

@@ -6,7 +6,7 @@ config, the model genes with their z-scoring statistics, the output genes, the n
 weights, the training bank (descriptors and expression of the training spots), the ridge
 weights, the chosen head, the head-selection scores, the training history, and what the training
 sections look like (``reach``: for the out-of-distribution score of a new slide; optional), and the
-error model behind the uncertainty (``error_model``: four coefficients and the anchor genes; optional).
+error model behind the uncertainty (``error_model``: its terms, their coefficients and the anchor genes; optional).
 
 A model trained on a pretrained patch encoder records it in its config (kind, architecture, input
 size, normalisation, the SHA-256 of its weights; not the weights themselves): loading finds the

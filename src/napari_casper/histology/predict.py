@@ -16,8 +16,8 @@ spots, never from expression). Heads:
 Which head is used is chosen by leave-one-section-out validation on the training sections
 (:func:`~napari_casper.histology.train.train_histology`). The uncertainty of every prediction
 is its expected absolute error per spot and gene, from the spread of the ``top_k`` retrieved
-neighbours' expression, the spot's spread and level over the anchor genes, and the gene's spread,
-combined as learned on the leave-one-section-out predictions of training
+neighbours' expression, the spot's spread and level over the anchor genes (each also averaged over the
+spots around it on the slide), and the gene's spread, combined as learned on the leave-one-section-out predictions of training
 (:mod:`~napari_casper.histology.uncertainty`); a model trained on one section (no held-out errors to
 learn from) reports the neighbours' spread itself.
 """
@@ -388,7 +388,7 @@ class HistologyPredictor:
                 phase(Phase(f"predicting ({use} head)", _done + n, total))
             pred, spread = run_cancellable(self.heads.predict, use, query, columns, cancel=cancel, what="histology prediction")
             if self.error_model is not None:
-                spread = self._expected_error(use, query, pred, spread, columns, cancel)
+                spread = self._expected_error(use, query, pred, spread, coords, columns, cancel)
             if phase is not None:
                 phase(Phase("predicted", total, total))
         names = self.genes if columns is None else [self.genes[i] for i in columns]
@@ -400,12 +400,12 @@ class HistologyPredictor:
             reach = self.reach.measure(appearance, stain_means(raw_patches))
         return HistologyPrediction(pred, spread, names, np.asarray(coords, float), query.embedding, use, reach)
 
-    def _expected_error(self, head: str, query, pred: np.ndarray, spread: np.ndarray, columns=None, cancel=None) -> np.ndarray:
-        """The error model's expected absolute error from ``spread`` (written into it); the spot terms come from
-        the anchor genes: sliced from ``pred`` and ``spread`` when they hold every gene (``columns`` None),
-        else predicted for the anchors alone."""
+    def _expected_error(self, head: str, query, pred: np.ndarray, spread: np.ndarray, coords, columns=None, cancel=None) -> np.ndarray:
+        """The error model's expected absolute error from ``spread`` (written into it) at spots ``coords``; the
+        spot terms come from the anchor genes: sliced from ``pred`` and ``spread`` when they hold every gene
+        (``columns`` None), else predicted for the anchors alone."""
         from napari_casper.histology.fit import run_cancellable
-        from napari_casper.histology.uncertainty import spot_terms
+        from napari_casper.histology.uncertainty import nearby_mean, spot_terms
 
         model = self.error_model
         if columns is None:
@@ -414,4 +414,5 @@ class HistologyPredictor:
             anchor_pred, anchor_spread = run_cancellable(
                 self.heads.predict, head, query, model.anchors, cancel=cancel, what="histology uncertainty"
             )
-        return model.expected_error(spread, *spot_terms(anchor_pred, anchor_spread), inplace=True)
+        nearby = nearby_mean(coords) if model.needs_nearby else None
+        return model.expected_error(spread, *spot_terms(anchor_pred, anchor_spread), nearby, inplace=True)

@@ -64,6 +64,7 @@ class _Prepared:
     features_z: list[np.ndarray]
     features: list[np.ndarray]  # the handcrafted features before section standardisation (a slide's reach)
     encoded: list[np.ndarray] | None = None  # per section, (n_spots, n_scales, F) pretrained embeddings
+    coords: list[np.ndarray] | None = None  # per section, (n_spots, 2) spot centres (pixels)
 
     def network_input(self, i: int) -> np.ndarray:
         """What the network sees of section ``i``: its pretrained embeddings, else its raw patches."""
@@ -107,7 +108,8 @@ def _prepare(sections, config: HistologyConfig, steps: Steps | None = None, canc
     steps.say("features", advance=1)
     features = [handcrafted_features(r, cancel=cancel) for r in raw]
     steps.say("features", advance=1)
-    return _Prepared(genes, expression, raw, [section_standardize(f) for f in features], features, encoded)
+    coords = [np.asarray(s.coords, dtype=np.float64) for s in sections]
+    return _Prepared(genes, expression, raw, [section_standardize(f) for f in features], features, encoded, coords)
 
 
 def choose_model_genes(expression: np.ndarray, genes: Sequence[str], config: HistologyConfig) -> list[int]:
@@ -212,7 +214,7 @@ def select_head(data: _Prepared, names: Sequence[str], config: HistologyConfig, 
             pred, spread = heads.predict(h, query)
             scores[h].append(validation_score(data.expression[v], pred))
             if errors is not None:  # what the uncertainty is learned from: this head's honest errors on v
-                errors.setdefault(h, []).append(fold_record(pred, spread, data.expression[v], anchors))
+                errors.setdefault(h, []).append(fold_record(pred, spread, data.expression[v], anchors, data.coords[v]))
         if steps is not None:
             steps.say(f"{what}: scored", advance=1)
     return {h: float(np.mean(v)) for h, v in scores.items()}
