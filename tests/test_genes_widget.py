@@ -69,12 +69,16 @@ def assert_colour_bar_drawn(viewer, layer) -> None:
     # the units: the text overlay above the bars
     overlay = viewer.canvas.overlays["text"]
     assert overlay.visible and f"{layer.name}: " in overlay.text, overlay.text
+    bar.visible = False  # the text alone (napari places the bars left of it, so hiding the text moves them)
     with_text = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     overlay.visible = False
     without = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
-    overlay.visible = True
+    overlay.visible = bar.visible = True
     text_rows, text_cols = np.nonzero(np.abs(with_text - without).sum(axis=2) > 30)
     assert len(text_rows) > 200 and text_cols.mean() > changed.shape[1] * 0.5, "the units are not written on the canvas"
+    # the bar and its tick labels end before the units text starts (its top label once touched it: "4casper:hb")
+    gap = text_cols.min() - cols.max() - 1
+    assert gap >= 4, f"the colour bar's labels touch the units text ({gap} px apart)"
 
 
 def isolated_spot(coords_xy: np.ndarray, values: np.ndarray, diameter: float) -> int:

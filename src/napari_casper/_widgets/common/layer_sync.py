@@ -23,6 +23,10 @@ from napari_casper.io.elements import METADATA_KEY
 
 #: metadata kinds of continuous layers (a colour bar and units)
 CONTINUOUS_KINDS = ("values", "spots_overview")
+#: put before every units line: napari places the colour bars left of the units text by the text's measured
+#: width, which falls about 10 px short of the drawn text (the padding between them), so the top tick label
+#: touched the text ("4casper:hb"); two spaces widen the measured box by about 11 px and nothing visible moves
+UNITS_INDENT = "  "
 _decorated: weakref.WeakSet = weakref.WeakSet()
 _watched: weakref.WeakSet = weakref.WeakSet()
 
@@ -141,17 +145,22 @@ def show_units(viewer) -> None:
 
     lines = units_lines(viewer)
     overlay = viewer.canvas.overlays["text"]
-    text = "\n".join(lines)
+    text = units_text(lines)
     if text != overlay.text and missing_glyphs(viewer, MEASURING_GLYPHS + text):
         when_glyphs_ready(viewer, text, lambda: show_units(viewer))
         return
     write_units(viewer, lines)
 
 
+def units_text(lines: list[str]) -> str:
+    """The text overlay's text for the units ``lines`` (each indented by :data:`UNITS_INDENT`)."""
+    return "\n".join(UNITS_INDENT + line for line in lines)
+
+
 def write_units(viewer, lines: list[str]) -> None:
     """Put ``lines`` in the viewer's text overlay now (top right, beside the colour bars; hidden when empty)."""
     overlay = viewer.canvas.overlays["text"]
-    text = "\n".join(lines)
+    text = units_text(lines)
     if overlay.text != text:
         overlay.text = text
     if lines and overlay.position != "top_right":
