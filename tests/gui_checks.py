@@ -337,3 +337,23 @@ def assert_tooltips(widget: QWidget) -> None:
             label = getattr(child, "text", lambda: "")() if not isinstance(child, QComboBox) else child.currentText()
             missing.append(f"{type(child).__name__} {label!r} ({child.objectName() or 'no name'})")
     assert not missing, "controls without a tooltip: " + "; ".join(missing)
+
+
+def menu_action(viewer, *titles: str):
+    """The QAction reached from the viewer's menu bar through the menus and item named ``titles`` (as shown,
+    without the ``&`` of shortcuts), e.g. ``("File", "Open Sample", "napari-casper", "Drosophila ...")``."""
+    import re
+
+    def shown(text: str) -> str:  # Qt: "&&" is a literal "&", "&x" underlines x
+        return re.sub("&(&?)", r"\1", text)
+
+    menu = viewer.window._qt_window.menuBar()
+    *menus, item = titles
+    for title in menus:
+        found = [a for a in menu.actions() if a.menu() is not None and shown(a.text()) == title]
+        assert found, f"no menu {title!r} among {[a.text() for a in menu.actions()]}"
+        menu = found[0].menu()
+        menu.aboutToShow.emit()  # napari (app-model) fills some menus as they open
+    found = [a for a in menu.actions() if shown(a.text()) == item]
+    assert found, f"no item {item!r} among {[a.text() for a in menu.actions()]}"
+    return found[0]

@@ -198,15 +198,19 @@ def not_shown_note(source: str, shown_in: str, systems: list[str], skipped: list
 
 
 def read_layers(path, coordinate_system: str | None = None) -> tuple[list[tuple], str]:
-    """The layer-data tuples of every element of the store or .h5ad at ``path`` in
-    ``coordinate_system`` (default: the data's), and the :func:`not_shown_note` for them
-    (empty when everything is shown in the only coordinate system)."""
-    from pathlib import Path
+    """The layer-data tuples of every element of the store or .h5ad at ``path`` (or of the packaged
+    sample a :func:`~napari_casper.io.samples.sample_uri` names) in ``coordinate_system`` (default:
+    the data's), and the :func:`not_shown_note` for them (empty when everything is shown in the only
+    coordinate system)."""
 
+    from napari_casper.io.samples import load_sample
+    from napari_casper.io.store_kind import display_name, sample_key
     from napari_casper.io.stores import read_any
 
-    sdata = read_any(path)
+    key = sample_key(path)  # a packaged sample (File > Open Sample opens it by its URI)
+    sdata = read_any(path) if key is None else load_sample(key)
+    source = str(path) if key is None else f"sample:{key}"
     cs = coordinate_system or default_coordinate_system(sdata)
     skipped: list[tuple[str, str]] = []
-    layers = spatialdata_to_layers(sdata, cs, source=str(path), skipped=skipped)
-    return layers, not_shown_note(Path(path).name, cs, list(sdata.coordinate_systems), skipped)
+    layers = spatialdata_to_layers(sdata, cs, source=source, skipped=skipped)
+    return layers, not_shown_note(display_name(path), cs, list(sdata.coordinate_systems), skipped)

@@ -10,6 +10,10 @@
   ``.h5ad`` + ``.jpg`` pair of a section, e.g. for ``napari-casper histology-train``.
 
 ``scripts/build_sample_data.py`` rebuilds the files from ``../shared/data``.
+
+napari opens a sample (File > Open Sample) through the package's reader, by a URI that names it
+(``sample_uri``: ``napari-casper-sample://<key>.zarr``, from :mod:`napari_casper.io.store_kind`); :func:`sample_key` recognises one and
+:func:`load_sample` loads it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,23 @@ from importlib.resources import files
 import anndata as ad
 import numpy as np
 
+from napari_casper.io.store_kind import SAMPLE_URI_PREFIX, sample_key, sample_uri  # noqa: F401 - re-exported
+
 SAMPLE_DIR = files("napari_casper") / "sample_data"
 #: microns per pixel of the rendered embryo image
 EMBRYO_IMAGE_RESOLUTION = 2.0
 #: the packaged mouse olfactory bulb sections (``<name>.h5ad`` + ``<name>.jpg``)
 MOB_SECTIONS = ("MOB1", "MOB2", "MOB3", "MOB4")
+
+
+def load_sample(key: str):
+    """The packaged sample ``key`` as SpatialData (``drosophila``: :func:`load_drosophila`; ``mob``: :func:`load_mob`)."""
+    loaders = {"drosophila": load_drosophila, "mob": load_mob}
+    if key not in loaders:
+        from napari_casper.errors import CasperInputError
+
+        raise CasperInputError(f"no packaged sample named {key!r}: choose one of {', '.join(loaders)}")
+    return loaders[key]()
 
 
 def _path(name: str):

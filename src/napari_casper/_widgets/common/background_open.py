@@ -1,4 +1,4 @@
-"""napari's own Open (File > Open, drag and drop, Open Recent) of a store or .h5ad, read in a worker.
+"""napari's own Open (File > Open, drag and drop, Open Recent, Open Sample) of a store, .h5ad or sample, read in a worker.
 
 napari calls every reader on the GUI thread and adds all its layers in one turn: a SpatialData store
 with an image, spots and saved regions froze the viewer 0.7-1.3 s (2 cores, software OpenGL). When
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 #: napari's Qt functions that open what the user chose (File > Open and Open Folder, drag and drop,
-#: Open Recent; the dialog that asks which reader)
-NAPARI_OPEN_FUNCTIONS = frozenset({"_qt_open", "handle_gui_reading", "open_with_dialog_choices"})
+#: Open Recent; the dialog that asks which reader; File > Open Sample, whose samples are URIs our reader reads)
+NAPARI_OPEN_FUNCTIONS = frozenset({"_qt_open", "handle_gui_reading", "open_with_dialog_choices", "_add_sample"})
 #: how far up the call stack to look for them (napari's open path is ~10 frames deep)
 STACK_DEPTH = 60
 #: lazy image levels up to this size are computed in the worker (a 1600 x 1000 canvas shows one of ~4-20 MB)
@@ -98,8 +97,9 @@ def open_in_background(viewer, path) -> None:
     from napari.utils import progress
 
     from napari_casper._widgets.common.background import BackgroundRunner, notify_info
+    from napari_casper.io.store_kind import display_name
 
-    bar = progress(total=0, desc=f"opening {Path(path).name}")  # made here: a Qt object of the GUI thread
+    bar = progress(total=0, desc=f"opening {display_name(path)}")  # made here: a Qt object of the GUI thread
     runner = BackgroundRunner(lambda text: None, on_finish=bar.close)  # napari's notifications carry every message
     _runners.add(runner)
 
