@@ -10,7 +10,6 @@ widget recognises the layer and takes over its classes and colours.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.io.elements import METADATA_KEY, mean_scale
 
@@ -39,6 +38,8 @@ def class_colours(classes, palette) -> tuple[np.ndarray, np.ndarray]:
 
 def regions_layer_kwargs(name: str, affine: np.ndarray, spot_diameter: float, coordinate_system: str, **metadata) -> dict:
     """``viewer.add_shapes`` keywords of an empty regions layer (features, text, edge width, metadata)."""
+    import pandas as pd
+
     return {
         "name": name,
         "ndim": 2,
@@ -52,6 +53,8 @@ def regions_layer_kwargs(name: str, affine: np.ndarray, spot_diameter: float, co
 
 def region_layer(regions, name: str, spot_diameter: float, **metadata) -> tuple:
     """Shapes layer-data tuple of a :class:`~napari_casper.regions.RegionSet`, coloured by class, editable."""
+    import pandas as pd
+
     kwargs = regions_layer_kwargs(
         name, regions.affine, spot_diameter, regions.coordinate_system, classes=regions.palette.to_uns(), **metadata
     )

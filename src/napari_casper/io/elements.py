@@ -8,11 +8,14 @@ histology.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: key of napari-casper's entries in layer metadata and in table ``uns``
 METADATA_KEY = "napari_casper"
@@ -144,6 +147,8 @@ class SpotRows:
 
 def region_rows(table, element_name: str) -> np.ndarray:
     """Positions of the rows of ``table`` that annotate element ``element_name`` (its ``region_key`` column)."""
+    import pandas as pd
+
     region_key, _ = table_keys(table)
     column = table.obs[region_key]
     if isinstance(column.dtype, pd.CategoricalDtype):  # compare the few categories, not a million strings
@@ -233,6 +238,8 @@ def spot_rows(table, element_name: str, instance_ids, *, missing: str = "nan", t
 
 def _lookup(keys: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
     """``values[i]`` where ``keys[i] == id`` for each of ``ids`` (-1: no key); None when ``keys`` repeat."""
+    import pandas as pd
+
     if len(keys) and keys.dtype.kind in "iu" and ids.dtype.kind in "iu" and keys.min() >= 0 and keys.max() < 4 * len(keys) + 1024:
         # small non-negative integer ids (the usual 0..n-1): a direct lookup table, ~5x faster than hashing
         size = int(keys.max()) + 1

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.spots import SpotContext
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parse_gene_list(text: str) -> list[str]:
@@ -26,6 +29,8 @@ def parse_gene_list(text: str) -> list[str]:
 
 def _var_lookup(var: pd.DataFrame, var_names: pd.Index) -> dict[str, int]:
     """Name -> column index, from var_names first, then every text column of var."""
+    import pandas as pd
+
     lookup: dict[str, int] = {}
     for column in var.columns:
         values = var[column]
@@ -38,6 +43,8 @@ def _var_lookup(var: pd.DataFrame, var_names: pd.Index) -> dict[str, int]:
 
 def known_genes(spots: SpotContext, genes: Sequence[str], *, extra: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
     """``genes`` split into (found in the table, its numeric obs or ``extra``; found nowhere), in their order."""
+    import pandas as pd
+
     table = spots.table
     lookup = _var_lookup(table.var, table.var_names)
     obs = table.obs
@@ -80,6 +87,8 @@ def gene_values(
     CasperInputError
         When a gene is found nowhere (the message suggests close names) or no gene is given.
     """
+    import pandas as pd
+
     genes = [str(g) for g in genes]
     if not genes:
         raise CasperInputError("no genes given: type one or more gene names (e.g. ERBB2, GRB7, KRT19, EPCAM).")

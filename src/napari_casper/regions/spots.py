@@ -8,12 +8,15 @@ statistics all line up. Point-in-polygon tests run in that shared coordinate sys
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.geometry import RegionSet, apply_affine_xy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: label of spots outside every region in :func:`assign_spots_to_regions`
 OUTSIDE = "outside"
@@ -185,6 +188,8 @@ def spot_region_labels(
     spots: SpotContext, regions: RegionSet, *, outside: str = OUTSIDE, precedence: str = "drawn"
 ) -> pd.DataFrame:
     """Class and region name of every spot; where regions overlap, ``precedence`` decides (:func:`winning_region`)."""
+    import pandas as pd
+
     inside = region_membership(spots, regions)
     last = winning_region(inside, regions.origins, precedence)
     classes = np.array(list(regions.classes) + [outside], dtype=object)
@@ -220,6 +225,8 @@ def assign_spots_to_regions(
     pandas.Series
         The class per spot, indexed by the spots' instance ids.
     """
+    import pandas as pd
+
     labels = spot_region_labels(spots, regions, outside=outside, precedence=precedence)
     table = spots.table
     for key, column in ((key_added, "class"), (name_key, "name")):

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.expression import gene_values
 from napari_casper.regions.geometry import RegionSet
 from napari_casper.regions.spots import OUTSIDE, SpotContext, region_membership, spot_region_labels
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def region_statistics(
@@ -36,6 +39,7 @@ def region_statistics(
     empty groups get NaN means. ``precedence`` decides the class of spots in overlapping regions
     (:func:`napari_casper.regions.spots.winning_region`).
     """
+    import pandas as pd
     import shapely
 
     if len(regions) == 0:
@@ -70,6 +74,8 @@ def marker_effect_sizes(values: pd.DataFrame, inside: np.ndarray, *, logged: boo
     With ``logged`` (log1p values) the fold change is the ratio of mean ``expm1`` values
     (normalised counts), otherwise of the means themselves.
     """
+    import pandas as pd
+
     inside = np.asarray(inside, dtype=bool)
     n_in, n_out = int(inside.sum()), int((~inside).sum())
     if n_in < 2 or n_out < 2:
@@ -145,6 +151,7 @@ def differential_genes(
     whose values are unique; None adds none.
     """
     import anndata as ad
+    import pandas as pd
     import scanpy as sc
 
     inside = np.asarray(inside, dtype=bool)
@@ -174,6 +181,8 @@ def differential_genes(
 
 
 def _is_identifier_column(values: pd.Series) -> bool:
+    import pandas as pd
+
     text = values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype)
     return bool(text and values.astype(str).is_unique)
 

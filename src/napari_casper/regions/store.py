@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
@@ -142,6 +141,7 @@ def _current_user() -> str:
 def regions_to_elements(regions: RegionSet, name: str, *, author: str | None = None):
     """``(shapes element, table)`` for ``regions``, to be stored as ``name`` and ``name + "_table"``."""
     import anndata as ad
+    import pandas as pd
     from spatialdata.models import TableModel
     from spatialdata.transformations import Affine
 
@@ -179,6 +179,7 @@ def spot_assignment_table(spots, regions: RegionSet, name: str, *, precedence: s
     each spot's region ``class`` and region ``name`` (``outside`` for spots in none; where regions
     overlap, ``precedence`` decides), saved beside regions ``name``."""
     import anndata as ad
+    import pandas as pd
     from spatialdata.models import TableModel
 
     from napari_casper.regions.spots import spot_region_labels
@@ -283,6 +284,7 @@ def load_regions(source, name: str | None = None, *, coordinate_system: str | No
     become class ``"other"``); rectangles, ellipses, paths and lines come back as such. ``coordinate_system``
     defaults to the one they were saved in.
     """
+    import pandas as pd
     from spatialdata.transformations import get_transformation
 
     from napari_casper.io.elements import affine_yx, spot_rows, spot_table

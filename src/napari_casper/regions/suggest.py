@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_casper.errors import CasperInputError
 from napari_casper.regions.classes import RegionClasses
@@ -26,6 +26,9 @@ from napari_casper.regions.expression import gene_values
 from napari_casper.regions.geometry import SUGGESTED, RegionSet
 from napari_casper.regions.neighbours import neighbour_graph, smooth_steps, spot_pitch
 from napari_casper.regions.spots import SpotContext
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: HER2+ breast cancer: ERBB2 amplicon (ERBB2, GRB7) and epithelial markers (KRT19, EPCAM)
 HER2_TUMOUR_MARKERS = ("ERBB2", "GRB7", "KRT19", "EPCAM")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
@@ -235,6 +234,8 @@ class GenesWidget(RunsInBackground, QWidget):
         return None
 
     def _switch(self, gene: str) -> None:
+        import pandas as pd
+
         start = time.perf_counter()
         data, limits = self.switcher.switch(gene)
         layer = self.layer

@@ -6,8 +6,9 @@ colours follow the class. Used by the Regions widget and its panels (GUI thread 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from napari_casper._widgets.common.layer_sync import layer_affine
 from napari_casper.display.regions import REGIONS_LAYER_KIND, class_colours
@@ -16,6 +17,9 @@ from napari_casper.display.regions import regions_layer_kwargs as empty_layer_kw
 from napari_casper.io.elements import METADATA_KEY
 from napari_casper.regions import RegionClasses, RegionSet
 from napari_casper.regions.geometry import DRAWN, ORIGINS, fill_names
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREVIEW_NAME = "suggested regions (preview)"
 #: the outlines learned from a few strokes, before they are accepted
@@ -87,6 +91,8 @@ def keep_active(viewer, add_layer):
 
 def layer_to_regions(layer, classes: RegionClasses, coordinate_system: str) -> RegionSet:
     """The shapes of ``layer`` as a :class:`RegionSet`; shapes without a name get one (kept on the layer)."""
+    import pandas as pd
+
     from napari_casper.errors import CasperInputError
 
     if len(layer.data) == 0:
@@ -122,6 +128,8 @@ def append_regions(layer, regions: RegionSet) -> list[tuple]:
     Add each with :func:`add_batch`, one per event-loop turn: napari triangulates every new
     polygon on the GUI thread, so a few hundred at once would freeze it.
     """
+    import pandas as pd
+
     target = layer_affine(layer)
     if not np.allclose(target, regions.affine):
         moved = RegionSet.from_world_polygons(
@@ -155,6 +163,8 @@ def append_regions(layer, regions: RegionSet) -> list[tuple]:
 
 def add_batch(layer, vertices: list, shape_types: list, rows: pd.DataFrame) -> None:
     """Add shapes to ``layer`` and give them ``rows`` of features (class, name, author, timestamp, origin)."""
+    import pandas as pd
+
     start = len(layer.data)
     layer.add(vertices, shape_type=shape_types)
     index = layer.features.index[start:]

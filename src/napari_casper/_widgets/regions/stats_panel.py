@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractButton,
@@ -24,6 +24,9 @@ from qtpy.QtWidgets import (
 from napari_casper._widgets.regions.summary_plot import render_summary
 from napari_casper.errors import CasperInputError
 from napari_casper.regions import PRECEDENCES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: face colour of spots outside every region
 OUTSIDE_RGBA = np.array([0.85, 0.85, 0.85, 1.0])
@@ -96,6 +99,8 @@ class StatsPanel(QGroupBox):
         Computed in a worker thread (thousands of regions over 100k spots take seconds); the table,
         plot and spot colours are updated on the GUI thread when it ends (:attr:`statistics`).
         """
+        import pandas as pd
+
         from napari_casper.regions import assign_spots_to_regions, region_statistics
         from napari_casper.regions.expression import known_genes
 

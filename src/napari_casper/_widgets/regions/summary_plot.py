@@ -7,8 +7,12 @@ shows the pixels. Drawn on the GUI thread, the plot's text layout took 0.3-0.5 s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the plot's size in pixels (width x height) at 100 dpi
 SIZE = (420, 220)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
@@ -42,6 +42,9 @@ from napari_casper._widgets.regions.suggest_panel import SuggestPanel
 from napari_casper.errors import CasperInputError
 from napari_casper.io.elements import METADATA_KEY
 from napari_casper.regions import RegionClasses, RegionSet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the panels' controls, reachable on the widget itself (tests and docs scripts use them)
 PANEL_CONTROLS = {
@@ -226,6 +229,8 @@ class RegionsWidget(RunsInBackground, QWidget):
 
     def spot_features(self) -> pd.DataFrame:
         """The spots layer's numeric features (e.g. imputed genes), indexed by spot instance id."""
+        import pandas as pd
+
         from napari_casper.io.elements import spot_positions
 
         layer = self.spots_layer()
@@ -260,6 +265,8 @@ class RegionsWidget(RunsInBackground, QWidget):
 
     def prepare_layer(self, layer) -> None:
         """Give a regions layer its feature columns and defaults, and recolour it when shapes are added."""
+        import pandas as pd
+
         current = self.current_class
         for column, default in (("class", current), ("name", ""), ("author", ""), ("timestamp", ""), ("origin", "drawn")):
             if column not in layer.features:
