@@ -199,10 +199,9 @@ def not_shown_note(source: str, shown_in: str, systems: list[str], skipped: list
 
 def read_layers(path, coordinate_system: str | None = None) -> tuple[list[tuple], str]:
     """The layer-data tuples of every element of the store or .h5ad at ``path`` (or of the packaged
-    sample a :func:`~napari_casper.io.samples.sample_uri` names) in ``coordinate_system`` (default:
+    sample a :func:`~napari_casper.io.store_kind.sample_uri` names) in ``coordinate_system`` (default:
     the data's), and the :func:`not_shown_note` for them (empty when everything is shown in the only
     coordinate system)."""
-
     from napari_casper.io.samples import load_sample
     from napari_casper.io.store_kind import display_name, sample_key
     from napari_casper.io.stores import read_any

@@ -12,8 +12,8 @@
 ``scripts/build_sample_data.py`` rebuilds the files from ``../shared/data``.
 
 napari opens a sample (File > Open Sample) through the package's reader, by a URI that names it
-(``sample_uri``: ``napari-casper-sample://<key>.zarr``, from :mod:`napari_casper.io.store_kind`); :func:`sample_key` recognises one and
-:func:`load_sample` loads it.
+(:func:`~napari_casper.io.store_kind.sample_uri`: ``napari-casper-sample://<key>.zarr``;
+:func:`~napari_casper.io.store_kind.sample_key` recognises one); :func:`load_sample` loads it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from importlib.resources import files
 
 import anndata as ad
 import numpy as np
-
-from napari_casper.io.store_kind import SAMPLE_URI_PREFIX, sample_key, sample_uri  # noqa: F401 - re-exported
 
 SAMPLE_DIR = files("napari_casper") / "sample_data"
 #: microns per pixel of the rendered embryo image
