@@ -41,17 +41,27 @@ def _var_lookup(var: pd.DataFrame, var_names: pd.Index) -> dict[str, int]:
     return lookup
 
 
-def known_genes(spots: SpotContext, genes: Sequence[str], *, extra: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
-    """``genes`` split into (found in the table, its numeric obs or ``extra``; found nowhere), in their order."""
+def _gene_sources(spots: SpotContext, extra: pd.DataFrame | None) -> tuple[dict[str, int], set[str], set[str]]:
+    """Where a gene name can be found: the table's names (:func:`_var_lookup`), its numeric obs columns, ``extra``'s columns."""
     import pandas as pd
 
     table = spots.table
-    lookup = _var_lookup(table.var, table.var_names)
     obs = table.obs
-    found = set(lookup) | {c for c in obs.columns if pd.api.types.is_numeric_dtype(obs[c])}
-    found |= set() if extra is None else set(map(str, extra.columns))
+    numeric_obs = {c for c in obs.columns if pd.api.types.is_numeric_dtype(obs[c])}
+    extra_columns = set() if extra is None else set(map(str, extra.columns))
+    return _var_lookup(table.var, table.var_names), numeric_obs, extra_columns
+
+
+def _split_known(genes: Sequence[str], sources) -> tuple[list[str], list[str]]:
+    """``genes`` split into (found in any of ``sources``; found nowhere), in their order."""
     genes = [str(g) for g in genes]
-    return [g for g in genes if g in found], [g for g in genes if g not in found]
+    here = {g for g in genes if any(g in source for source in sources)}
+    return [g for g in genes if g in here], [g for g in genes if g not in here]
+
+
+def known_genes(spots: SpotContext, genes: Sequence[str], *, extra: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
+    """``genes`` split into (found in the table, its numeric obs or ``extra``; found nowhere), in their order."""
+    return _split_known(genes, _gene_sources(spots, extra))
 
 
 def close_names(name: str, known: Sequence[str], n: int = 3) -> list[str]:
@@ -93,11 +103,9 @@ def gene_values(
     if not genes:
         raise CasperInputError("no genes given: type one or more gene names (e.g. ERBB2, GRB7, KRT19, EPCAM).")
     table = spots.table
-    lookup = _var_lookup(table.var, table.var_names)
+    lookup, numeric_obs, extra_columns = sources = _gene_sources(spots, extra)
     obs = table.obs.iloc[spots.rows]
-    numeric_obs = {c for c in obs.columns if pd.api.types.is_numeric_dtype(obs[c])}
-    extra_columns = set() if extra is None else set(map(str, extra.columns))
-    _, missing = known_genes(spots, genes, extra=extra)
+    _, missing = _split_known(genes, sources)
     if missing:
         known = list(map(str, table.var_names)) + sorted(extra_columns)
         hints = []
