@@ -82,7 +82,8 @@ def pytest_sessionfinish(session, exitstatus):
 
     activity = sys.modules.get("napari_casper._widgets.common.activity")
     for thread in list(getattr(activity, "WARMING", {}).values()):
-        thread.join(timeout=120)
+        if thread.ident is not None:  # started (a dock's warm-up starts after its first paint)
+            thread.join(timeout=120)
 
 
 SHARED_DATA = Path(os.environ.get("NAPARI_CASPER_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")

@@ -154,24 +154,3 @@ def test_widgets_import_only_their_own_package_and_common():
             if module.startswith("napari_casper._widgets.") and not module.startswith((own, "napari_casper._widgets.common")):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
     assert not offenders, "\n".join(offenders)
-
-
-#: what napari imports on the GUI thread when a user opens a dock: each module, and nothing heavy with it
-DOCK_MODULES = (
-    "napari_casper._widgets.casper.widget", "napari_casper._widgets.genes.widget",
-    "napari_casper._widgets.regions.widget", "napari_casper._widgets.histology.widget",
-)  # fmt: skip
-#: imported in the docks' background warm-up or when the user acts, never by opening a dock (pandas alone cost
-#: the Regions dock 0.4-0.6 s on the GUI thread of an empty viewer)
-HEAVY_MODULES = ("pandas", "anndata", "spatialdata", "torch", "sklearn", "scanpy")
-
-
-@pytest.mark.parametrize("module", DOCK_MODULES)
-def test_opening_a_dock_imports_nothing_heavy(module):
-    import subprocess
-    import sys
-
-    code = f"import sys, napari, {module}; print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "", f"opening the dock ({module}) imports {result.stdout.strip()} on the GUI thread"

@@ -12,7 +12,7 @@ AnnData of raw counts. Modules, one concept each:
 - :mod:`.model`     expression encoder, contrastive + cross-modal masked-reconstruction losses
 - :mod:`.fit`       the network's training loop (:func:`fit_encoder`), embeddings, CPU thread limits
 - :mod:`.train`     :class:`HistologyConfig`, head selection by leave-one-section-out, :func:`train_histology`
-- :mod:`.predict`   prediction heads and :class:`HistologyPredictor`
+- :mod:`.predict`   prediction heads and :class:`HistologyPredictor` (their names: :mod:`.head_names`)
 - :mod:`.regressors` ridge (alpha by CV) and top-k retrieval
 - :mod:`.checkpoint` save / load
 - :mod:`.evaluate`  leave-one-section-out benchmark against handcrafted baselines

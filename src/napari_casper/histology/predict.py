@@ -32,11 +32,10 @@ from anndata import AnnData
 from napari_casper.casper.preprocess import standardize
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
 from napari_casper.histology.features import handcrafted_features
+from napari_casper.histology.head_names import HEADS
 from napari_casper.histology.patches import check_coords, normalize_stain
 from napari_casper.histology.regressors import RidgeRegressor, fit_ridge, retrieve
 
-#: prediction heads, in the order they are tried
-HEADS: tuple[str, ...] = ("ridge", "retrieval", "ensemble", "crossmodal")
 #: fewest spots of one slide for its own standardisation statistics
 MIN_SECTION_SPOTS = 20
 #: spots embedded per batch: ``cancel`` is checked between batches (256 took ~1 s on 2 loaded cores)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -20,8 +21,14 @@ DEFAULT_REGION_CLASSES: dict[str, str] = {
 _SPARE_COLOURS = ("#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324", "#800000", "#000075", "#ffe119")
 
 
+#: a colour already in the form :func:`to_hex` returns (any case)
+_HEX = re.compile("#[0-9a-fA-F]{6}")
+
+
 def to_hex(colour) -> str:
     """``"#rrggbb"`` for a colour name, hex string or RGB(A) tuple in 0..1."""
+    if isinstance(colour, str) and _HEX.fullmatch(colour):  # the default classes: no matplotlib import (0.3 s)
+        return colour.lower()
     from matplotlib.colors import to_hex as mpl_to_hex
 
     try:

@@ -130,13 +130,13 @@ class DataPanel(QGroupBox):
         return sdata.tables[choice] if sdata is not None and choice in sdata.tables else None
 
     def _fill_label_keys(self, *_):
-        import pandas as pd
-
         self.label_key.clear()
         self.label_key.addItems([AUTOMATIC, LEIDEN, CELLS])
         choice = self.reference.currentText()
         if not choice:
             return
+        import pandas as pd  # here: the dock opens with no reference chosen, without importing pandas
+
         try:
             reference = self.reference_anndata()
         except Exception:  # noqa: BLE001 - an unreadable file is reported when training starts

@@ -73,7 +73,8 @@ class CasperWidget(RunsInBackground, QWidget):
         self.attention_panel.show_button.clicked.connect(lambda: self.show_attention())
         self.attention_panel.dominant_button.clicked.connect(lambda: self.show_dominant_centroid())
         self.save_button.clicked.connect(lambda: self.save_results())
-        warm_up_in_background("casper", _import_engine, viewer=napari_viewer)  # torch's first import: now, not at the first click
+        # torch's first import: now, not at the first click (after the dock's first paint, which it would slow)
+        warm_up_in_background("casper", _import_engine, viewer=napari_viewer, after_paint_of=self)
         watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
     # -- helpers (busy / synchronous / wait come from RunsInBackground) -------------------
@@ -447,6 +448,11 @@ class CasperWidget(RunsInBackground, QWidget):
 
 
 def _import_engine() -> None:
-    """Import what training needs (torch, the engine) off the GUI thread while the dock opens."""
+    """Import what training needs (torch, the engine) off the GUI thread while the dock opens, then the loss
+    plot's canvas (last: the plot is made on the GUI thread when it is ready, and should not compete with
+    these imports for the GIL)."""
     import napari_casper.casper.training  # noqa: F401 - imported for its side effect (loaded once)
     import napari_casper.casper.workflow  # noqa: F401
+    from napari_casper._widgets.common.loss_plot import import_backend
+
+    import_backend()

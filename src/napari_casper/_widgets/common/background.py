@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QWidget
 
 from napari_casper._widgets.common.activity import ACTIVE as _ACTIVE
 from napari_casper._widgets.common.activity import WARMING as _WARMING
@@ -224,12 +225,21 @@ class RunsInBackground:
 
 class WarmUp(threading.Thread):
     """A dock's warm-up thread; ``finished`` is set once its work is done (``is_alive`` is False
-    both before it starts and after it ends)."""
+    both before it starts and after it ends; :meth:`start_once` may be called any number of times)."""
 
     def __init__(self, name: str, work: Callable[[], None] | None) -> None:
         super().__init__(daemon=True, name=f"napari-casper warm-up: {name}")
         self.work = work
         self.finished = threading.Event()
+        self._start_asked = False
+
+    def start_once(self) -> None:
+        """Start the thread unless it was started already."""
+        with _WARM_LOCK:
+            if self._start_asked:
+                return
+            self._start_asked = True
+        self.start()
 
     def run(self) -> None:
         import contextlib
@@ -247,7 +257,13 @@ class WarmUp(threading.Thread):
 _WARM_LOCK = threading.Lock()
 
 
-def warm_up_in_background(name: str, work: Callable[[], None] | None = None, *, viewer=None) -> WarmUp:
+#: a warm-up waiting for its dock's first paint starts anyway after this long (a dock that is never shown)
+START_LATEST_MS = 2000
+
+
+def warm_up_in_background(
+    name: str, work: Callable[[], None] | None = None, *, viewer=None, after_paint_of=None
+) -> WarmUp:
     """Run ``work`` (imports, first-use compilation) off the GUI thread once per process, then freeze the GC.
 
     Two costs would otherwise land on the GUI thread at a user's first click: importing torch,
@@ -261,8 +277,11 @@ def warm_up_in_background(name: str, work: Callable[[], None] | None = None, *, 
 
     With ``viewer``, the viewer's canvas also renders its text glyphs ahead, a few per event-loop
     turn once no worker is busy (:func:`~napari_casper._widgets.common.glyphs.warm_glyphs`). The
-    warm-up itself starts at once: started later it would overlap the user's first steps, and a
-    freeze after them leaves their objects to the full collections meanwhile (0.66 s seen).
+    warm-up itself starts at once, or with ``after_paint_of`` (the dock being built) in a shown viewer
+    right after that widget's first paint: the warm-up's imports hold the GIL for long stretches, and started while the
+    dock was still being added and painted they tripled that stall (CASPER dock in a fresh viewer: 0.1 s
+    without a warm-up, 0.4-0.6 s with it at once). Later still it would overlap the user's first steps,
+    and a freeze after them leaves their objects to the full collections meanwhile (0.66 s seen).
     """
     if viewer is not None:
         from napari_casper._widgets.common.glyphs import warm_glyphs
@@ -271,5 +290,39 @@ def warm_up_in_background(name: str, work: Callable[[], None] | None = None, *, 
     with _WARM_LOCK:
         if name not in _WARMING:
             _WARMING[name] = thread = WarmUp(name, work)
-            thread.start()
-        return _WARMING[name]
+        thread = _WARMING[name]
+    if after_paint_of is None or not _shown(viewer):  # a hidden viewer's docks are never painted (scripts, tests)
+        thread.start_once()
+    elif not thread._start_asked:
+        _start_after_first_paint(thread, after_paint_of)
+    return thread
+
+
+def _shown(viewer) -> bool:
+    """Whether ``viewer``'s window is on screen (True when unknown)."""
+    try:
+        return viewer is None or bool(viewer.window._qt_window.isVisible())
+    except (AttributeError, RuntimeError):  # no Qt window, or deleted
+        return True
+
+
+def _start_after_first_paint(thread: WarmUp, widget) -> None:
+    """Start ``thread`` in the event-loop turn after ``widget`` (or one of its children) is first painted,
+    and at the latest :data:`START_LATEST_MS` from now."""
+    from qtpy.QtCore import QEvent, QTimer
+
+    class FirstPaint(QObject):
+        def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Paint:
+                for child in watching:
+                    child.removeEventFilter(self)
+                watching.clear()
+                QTimer.singleShot(0, thread.start_once)  # after this paint, not inside it
+            return False
+
+    watcher = FirstPaint(widget)  # lives as long as the widget
+    # a dock filled by a scroll area is painted through its children: the first of them to paint counts
+    watching = [widget, *widget.findChildren(QWidget)]
+    for child in watching:
+        child.installEventFilter(watcher)
+    QTimer.singleShot(START_LATEST_MS, thread.start_once)

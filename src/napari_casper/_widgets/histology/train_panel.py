@@ -13,7 +13,7 @@ class HistologyTrainPanel(TrainingGroup):
     """Options and buttons; the owning widget runs the work."""
 
     def __init__(self, parent: QWidget | None = None):
-        from napari_casper.histology.predict import HEADS
+        from napari_casper.histology.head_names import HEADS
 
         super().__init__("2. Train", parent)
         self.epochs = QSpinBox()

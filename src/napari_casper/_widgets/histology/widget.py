@@ -73,7 +73,6 @@ class HistologyWidget(RunsInBackground, QWidget):
         self._bar_timer.setInterval(int(self.SHOW_EVERY * 1000))
         self._bar_timer.timeout.connect(self._update_bar)
         self._relay = progress_relay(self._on_progress)
-        self._warm = warm_up_in_background("histology", _warm_up, viewer=napari_viewer)  # torch's first import holds the GIL ~1 s: now
         watch(napari_viewer)  # colour bars and units for continuous layers; their glyphs rendered ahead
 
         self.sections = SectionsPanel(napari_viewer)
@@ -96,6 +95,8 @@ class HistologyWidget(RunsInBackground, QWidget):
         self.predict_panel.gene.currentTextChanged.connect(lambda label: self.show_gene(label))
         self.predict_panel.show_uncertainty.toggled.connect(self._uncertainty_toggled)
         self.predict_panel.save_button.clicked.connect(lambda: self.save_predictions())
+        # torch's first import holds the GIL ~1 s: now, not at the first click (after the dock's first paint)
+        self._warm = warm_up_in_background("histology", _warm_up, viewer=napari_viewer, after_paint_of=self)
 
     @property
     def warmed_up(self) -> bool:
@@ -434,11 +435,14 @@ class HistologyWidget(RunsInBackground, QWidget):
 def _warm_up() -> None:
     """Import what training and prediction need (torch's first import holds the GIL ~1 s) and warm
     the engine up (:func:`~napari_casper.histology.fit.warm_up`); :func:`warm_up_in_background`
-    then freezes the GC."""
+    then freezes the GC. The loss plot's canvas comes last: the plot is made on the GUI thread when it is
+    ready, and should not compete with these imports for the GIL."""
     import napari_casper.histology.checkpoint  # noqa: F401 - imported for its side effect (loaded once)
     import napari_casper.histology.predict  # noqa: F401
     import napari_casper.histology.spatial  # noqa: F401
     import napari_casper.histology.train  # noqa: F401
+    from napari_casper._widgets.common.loss_plot import import_backend
     from napari_casper.histology.fit import warm_up
 
     warm_up()
+    import_backend()

@@ -142,7 +142,7 @@ class RegionsWidget(RunsInBackground, QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
         self._refresh_layer_lists()
         self.classes_panel.refresh()
-        warm_up_in_background("regions", warm_up_shapes, viewer=self.viewer)
+        warm_up_in_background("regions", warm_up_shapes, viewer=self.viewer, after_paint_of=self)
 
     @property
     def busy(self) -> bool:
