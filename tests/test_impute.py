@@ -53,7 +53,8 @@ def test_attention_maps(imputer):
     heads = imputer.attention_per_head(slice(0, 25))
     assert heads.shape == (imputer.model.config["heads"], 25, att.shape[1])
     np.testing.assert_allclose(heads.mean(0), att[:25], rtol=1e-4, atol=1e-6)
-    assert imputer.hidden_state().shape == (imputer.n_spots, imputer.model.config["d_model"])
+    # the hidden states of the ensemble's networks side by side (two refits by default)
+    assert imputer.hidden_state().shape == (imputer.n_spots, imputer.model.network.size * imputer.model.config["d_model"])
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5ad"])

@@ -21,6 +21,7 @@ import torch
 from napari_casper import __version__
 from napari_casper.casper.calibration import Calibration
 from napari_casper.casper.centroids import Centroids
+from napari_casper.casper.ensemble import NetworkEnsemble
 from napari_casper.casper.model import CasperModel, TrainingHistory
 from napari_casper.casper.network import CentroidCrossAttention
 from napari_casper.errors import CasperInputError, CheckpointMismatchError
@@ -48,6 +49,7 @@ def save_checkpoint(model: CasperModel, path: str | Path) -> Path:
         "network": {
             "n_panel": net.n_panel,
             "n_centroids": net.n_centroids,
+            "members": net.size if isinstance(net, NetworkEnsemble) else 1,
             **{k: cfg[k] for k in _NETWORK_ARGS},
         },
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
@@ -151,7 +153,10 @@ def load_checkpoint(
             f"{n_centroids} centroids but the file lists {len(payload['panel_genes'])} genes and "
             f"{centroids.n_centroids} centroids; re-train the model"
         )
+    members = int(net_args.pop("members", 1))  # absent in files written before ensembles
     network = CentroidCrossAttention(n_panel, n_centroids, **net_args)
+    if members > 1:
+        network = NetworkEnsemble([network, *(CentroidCrossAttention(n_panel, n_centroids, **net_args) for _ in range(members - 1))])
     network.load_state_dict(payload["state_dict"])
     network.eval()
     model = CasperModel(

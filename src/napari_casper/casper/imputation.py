@@ -244,7 +244,8 @@ class CasperImputer:
         return next(self.encoder.encode(self._spots[idx], max(len(idx), 1), per_head=True))[0]
 
     def hidden_state(self) -> np.ndarray:
-        """Per-spot hidden state ``(n_spots, d_model)`` after attention + LayerNorm."""
+        """Per-spot hidden state ``(n_spots, d_model)`` after attention + LayerNorm (an ensemble's networks'
+        side by side: ``K * d_model`` wide)."""
         if self._hidden is not None:
             return self._hidden
         return np.concatenate([h for _, h in self.encoder.encode(self._spots, self.batch_size)])

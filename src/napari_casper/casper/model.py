@@ -10,6 +10,7 @@ import torch
 from napari_casper import __version__
 from napari_casper.casper.calibration import Calibration
 from napari_casper.casper.centroids import Centroids
+from napari_casper.casper.ensemble import NetworkEnsemble
 from napari_casper.casper.network import CentroidCrossAttention
 
 
@@ -52,7 +53,8 @@ class CasperModel:
     Attributes
     ----------
     network
-        the :class:`CentroidCrossAttention` module (in eval mode after training).
+        the :class:`CentroidCrossAttention` module (in eval mode after training), or a
+        :class:`~napari_casper.casper.ensemble.NetworkEnsemble` of several (the default training averages two refits).
     config
         the training configuration as a plain dict (see :class:`napari_casper.casper.training.CasperConfig`).
     panel_genes
@@ -82,7 +84,7 @@ class CasperModel:
         (:mod:`napari_casper.casper.calibration`; None: trained without validation genes).
     """
 
-    network: CentroidCrossAttention
+    network: CentroidCrossAttention | NetworkEnsemble
     config: dict
     panel_genes: list[str]
     panel_reference_genes: list[str]

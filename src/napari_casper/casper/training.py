@@ -24,6 +24,7 @@ from anndata import AnnData
 
 from napari_casper.casper.calibration import Calibration, calibrate, complete
 from napari_casper.casper.centroids import compute_centroids
+from napari_casper.casper.ensemble import NetworkEnsemble
 from napari_casper.casper.model import CasperModel, EpochRecord, TrainingHistory
 from napari_casper.casper.network import CentroidCrossAttention
 from napari_casper.casper.objective import (
@@ -36,7 +37,7 @@ from napari_casper.casper.objective import (
 )
 from napari_casper.casper.preprocess import prepare_pair, standardize
 from napari_casper.casper.reference_cells import ReferenceCells
-from napari_casper.errors import TrainingCancelled
+from napari_casper.errors import CasperInputError, TrainingCancelled
 from napari_casper.runtime.control import CancelFlag, check_options, is_cancelled
 from napari_casper.runtime.device import autocast, grad_scaler, select_device, torch_threads
 
@@ -84,6 +85,7 @@ class CasperConfig:
     patience: int = 6
     selection_window: int = 3
     refit: bool = True
+    ensemble: int = 2
     calibrate: bool = True
     seed: int = 0
     device: str = "auto"
@@ -207,13 +209,20 @@ def train_casper(
     chooses the number of steps (its best epoch); the returned model is then trained again with
     every gene and spot for that many steps, from the same preprocessing and centroids
     (``progress`` is not called during the refit, ``status`` is; a cancel during it raises
-    with the validated model). With ``refit=False`` it is the
+    with the validated model); with ``ensemble=K`` (default 2) the refit is trained ``K`` times,
+    from seeds ``seed .. seed + K - 1``, and the model predicts their mean
+    (:class:`~napari_casper.casper.ensemble.NetworkEnsemble`). With ``refit=False`` it is the
     validation run's best weights.
     """
     if isinstance(config, CasperConfig):
         config = CasperConfig.from_dict(config.to_dict(), **overrides)
     else:
         config = CasperConfig.from_dict(config, **overrides)
+    if isinstance(config.ensemble, bool) or not isinstance(config.ensemble, int) or config.ensemble < 1:
+        raise CasperInputError(
+            f"ensemble={config.ensemble!r}: give the number of refits to average, a whole number of 1 or more "
+            "(1: a single network; the default 2)"
+        )
     start = time.perf_counter()
     with torch_threads(config.num_threads):
         _check_cancel(cancel, None, "before it started")
@@ -236,6 +245,7 @@ def train_casper(
         reference_expression = prepared[2]
         try:
             final = _train(_fresh_copy(prepared, refit), refit, None, cancel, status=status)
+            final.network = _more_refits(final.network, prepared, refit, config.ensemble, cancel, status)
         except TrainingCancelled as err:
             err.model = model  # the validated model is the best complete one
             raise
@@ -245,6 +255,19 @@ def train_casper(
         final.history.stop_reason += f"; refit on all genes and spots for {refit.max_steps} steps"
         final.history.seconds = time.perf_counter() - start
         return final
+
+
+def _more_refits(first, prepared: tuple, refit: CasperConfig, size: int, cancel, status):
+    """``first`` (the refit's network) alone, or with ``size - 1`` more refits from the next seeds, as one
+    :class:`~napari_casper.casper.ensemble.NetworkEnsemble` (the mean of their predictions)."""
+    if size <= 1:
+        return first
+    networks = [first]
+    for k in range(1, size):
+        again = CasperConfig.from_dict(refit.to_dict(), seed=refit.seed + k)
+        phase = f"refit {k + 1} of {size} (seed {again.seed})"
+        networks.append(_train(_fresh_copy(prepared, again), again, None, cancel, status=status, phase=phase).network)
+    return NetworkEnsemble(networks).eval()
 
 
 def _fresh_copy(prepared: tuple, config: CasperConfig) -> tuple:
