@@ -17,6 +17,7 @@ from qtpy.QtCore import QPoint, Qt, QTimer
 from napari_casper._widgets.casper.compare import TITLES_NAME, panel_names
 from napari_casper._widgets.casper.widget import CasperWidget, grid_of
 from napari_casper.casper.imputation import CasperImputer
+from napari_casper.casper.network import CentroidCrossAttention
 
 pytestmark = pytest.mark.gui
 
@@ -124,10 +125,12 @@ def test_train_click_shows_phases_then_impute_shows_the_newest_gene(casper, qtbo
     assert workflow is not None and workflow.imputer is not None, widget.message.text()
     phases = (
         "preparing genes and centroids", f"epoch 1 of {QUICK}", "validation with the reference cells: step",
-        "calibrating trust and intervals", "refit on all genes and spots: step", "encoding the spots",
+        "calibrating trust and intervals", "refit on all genes and spots: step", "refit 2 of 2 (seed 1): step",
+        "encoding the spots",
     )  # fmt: skip
     for phase in phases:
         assert log.seen(phase), f"phase {phase!r} never shown: {log.texts}"
+    assert workflow.imputer.model.network.size == 2  # "networks averaged": 2 by default
     plot = widget.train_panel.plot
     assert plot.history and plot.axes.get_xlim()[1] >= QUICK  # the live loss curve shows every epoch
     assert len(plot.lines["train_loss"].get_xdata()) == QUICK
@@ -377,10 +380,12 @@ def test_train_and_impute_by_click_on_cells_drawn_as_labels(make_napari_viewer, 
     choose(qtbot, widget.data.spots, "cells_labels (centres)")
     widget.train_panel.epochs.setValue(QUICK)
     choose(qtbot, widget.train_panel.reference_cells, "don't use")
+    type_text(qtbot, widget.train_panel.ensemble.lineEdit(), "1")  # one network: quicker
     click(qtbot, widget.train_panel.train_button)
     wait_idle(qtbot, widget)
     workflow = widget.workflow
     assert workflow is not None and workflow.imputer is not None, widget.message.text()
+    assert isinstance(workflow.imputer.model.network, CentroidCrossAttention)  # the typed 1, not the default 2
     unmeasured = next(g for g in sorted(workflow.reference_genes) if g not in set(workflow.panel_genes) and g.isalpha())
     type_text(qtbot, widget.impute.search, unmeasured)
     click(qtbot, widget.impute.impute_button)

@@ -28,6 +28,9 @@ def test_train_then_impute(files, capsys):
     out = capsys.readouterr().out
     assert code == 0 and model.exists()
     assert "82 of 82 panel genes found" in out and "epoch   3" in out
+    from napari_casper.casper.checkpoint import load_checkpoint
+
+    assert load_checkpoint(model).network.size == 2  # two refits averaged, the default
 
     assert main(["impute", "--model", str(model), "--st", str(root / "st.h5ad"), "--genes", "eve,ftz",
                  "--out", str(root / "pred.h5ad")]) == 0
@@ -35,7 +38,6 @@ def test_train_then_impute(files, capsys):
     assert list(pred.var_names) == ["eve", "ftz"] and pred.n_obs == 3039
     # trust per gene and each spot's 90 % interval width: 2 x var interval_scale x obs spot_difficulty
     assert "var 'trust' (expected Pearson r), 90% interval widths" in capsys.readouterr().out
-    from napari_casper.casper.checkpoint import load_checkpoint
     from napari_casper.casper.imputation import CasperImputer
 
     imputer = CasperImputer(load_checkpoint(model), ad.read_h5ad(root / "st.h5ad"))
@@ -57,6 +59,18 @@ def test_train_then_impute(files, capsys):
     np.testing.assert_allclose(np.asarray(every[:, ["eve", "ftz"]].X), pred.X, rtol=1e-5, atol=1e-5)
 
 
+def test_train_with_one_network(files, capsys):
+    from napari_casper.casper.checkpoint import load_checkpoint
+    from napari_casper.casper.network import CentroidCrossAttention
+
+    root, reference = files
+    model = root / "single.pt"
+    code = main(["train", "--st", str(root / "st.h5ad"), "--reference", str(reference), "--epochs", "2",
+                 "--steps-per-epoch", "10", "--device", "cpu", "--ensemble", "1", "--quiet", "--out", str(model)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert isinstance(load_checkpoint(model).network, CentroidCrossAttention)
+
+
 def test_cli_errors_are_one_line(files, capsys):
     root, reference = files
     code = main(["impute", "--model", str(root / "missing.pt"), "--st", str(root / "st.h5ad"),
@@ -69,6 +83,7 @@ def test_cli_errors_are_one_line(files, capsys):
 
 @pytest.mark.parametrize("command", [
     ["train", "--st", "st.h5ad", "--reference", "ref.h5ad", "--out", "m.pt", "--epochs"],
+    ["train", "--st", "st.h5ad", "--reference", "ref.h5ad", "--out", "m.pt", "--ensemble"],
     ["histology-train", "s.h5ad", "--out", "h.pt", "--epochs"],
     ["impute", "--model", "m.pt", "--st", "st.h5ad", "--genes", "eve", "--out", "x.h5ad", "--gene-chunk"],
 ])

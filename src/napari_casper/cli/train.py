@@ -29,6 +29,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-steps", type=positive_int, default=None, help="maximum optimisation steps (default 300)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="batches between validations (default 25)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="spots per batch (default 512)")
+    p.add_argument(
+        "--ensemble", type=positive_int, default=None,
+        help="networks averaged: the final refit is trained this many times from successive seeds and the model "
+        "predicts their mean (default 2; 1: a single, quicker network)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--case-insensitive", action="store_true", help="match gene names ignoring case")
@@ -65,6 +70,8 @@ def _train(args: argparse.Namespace) -> int:
         options["steps_per_epoch"] = args.steps_per_epoch
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
+    if args.ensemble is not None:
+        options["ensemble"] = args.ensemble
     config = CasperConfig.from_dict(options)
     if args.max_steps is not None:
         config.max_steps = args.max_steps

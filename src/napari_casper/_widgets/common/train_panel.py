@@ -100,6 +100,11 @@ class TrainPanel(TrainingGroup):
             "also learn from the reference cells (their panel genes in, every other gene out): 'auto' trains "
             "with and without them and keeps the better on validation genes (about twice the time)"
         )
+        self.ensemble = _spin(1, 8, 2)
+        self.ensemble.setToolTip(
+            "the final network is trained this many times from successive seeds and their predictions are "
+            "averaged: more accurate, each one more costs one more refit (1: a single network)"
+        )
         self._lay_out(
             [
                 ("epochs", self.epochs),
@@ -107,6 +112,7 @@ class TrainPanel(TrainingGroup):
                 ("batch size", self.batch_size),
                 ("attention heads", self.heads),
                 ("reference cells", self.reference_cells),
+                ("networks averaged", self.ensemble),
             ]
         )
 
@@ -122,6 +128,7 @@ class TrainPanel(TrainingGroup):
             "batch_size": self.batch_size.value(),
             "heads": self.heads.value(),
             "reference_weight": REFERENCE_CELLS[self.reference_cells.currentText()],
+            "ensemble": self.ensemble.value(),
             "device": self.device.currentText(),
             "seed": self.seed.value(),
         }
