@@ -278,6 +278,15 @@ def wait_drawn(viewer, qtbot, timeout_ms: int = 10_000) -> None:
     qtbot.wait(50)
 
 
+def wait_warmed_up(qtbot, timeout_ms: int = 120_000) -> None:
+    """Until every dock's background warm-up has started and finished. In a shown viewer a dock starts it
+    after its first paint; it is part of opening the dock (its own stalls are checked by
+    ``test_dock_opening.py``), not of the flow timed next."""
+    from napari_casper._widgets.common.activity import WARMING
+
+    qtbot.waitUntil(lambda: all(thread.finished.is_set() for thread in WARMING.values()), timeout=timeout_ms)
+
+
 def type_text(qtbot, edit: QLineEdit, text: str, enter: bool = True) -> None:
     """Select what ``edit`` holds and type ``text`` over it (then Return, as a user confirms)."""
     assert edit.isVisible() and edit.isEnabled(), "the text field is hidden or disabled"

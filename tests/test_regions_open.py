@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 from conftest import mob_path, shared_path
-from gui_checks import Heartbeat, answer_file_dialog, click, open_folder_by_shortcut, wait_drawn
+from gui_checks import Heartbeat, answer_file_dialog, click, open_folder_by_shortcut, wait_drawn, wait_warmed_up
 
 from napari_casper._widgets.common.background_open import opening
 from napari_casper._widgets.regions.widget import RegionsWidget
@@ -31,6 +31,7 @@ def regions_widget(make_napari_viewer, qtbot):
         created.append(widget)
         qtbot.waitUntil(widget.open_button.isVisible, timeout=10_000)
         wait_drawn(viewer, qtbot)  # the window's first paint with the dock: the dock's opening, not a timed step
+        wait_warmed_up(qtbot)  # started after that paint: also the dock's opening
         return viewer, widget
 
     yield make

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import mob_path
-from gui_checks import Steps, answer_colour_dialog, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text, wait_drawn
+from gui_checks import Steps, answer_colour_dialog, answer_file_dialog, assert_fits, assert_tooltips, choose, click, type_text, wait_drawn, wait_warmed_up
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
@@ -47,6 +47,7 @@ def regions_widget(make_napari_viewer, qtbot):
         created.append(widget)
         qtbot.waitUntil(widget.open_button.isVisible, timeout=10_000)
         wait_drawn(viewer, qtbot)  # the window's first paint with the dock: the dock's opening, not a timed step
+        wait_warmed_up(qtbot)  # started after that paint: also the dock's opening
         return viewer, widget
 
     yield make

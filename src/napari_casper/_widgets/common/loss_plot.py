@@ -67,8 +67,12 @@ class LossPlot(QWidget):
         return self.canvas is not None
 
     def _make_when_imported(self) -> None:
-        if BACKEND_READY.is_set():
+        if not BACKEND_READY.is_set():
+            return
+        try:
             self._make_canvas()
+        except RuntimeError:  # the dock was closed meanwhile: its Qt objects are gone
+            self._poll.stop()
 
     def _make_canvas(self) -> None:
         self._poll.stop()
