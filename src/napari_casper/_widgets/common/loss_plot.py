@@ -9,6 +9,7 @@ whichever comes first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from qtpy.QtCore import QTimer
@@ -71,8 +72,9 @@ class LossPlot(QWidget):
             return
         try:
             self._make_canvas()
-        except RuntimeError:  # the dock was closed meanwhile: its Qt objects are gone
-            self._poll.stop()
+        except RuntimeError:  # the dock is being deleted: its Qt objects are gone (the timer too)
+            with contextlib.suppress(RuntimeError):
+                self._poll.stop()
 
     def _make_canvas(self) -> None:
         self._poll.stop()
