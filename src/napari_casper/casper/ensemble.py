@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from napari_casper.casper.network import CentroidCrossAttention, KeyValueCache
+from napari_casper.casper.network import CentroidCrossAttention, GeneDecoding, KeyValueCache
 
 
 @dataclass
@@ -34,8 +34,10 @@ class EnsembleCache:
     members: list[KeyValueCache]
 
 
-class NetworkEnsemble(nn.Module):
-    """The mean of ``members`` (trained :class:`CentroidCrossAttention` of one shape)."""
+class NetworkEnsemble(GeneDecoding, nn.Module):
+    """The mean of ``members`` (trained :class:`CentroidCrossAttention` of one shape); ``decode`` and
+    ``forward`` are the single network's (:class:`GeneDecoding`), on the ensemble's attention, hidden state and
+    gene embeddings."""
 
     def __init__(self, members: list[CentroidCrossAttention]):
         super().__init__()
@@ -68,34 +70,3 @@ class NetworkEnsemble(nn.Module):
     def embed_genes(self, gene_profiles_z: torch.Tensor) -> torch.Tensor:
         """``(G, K*D)``: each member's gene embeddings times its residual scale over ``K``."""
         return torch.cat([m.embed_genes(gene_profiles_z) * (m.residual_scale / self.size) for m in self.members], dim=-1)
-
-    def decode(
-        self,
-        attention_mean: torch.Tensor,
-        hidden: torch.Tensor,
-        gene_profiles: torch.Tensor,
-        gene_profiles_z: torch.Tensor,
-        gene_std: torch.Tensor,
-        gene_embeddings: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The members' mean prediction ``(B, G)`` (arguments as :meth:`CentroidCrossAttention.decode`)."""
-        pred = attention_mean @ gene_profiles
-        if self.gene_residual:
-            if gene_embeddings is None:
-                gene_embeddings = self.embed_genes(gene_profiles_z)
-            pred = pred + self.residual_scale * (hidden @ gene_embeddings.T) * gene_std
-        return pred
-
-    def forward(
-        self,
-        spot_panel: torch.Tensor,
-        mask: torch.Tensor,
-        centroid_panel: torch.Tensor,
-        gene_profiles: torch.Tensor,
-        gene_profiles_z: torch.Tensor,
-        gene_std: torch.Tensor,
-        exclude: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        cache = self.encode_centroids(centroid_panel, mask)
-        attention, hidden = self.attend(spot_panel, mask, cache, exclude)
-        return self.decode(attention.mean(0), hidden, gene_profiles, gene_profiles_z, gene_std)

@@ -64,7 +64,50 @@ class KeyValueCache:
     unit_profiles: torch.Tensor
 
 
-class CentroidCrossAttention(nn.Module):
+class GeneDecoding:
+    """``decode`` and ``forward``, the same for one network and for an ensemble of them
+    (:class:`~napari_casper.casper.ensemble.NetworkEnsemble`): both define ``encode_centroids``, ``attend``,
+    ``embed_genes``, ``gene_residual`` and ``residual_scale``."""
+
+    def decode(
+        self,
+        attention_mean: torch.Tensor,
+        hidden: torch.Tensor,
+        gene_profiles: torch.Tensor,
+        gene_profiles_z: torch.Tensor,
+        gene_std: torch.Tensor,
+        gene_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predictions ``(B, G)`` in reference units.
+
+        ``attention_mean`` ``(B, C)``; ``hidden`` ``(B, D)``; ``gene_profiles`` ``(C, G)`` centroid
+        expression; ``gene_profiles_z`` the same standardised over centroids; ``gene_std`` ``(G,)``
+        the standard deviation used for that.
+        """
+        pred = attention_mean @ gene_profiles
+        if self.gene_residual:
+            if gene_embeddings is None:
+                gene_embeddings = self.embed_genes(gene_profiles_z)
+            pred = pred + self.residual_scale * (hidden @ gene_embeddings.T) * gene_std
+        return pred
+
+    def forward(
+        self,
+        spot_panel: torch.Tensor,
+        mask: torch.Tensor,
+        centroid_panel: torch.Tensor,
+        gene_profiles: torch.Tensor,
+        gene_profiles_z: torch.Tensor,
+        gene_std: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict ``(B, G)`` for the genes whose centroid profiles are given (one mask)."""
+        cache = self.encode_centroids(centroid_panel, mask)
+        attention, hidden = self.attend(spot_panel, mask, cache, exclude)
+        return self.decode(attention.mean(0), hidden, gene_profiles, gene_profiles_z, gene_std)
+
+
+class CentroidCrossAttention(GeneDecoding, nn.Module):
     """Dual encoder + multi-head cross-attention over centroids + gene-agnostic decoder.
 
     Parameters
@@ -157,43 +200,6 @@ class CentroidCrossAttention(nn.Module):
     def embed_genes(self, gene_profiles_z: torch.Tensor) -> torch.Tensor:
         """Gene embeddings ``(G, D)`` from standardised centroid profiles ``(C, G)``."""
         return self.gene_encoder(gene_profiles_z.T)
-
-    def decode(
-        self,
-        attention_mean: torch.Tensor,
-        hidden: torch.Tensor,
-        gene_profiles: torch.Tensor,
-        gene_profiles_z: torch.Tensor,
-        gene_std: torch.Tensor,
-        gene_embeddings: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predictions ``(B, G)`` in reference units.
-
-        ``attention_mean`` ``(B, C)``; ``hidden`` ``(B, D)``; ``gene_profiles`` ``(C, G)`` centroid
-        expression; ``gene_profiles_z`` the same standardised over centroids; ``gene_std`` ``(G,)``
-        the standard deviation used for that.
-        """
-        pred = attention_mean @ gene_profiles
-        if self.gene_residual:
-            if gene_embeddings is None:
-                gene_embeddings = self.embed_genes(gene_profiles_z)
-            pred = pred + self.residual_scale * (hidden @ gene_embeddings.T) * gene_std
-        return pred
-
-    def forward(
-        self,
-        spot_panel: torch.Tensor,
-        mask: torch.Tensor,
-        centroid_panel: torch.Tensor,
-        gene_profiles: torch.Tensor,
-        gene_profiles_z: torch.Tensor,
-        gene_std: torch.Tensor,
-        exclude: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Predict ``(B, G)`` for the genes whose centroid profiles are given (one mask)."""
-        cache = self.encode_centroids(centroid_panel, mask)
-        attention, hidden = self.attend(spot_panel, mask, cache, exclude)
-        return self.decode(attention.mean(0), hidden, gene_profiles, gene_profiles_z, gene_std)
 
 
 def standardize_profiles(profiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
