@@ -252,7 +252,9 @@ def train_casper(
         final.config = model.config
         final.calibration = calibration and complete(calibration, final, reference_expression)
         final.history = model.history
-        final.history.stop_reason += f"; refit on all genes and spots for {refit.max_steps} steps"
+        final.history.stop_reason += f"; refit on all genes and spots for {refit.max_steps} steps" + (
+            f", {config.ensemble} networks averaged" if config.ensemble > 1 else ""
+        )
         final.history.seconds = time.perf_counter() - start
         return final
 
