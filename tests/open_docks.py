@@ -42,9 +42,10 @@ def _on_audit(event: str, args) -> None:
         _imported.append(str(args[0]))
 
 
-def _run_events(app, seconds: float) -> None:
+def _run_events(app, seconds: float, until=lambda: False) -> None:
+    """Run the event loop for ``seconds``, or until ``until()`` holds."""
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    while time.perf_counter() < end and not until():
         app.processEvents()
         time.sleep(0.005)
 
@@ -65,14 +66,10 @@ def main() -> None:
         with Heartbeat() as opening:
             _recording.set()
             action.trigger()
-            end = time.perf_counter() + OPENING_LIMIT_S
-            while time.perf_counter() < end and not all(thread.ident is not None for thread in WARMING.values()):
-                app.processEvents()
+            _run_events(app, OPENING_LIMIT_S, until=lambda: all(thread.ident is not None for thread in WARMING.values()))
             _recording.clear()
         with Heartbeat() as warming:
-            end = time.perf_counter() + WARM_UP_LIMIT_S
-            while time.perf_counter() < end and not all(thread.finished.is_set() for thread in WARMING.values()):
-                _run_events(app, 0.05)
+            _run_events(app, WARM_UP_LIMIT_S, until=lambda: all(thread.finished.is_set() for thread in WARMING.values()))
         heavy = sorted({name for name in _imported if name.split(".")[0] in HEAVY})
         print(json.dumps({"dock": title, "heavy_imports": heavy, "stall": round(opening.longest, 3),
                           "warm_up_stall": round(warming.longest, 3), "docks": len(viewer.window.dock_widgets),

@@ -24,27 +24,39 @@ HEIGHT = 170
 
 
 def import_backend() -> None:
-    """Import matplotlib's Qt canvas and draw a throwaway figure off screen, which loads its fonts (for a
+    """Import matplotlib's Qt canvas and draw the plot's empty figure off screen, which loads its fonts (for a
     warm-up thread: the plot then appears without a stall). Nothing else draws with matplotlib meanwhile:
     the plots wait for :data:`BACKEND_READY`."""
     import matplotlib.backends.backend_qtagg  # noqa: F401 - imported for its side effect (loaded once)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(_figure()[0]).draw()
+    BACKEND_READY.set()
+
+
+def _figure():
+    """``(figure, axes, lines)`` of an empty loss plot: its size, margins, labels and the two lines."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(1, 1))
+    figure = Figure(figsize=(3.2, 1.8))
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.24, top=0.95)
     axes = figure.add_subplot(111)
     axes.set_xlabel("epoch", fontsize=8)
+    axes.set_ylabel("loss", fontsize=8)
     axes.tick_params(labelsize=7)
-    FigureCanvasAgg(figure).draw()
-    BACKEND_READY.set()
+    lines = {
+        "train_loss": axes.plot([], [], marker=".", label="train")[0],
+        "val_loss": axes.plot([], [], marker=".", label="validation")[0],
+    }
+    return figure, axes, lines
 
 
 class LossPlot(QWidget):
     """Training and validation loss per epoch; :meth:`update_history` redraws it.
 
     Redrawing is cheap on the GUI thread (a few ms): the two lines are created once and only their data
-    change; the margins are fixed (no tight layout per draw). ``axes`` and ``lines`` are None until the
-    canvas exists (:attr:`ready`).
+    change; the margins are fixed (no tight layout per draw). ``canvas``, ``axes`` and ``lines`` are None
+    until the canvas is made.
     """
 
     def __init__(self, parent: QWidget | None = None):
@@ -62,11 +74,6 @@ class LossPlot(QWidget):
         self._poll.timeout.connect(self._make_when_imported)
         self._poll.start()
 
-    @property
-    def ready(self) -> bool:
-        """Whether the matplotlib canvas has been made."""
-        return self.canvas is not None
-
     def _make_when_imported(self) -> None:
         if not BACKEND_READY.is_set():
             return
@@ -81,19 +88,9 @@ class LossPlot(QWidget):
         if self.canvas is not None:
             return
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(3.2, 1.8))
+        figure, self.axes, self.lines = _figure()
         self.canvas = FigureCanvasQTAgg(figure)
-        figure.subplots_adjust(left=0.16, right=0.97, bottom=0.24, top=0.95)
-        self.axes = axes = figure.add_subplot(111)
-        axes.set_xlabel("epoch", fontsize=8)
-        axes.set_ylabel("loss", fontsize=8)
-        axes.tick_params(labelsize=7)
-        self.lines = {
-            "train_loss": axes.plot([], [], marker=".", label="train")[0],
-            "val_loss": axes.plot([], [], marker=".", label="validation")[0],
-        }
         self._layout.addWidget(self.canvas)
         self._draw()
 
@@ -123,8 +120,3 @@ class LossPlot(QWidget):
             self.axes.set_xlim(0, 1)
             self.axes.set_ylim(0, 1)
         self.canvas.draw_idle()
-
-
-def make_loss_plot() -> LossPlot:
-    """A :class:`LossPlot` (its canvas comes once matplotlib is imported)."""
-    return LossPlot()

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_casper._widgets.common.loss_plot import make_loss_plot
+from napari_casper._widgets.common.loss_plot import LossPlot
 
 
 def _spin(low: int, high: int, value: int) -> QSpinBox:
@@ -49,7 +49,7 @@ class TrainingGroup(QGroupBox):
         self.load_button.setToolTip("load a model saved with Save checkpoint (for spots with the same panel genes)")
         self.status = QLabel("not trained")
         self.status.setWordWrap(True)
-        self.plot = make_loss_plot()
+        self.plot = LossPlot()
 
         form = QFormLayout()
         for label, field in [*rows, ("device", self.device), ("seed", self.seed)]:
