@@ -153,3 +153,6 @@ def test_trust_and_intervals_meet_the_held_out_measurement(trained, drosophila):
     assert 0.85 <= coverage <= 0.95  # nominal 90 %
     assert abs(trust.mean() - actual.mean()) < 0.1  # the level, from the validation genes' median
     assert np.corrcoef(trust, actual)[0, 1] > 0  # ranks in the right direction even on ten genes
+    signs = imputer.trust_signs(HELD_OUT)  # what trust rests on: correlation-like, one row per gene
+    assert signs.shape == (len(HELD_OUT), 3) and np.all(np.abs(signs) <= 1)
+    np.testing.assert_allclose(model.calibration.trust(signs), trust)

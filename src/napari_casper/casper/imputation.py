@@ -289,15 +289,19 @@ class CasperImputer:
 
     def trust(self, genes: Sequence[str]) -> np.ndarray:
         """Expected Pearson r of each gene's prediction with what the spots would measure ``(G,)``."""
+        return self._calibration().trust(self.trust_signs(genes))
+
+    def trust_signs(self, genes: Sequence[str]) -> np.ndarray:
+        """``(G, 3)`` the signs trust rests on, in the order of
+        :data:`~napari_casper.casper.calibration.SIGNS` (see :mod:`napari_casper.casper.calibration`)."""
         from napari_casper.casper.calibration import gene_signs
 
         calibration = self._calibration()
         idx = self.resolve_genes(list(genes))
-        signs = gene_signs(
+        return gene_signs(
             self.model, self._spots, idx, hidden=self.encoder.hide_genes,
             reference_accuracy=calibration.reference_accuracy[idx], reference_std=calibration.reference_std[idx],
         )
-        return calibration.trust(signs)
 
     def difficulty(self) -> np.ndarray:
         """Each spot's difficulty ``(n_spots,)``, mean 1: how badly its own panel genes are predicted hidden."""
