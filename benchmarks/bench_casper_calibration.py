@@ -59,9 +59,8 @@ def main(argv=None) -> None:
         imputer = CasperImputer(model, visible)
         prediction = imputer.predict(held)
         cal = model.calibration
-        signs = imputer.trust_signs(held)
-        trust = cal.trust(signs)  # as imputer.intervals computes it, with the signs kept
-        low, high = cal.interval(prediction, trust, imputer.difficulty())
+        signs = imputer.trust_signs(held)  # kept for the per-gene table; trust is their calibration, as intervals() computes it
+        trust, low, high = imputer.intervals(held, prediction, trust=cal.trust(signs))
         # in the units CASPER's intervals speak: normalised as it normalises its panel, standardised over the spots
         measured = standardise_columns(prepare_st(st, held, normalize=model.st_normalization)[0])
         inside = (measured >= low) & (measured <= high)

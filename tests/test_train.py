@@ -156,3 +156,7 @@ def test_trust_and_intervals_meet_the_held_out_measurement(trained, drosophila):
     signs = imputer.trust_signs(HELD_OUT)  # what trust rests on: correlation-like, one row per gene
     assert signs.shape == (len(HELD_OUT), 3) and np.all(np.abs(signs) <= 1)
     np.testing.assert_allclose(model.calibration.trust(signs), trust)
+    again, low_again, high_again = imputer.intervals(HELD_OUT, prediction, trust=model.calibration.trust(signs))
+    np.testing.assert_allclose(again, trust)
+    np.testing.assert_allclose(low_again, low)
+    np.testing.assert_allclose(high_again, high)

@@ -311,13 +311,16 @@ class CasperImputer:
             self._difficulty = spot_difficulty(self.model, self._spots, hidden=self.encoder.hide_genes)
         return self._difficulty
 
-    def intervals(self, genes: Sequence[str], prediction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def intervals(
+        self, genes: Sequence[str], prediction: np.ndarray | None = None, trust: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(trust (G,), low (n, G), high (n, G))``: conformal intervals at the calibration's level, in
-        standardised units of each gene over these spots (see :mod:`napari_casper.casper.calibration`)."""
+        standardised units of each gene over these spots (see :mod:`napari_casper.casper.calibration`);
+        ``prediction`` and ``trust``, when given, are those of ``genes`` already computed."""
         calibration = self._calibration()
         genes = list(genes)
         prediction = self.predict(genes) if prediction is None else prediction
-        trust = self.trust(genes)
+        trust = self.trust(genes) if trust is None else np.asarray(trust, dtype=np.float64)
         low, high = calibration.interval(prediction, trust, self.difficulty())
         return trust, low, high
 
